@@ -1,0 +1,1 @@
+"""Model code: DefectFill, its components and the offline base model."""

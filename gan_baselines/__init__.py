@@ -1,0 +1,1 @@
+"""GAN and classical baselines behind the same DefectGenerator interface (defectfill.generator)."""
