@@ -8,6 +8,7 @@ refused with a `DataError` naming the file and the fix where it is not.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +25,100 @@ class DataWarning(UserWarning):
     """An input was converted (greyscale, RGBA, 16-bit, anti-aliased mask, ...)."""
 
 
+# Conversion notes: the keys a reader counts in its report (see defectfill.data.readers).
+CONVERSIONS = {
+    "grayscale": "greyscale image replicated to 3 channels",
+    "high_bit_depth": "high bit depth (16-bit/float) image scaled to 8 bit",
+    "alpha_dropped": "alpha channel dropped",
+    "palette": "palette image converted to RGB",
+    "cmyk": "CMYK image converted to RGB",
+    "nonbinary_mask": "mask not binary (e.g. anti-aliased edges): thresholded at > 127",
+    "index_mask": "mask holds small class indices (e.g. 0/1/2): every non-zero value taken as defect",
+    "mask_in_alpha": "mask drawn in the alpha channel (colour channels empty): alpha used",
+    "mask_with_alpha": "mask has an alpha channel (LA/RGBA): colour channels used, alpha ignored",
+    "colour_mask": "mask is colour (RGB): a pixel is defect when any channel is on",
+    "high_bit_depth_mask": "16-bit/float mask thresholded at half its maximum",
+}
+
+# Integer masks whose largest value is at most this are read as class-index maps, not grey levels:
+# a 0/1/2 label map thresholded at 127 would otherwise come out empty.
+MAX_INDEX_VALUE = 31
+
+_HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+@dataclass
+class ImageInfo:
+    """What the file held and what was done to it to get (H, W, 3) uint8 RGB."""
+
+    mode: str
+    is_gray: bool
+    conversions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MaskInfo:
+    """What the mask file held and how it was binarised."""
+
+    mode: str
+    values: int  # number of distinct values before binarising
+    conversions: list[str] = field(default_factory=list)
+
+
 def _open(path: Path) -> Image.Image:
     if not path.exists():
         raise DataError(f"{path}: file not found; check the path or the dataset layout")
     try:
         img = Image.open(path)
         img.load()  # force decoding now, so truncated files fail here
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: not a readable image ({exc}); re-export it as PNG/JPEG or remove it from the dataset"
         ) from exc
     return img
 
 
-def pil_to_rgb_array(img: Image.Image, source: Any = "<array>") -> tuple[np.ndarray, bool]:
-    """PIL image of any mode -> ((H,W,3) uint8, was_gray). 16-bit is scaled, alpha dropped."""
+def _warn(source: Any, conversions: list[str], stacklevel: int = 3) -> None:
+    for key in conversions:
+        if key != "grayscale":  # greyscale fabric is normal: flagged on the sample, not warned
+            warnings.warn(f"{source}: {CONVERSIONS[key]}", DataWarning, stacklevel=stacklevel + 1)
+
+
+def _pil_to_rgb(img: Image.Image) -> tuple[np.ndarray, ImageInfo]:
     mode = img.mode
-    was_gray = mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1")
-    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    info = ImageInfo(mode=mode, is_gray=mode in ("L", "LA", "1") + _HIGH_DEPTH)
+    if mode in _HIGH_DEPTH:
         arr = np.asarray(img).astype(np.float64)
         hi = 65535.0 if arr.max() > 255 else 255.0
-        warnings.warn(f"{source}: {mode} (high bit depth) image scaled to 8 bit", DataWarning, stacklevel=3)
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2), True
-    if mode in ("RGBA", "LA", "PA"):
-        warnings.warn(f"{source}: alpha channel dropped ({mode})", DataWarning, stacklevel=3)
-    if mode == "P":
+        info.conversions += ["high_bit_depth", "grayscale"]
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2)), info
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        info.conversions.append("alpha_dropped")
+    if mode in ("P", "PA"):
+        info.conversions.append("palette")
         img = img.convert("RGBA") if "transparency" in img.info else img
+    if mode == "CMYK":
+        info.conversions.append("cmyk")
     rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    if not was_gray and rgb.ndim == 3:
-        was_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-    return np.ascontiguousarray(rgb), was_gray
+    if not info.is_gray:
+        info.is_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+    elif mode != "1":
+        info.conversions.append("grayscale")
+    return np.ascontiguousarray(rgb), info
+
+
+def pil_to_rgb_array(img: Image.Image, source: Any = "<array>") -> tuple[np.ndarray, bool]:
+    """PIL image of any mode -> ((H,W,3) uint8, was_gray). 16-bit is scaled, alpha dropped."""
+    arr, info = _pil_to_rgb(img)
+    _warn(source, info.conversions)
+    return arr, info.is_gray
+
+
+def decode_image(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file as (H, W, 3) uint8 RGB with the notes of what was converted; no warnings
+    (readers count the notes and warn once per kind)."""
+    return _pil_to_rgb(_open(Path(path)))
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -70,27 +134,88 @@ def load_image_with_info(path: str | Path) -> tuple[np.ndarray, bool]:
     return pil_to_rgb_array(_open(path), source=path)
 
 
-def binarize_mask(arr: np.ndarray, source: Any = "<array>", threshold: int = 127) -> np.ndarray:
-    """Any-valued 2-D (or 3-D) mask -> (H, W) bool. Non-binary values are thresholded with a warning."""
-    arr = np.asarray(arr)
-    if arr.ndim == 3:
-        if arr.shape[2] in (2, 4):  # grey+alpha / RGBA: use colour channels
-            arr = arr[..., : arr.shape[2] - 1]
-        arr = arr.max(axis=2)
-    if arr.ndim != 2:
-        raise DataError(f"{source}: mask must be 2-D (H, W), found shape {arr.shape}")
+def _binarize_values(arr: np.ndarray, threshold: int, conversions: list[str]) -> np.ndarray:
+    """2-D numeric array -> bool, appending the note of any non-trivial rule used."""
     if arr.dtype == bool:
         return arr
     values = np.unique(arr)
-    if values.size > 2 or not set(values.tolist()) <= {0, 1, 255, int(values.max())}:
-        warnings.warn(
-            f"{source}: mask is not binary ({values.size} distinct values, e.g. anti-aliased edges); "
-            f"thresholded at > {threshold}",
-            DataWarning,
-            stacklevel=3,
+    nonzero = values[values != 0]
+    if nonzero.size <= 1:  # 0 and one level (0/1, 0/255, 0/38): exactly binary
+        return arr != 0
+    if np.issubdtype(arr.dtype, np.integer) and int(values.max()) <= MAX_INDEX_VALUE and values.min() >= 0:
+        conversions.append("index_mask")
+        return arr > 0
+    conversions.append("nonbinary_mask")
+    mask = arr > threshold
+    if not mask.any():  # a faint mask (all values below the threshold): halve its maximum instead
+        mask = arr > float(values.max()) / 2
+    return mask
+
+
+def _mask_channels(arr: np.ndarray, conversions: list[str]) -> np.ndarray:
+    """(H, W, C) mask -> (H, W): colour channels, or alpha when the colour channels are empty."""
+    if arr.shape[2] in (2, 4):
+        colour, alpha = arr[..., :-1], arr[..., -1]
+        if colour.max() == colour.min() and alpha.max() != alpha.min():
+            conversions.append("mask_in_alpha")
+            return alpha
+        conversions.append("mask_with_alpha")
+        arr = colour
+    if arr.shape[2] == 3 and not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
+        conversions.append("colour_mask")
+    return arr.max(axis=2)
+
+
+def binarize_mask(arr: np.ndarray, source: Any = "<array>", threshold: int = 127) -> np.ndarray:
+    """Any-valued 2-D (or 3-D) mask -> (H, W) bool. Non-binary values are thresholded with a warning;
+    small integer values (0/1/2 class maps) count as defect wherever non-zero."""
+    arr = np.asarray(arr)
+    conversions: list[str] = []
+    if arr.ndim == 3:
+        arr = _mask_channels(arr, conversions)
+    if arr.ndim != 2:
+        raise DataError(f"{source}: mask must be 2-D (H, W), found shape {arr.shape}")
+    mask = _binarize_values(arr, threshold, conversions)
+    _warn(source, conversions)
+    return mask
+
+
+def decode_mask(
+    path: str | Path, shape: tuple[int, int] | None = None, threshold: int = 127
+) -> tuple[np.ndarray, MaskInfo]:
+    """Read a mask file as (H, W) bool with the notes of how it was binarised; no warnings.
+
+    shape: the (H, W) of its image; a mismatch raises DataError (masks are never resized silently).
+    """
+    path = Path(path)
+    img = _open(path)
+    info = MaskInfo(mode=img.mode, values=0)
+    if img.mode in _HIGH_DEPTH:
+        arr = np.asarray(img)
+        info.values = int(np.unique(arr).size)
+        if info.values > 2:
+            info.conversions.append("high_bit_depth_mask")
+        mask = arr > (arr.max() / 2 if arr.max() > 0 else 0)
+    else:
+        if img.mode in ("P", "PA"):
+            arr = np.asarray(img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB"))
+        elif img.mode == "1":
+            arr = np.asarray(img).astype(np.uint8) * 255
+        elif img.mode in ("L", "LA", "RGB", "RGBA"):
+            arr = np.asarray(img)
+        else:
+            arr = np.asarray(img.convert("RGB"))
+        if arr.ndim == 3:
+            arr = _mask_channels(arr, info.conversions)
+        info.values = int(np.unique(arr).size)
+        mask = _binarize_values(arr, threshold, info.conversions)
+    if shape is not None and mask.shape != tuple(shape):
+        raise DataError(
+            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
+            f"{shape[1]}x{shape[0]}; masks must match their image pixel for pixel (re-export the mask "
+            f"at the image size, or pair it with the right image)"
         )
-        return arr > threshold
-    return arr > 0
+    return mask, info
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None, *, allow_empty: bool = True) -> np.ndarray:
@@ -100,22 +225,8 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None, *, allow_e
     allow_empty: False raises DataError on an all-zero mask (a defect was declared).
     """
     path = Path(path)
-    img = _open(path)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img)
-        arr = (arr > (arr.max() / 2 if arr.max() > 0 else 0)).astype(np.uint8) * 255
-    elif img.mode == "P":
-        arr = np.asarray(img.convert("L"))
-    elif img.mode == "1":
-        arr = np.asarray(img).astype(np.uint8) * 255
-    else:
-        arr = np.asarray(img)
-    mask = binarize_mask(arr, source=path)
-    if shape is not None and mask.shape != tuple(shape):
-        raise DataError(
-            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
-            f"{shape[1]}x{shape[0]}; masks must match their image pixel for pixel"
-        )
+    mask, info = decode_mask(path, shape)
+    _warn(path, info.conversions)
     if not allow_empty and not mask.any():
         raise DataError(f"{path}: mask is empty but a defect is declared; draw the defect or move the image to good")
     return mask
@@ -164,8 +275,12 @@ def to_mask_array(mask: Any, name: str = "mask") -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.dtype != bool and np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-        arr = (arr * 255).astype(np.uint8)
+    if arr.dtype != bool and np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
+        # probabilities / soft masks in [0, 1]: half is the threshold (never read as class indices)
+        if np.unique(arr).size > 2:
+            warnings.warn(f"{name}: soft mask in [0, 1] thresholded at > 0.5", DataWarning, stacklevel=2)
+            return arr > 0.5
+        return arr > 0
     return binarize_mask(arr, source=name)
 
 
