@@ -1,0 +1,483 @@
+"""Procedural fabric textures: woven and knitted structures rendered yarn by yarn.
+
+A fabric is drawn from a seed in two steps. `sample_params` draws everything random (thread
+density, rotation, yarn colours and widths, irregularities, lighting, noise) into a
+`FabricParams`; `render_structure` turns those parameters into a float RGB picture, optionally
+with `YarnEdits` (yarns missing over a segment, a hole) so that structural defects are rendered
+*in* the weave rather than pasted on top. Because all randomness lives in `FabricParams`, the same
+parameters rendered with and without edits give identical pixels wherever the edits do not reach.
+
+Weaves are a warp (vertical, index i) and a weft (horizontal, index j) yarn system on a slightly
+rotated lattice. Each lattice cell says which yarn lies on top (`warp_up`); a yarn is drawn as a
+cylinder (Lambert shading across it), darkened where it dives under the crossing yarn at the ends
+of a float; gaps between yarns show the dark interior. The knit ("rib") draws V-shaped stitches in
+knit wales and recessed loop heads in purl wales.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+SIMPLE_TEXTURES: tuple[str, ...] = ("plain", "twill", "satin", "rib")
+COMPLEX_TEXTURES: tuple[str, ...] = ("check", "print", "herringbone", "jacquard")
+TEXTURES: tuple[str, ...] = SIMPLE_TEXTURES + COMPLEX_TEXTURES
+
+
+@dataclass
+class FabricParams:
+    """Every random choice of one fabric image; arrays indexed by yarn (i - i0, j - j0)."""
+
+    texture: str
+    height: int
+    width: int
+    knit: bool
+    pitch_u: float  # warp spacing in pixels (wale width for knits)
+    pitch_v: float  # weft spacing in pixels (course height for knits)
+    angle: float  # lattice rotation, radians
+    offset_u: float
+    offset_v: float
+    i0: int
+    j0: int
+    warp_up: np.ndarray  # (n_u, n_v) bool: warp over weft in this cell
+    warp_width: np.ndarray  # (n_u, n_v) float: yarn width as a fraction of the pitch
+    weft_width: np.ndarray  # (n_u, n_v)
+    warp_color: np.ndarray  # (n_u, 3) float RGB in [0, 1]
+    weft_color: np.ndarray  # (n_v, 3)
+    cell_gain: np.ndarray  # (n_u, n_v) brightness irregularity of the yarn in each cell
+    gap_color: np.ndarray  # (3,) colour seen between yarns
+    hole_color: np.ndarray  # (3,) colour seen through a hole (what lies behind the fabric)
+    light: np.ndarray  # (3,) unit light direction (x, y, z), z towards the viewer
+    wave_u: np.ndarray  # (H, W) float32 yarn meander, pixels
+    wave_v: np.ndarray
+    lighting: np.ndarray  # (H, W) float32 illumination gain
+    pixel_noise: np.ndarray  # (H, W) float32 fibre noise, already scaled
+    knit_cols: np.ndarray | None = None  # (n_u,) bool knit wale (True) or purl wale (False)
+    print_spec: dict = field(default_factory=dict)  # printed pattern for "print"
+
+
+@dataclass
+class YarnEdits:
+    """Structural changes to render: yarns missing (broken, torn) and where the backing shows."""
+
+    warp_present: np.ndarray | None = None  # (H, W) bool; False where the warp yarn is missing
+    weft_present: np.ndarray | None = None
+    hole: np.ndarray | None = None  # (H, W) bool; gaps here show `hole_color`
+    recess: np.ndarray | None = None  # (H, W) float gain; <1 where loose yarns sink into a gap
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy.setflags(write=False)
+    xx.setflags(write=False)
+    return yy, xx
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float) -> np.ndarray:
+    """Low-frequency noise in about [-1, 1]: a random grid of ~`cells` per side, bilinearly upsampled."""
+    height, width = shape
+    gh = max(2, int(round(cells * height / max(height, width)))) + 2
+    gw = max(2, int(round(cells * width / max(height, width)))) + 2
+    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
+    ys = np.linspace(0.5, gh - 1.5, height, dtype=np.float32)
+    xs = np.linspace(0.5, gw - 1.5, width, dtype=np.float32)
+    y0 = np.floor(ys).astype(np.int64)
+    x0 = np.floor(xs).astype(np.int64)
+    ty = (ys - y0)[:, None]
+    tx = (xs - x0)[None, :]
+    # smoothstep weights avoid the visible grid creases of plain bilinear interpolation
+    ty = ty * ty * (3 - 2 * ty)
+    tx = tx * tx * (3 - 2 * tx)
+    a = grid[y0][:, x0]
+    b = grid[y0][:, x0 + 1]
+    c = grid[y0 + 1][:, x0]
+    d = grid[y0 + 1][:, x0 + 1]
+    return (a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty
+
+
+def to_fabric_coords(p: FabricParams, x: np.ndarray | float, y: np.ndarray | float):
+    """Pixel (x, y) -> lattice coordinates (u along the weft, v along the warp), without meander."""
+    c, s = np.cos(p.angle), np.sin(p.angle)
+    u = c * x + s * y + p.offset_u
+    v = -s * x + c * y + p.offset_v
+    return u, v
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1))), np.float32)
+
+
+def _random_color(rng: np.random.Generator, sat=(0.08, 0.7), val=(0.35, 0.9)) -> np.ndarray:
+    return _hsv(rng.uniform(), rng.uniform(*sat), rng.uniform(*val))
+
+
+def _vary(rng: np.random.Generator, color: np.ndarray, n: int, amount: float) -> np.ndarray:
+    """`n` copies of `color` with a per-yarn brightness jitter (dye lots, yarn twist)."""
+    gain = 1.0 + rng.normal(0.0, amount, size=(n, 1)).astype(np.float32)
+    return np.clip(color[None, :] * gain, 0.0, 1.0).astype(np.float32)
+
+
+def _smooth_along_v(a: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Smooth a per-cell array along the yarn (axis 1) so thickness varies gradually along a yarn."""
+    for _ in range(passes):
+        a = 0.25 * np.roll(a, 1, axis=1) + 0.5 * a + 0.25 * np.roll(a, -1, axis=1)
+    return a
+
+
+def _stripe_colors(rng: np.random.Generator, n: int, start: int, palette: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Colour of yarn k (absolute index start + k) for a repeating colour-stripe sequence."""
+    seq = np.repeat(np.arange(len(widths)), widths)
+    idx = seq[(np.arange(n) + start) % len(seq)]
+    return palette[idx]
+
+
+def _weave_pattern(texture: str, rng: np.random.Generator, I: np.ndarray, J: np.ndarray) -> tuple[np.ndarray, dict]:
+    """warp_up for the lattice cells (absolute indices I, J) and texture-specific extras."""
+    extras: dict = {}
+    if texture in ("plain", "print"):
+        return (I + J) % 2 == 0, extras
+    if texture == "twill":
+        n = int(rng.choice([3, 4]))
+        k = int(rng.choice([1, n // 2, n - 1])) if n == 4 else int(rng.choice([1, 2]))
+        sign = int(rng.choice([-1, 1]))
+        return ((I + sign * J) % n) < k, extras
+    if texture == "satin":
+        n, step = [(5, 2), (5, 3), (8, 3), (8, 5)][int(rng.integers(4))]
+        sunk = ((I * step + J) % n) == 0
+        # warp-faced (sateen the other way round) satin: long floats of one yarn system
+        return (~sunk if rng.uniform() < 0.7 else sunk), extras
+    if texture == "check":
+        if rng.uniform() < 0.5:
+            return (I + J) % 2 == 0, extras
+        return ((I + J) % 4) < 2, extras
+    if texture == "herringbone":
+        band = int(rng.choice([4, 6, 8, 10]))
+        sign = np.where((I // band) % 2 == 0, 1, -1)
+        return ((I + sign * J) % 4) < 2, extras
+    if texture == "jacquard":
+        n, step = (5, 2) if rng.uniform() < 0.5 else (8, 3)
+        sunk = ((I * step + J) % n) == 0
+        tile_u = int(rng.integers(14, 30))
+        tile_v = int(rng.integers(14, 30))
+        fu = (I % tile_u) / tile_u - 0.5
+        fv = (J % tile_v) / tile_v - 0.5
+        kind = int(rng.integers(3))
+        if kind == 0:  # diamonds
+            figure = (np.abs(fu) + np.abs(fv)) < rng.uniform(0.25, 0.42)
+        elif kind == 1:  # medallion with petals
+            r = np.hypot(fu, fv)
+            phi = np.arctan2(fv, fu)
+            figure = r < rng.uniform(0.22, 0.32) * (1 + 0.35 * np.cos(int(rng.integers(4, 8)) * phi))
+        else:  # scrolls: a thresholded sum of waves, tiled
+            figure = (np.sin(2 * np.pi * (fu + 0.3 * np.sin(2 * np.pi * fv))) + np.cos(4 * np.pi * fv)) > 0.4
+        extras["figure"] = figure
+        return np.where(figure, ~sunk, sunk), extras
+    raise ValueError(texture)  # callers validate names; this is unreachable for valid input
+
+
+def sample_params(texture: str, rng: np.random.Generator, height: int, width: int) -> FabricParams:
+    """Draw one fabric of `texture` (validated by the caller) from `rng`."""
+    knit = texture == "rib"
+    if knit:
+        pitch_u = float(rng.uniform(5.0, 9.0))
+        pitch_v = pitch_u * float(rng.uniform(0.65, 0.85))
+    else:
+        pitch_u = float(rng.uniform(3.8, 7.5))
+        pitch_v = pitch_u * float(rng.uniform(0.8, 1.2))
+    angle = float(np.deg2rad(rng.uniform(-3.0, 3.0)))
+    offset_u = float(rng.uniform(0, 200))
+    offset_v = float(rng.uniform(0, 200))
+    c, s = np.cos(angle), np.sin(angle)
+    corners_x = np.array([0, width, 0, width], np.float64)
+    corners_y = np.array([0, 0, height, height], np.float64)
+    us = c * corners_x + s * corners_y + offset_u
+    vs = -s * corners_x + c * corners_y + offset_v
+    wave_amp = float(rng.uniform(0.2, 1.0))
+    margin = 3 + int(np.ceil(wave_amp))
+    i0 = int(np.floor(us.min() / pitch_u)) - margin
+    i1 = int(np.ceil(us.max() / pitch_u)) + margin
+    j0 = int(np.floor(vs.min() / pitch_v)) - margin
+    j1 = int(np.ceil(vs.max() / pitch_v)) + margin
+    n_u, n_v = i1 - i0, j1 - j0
+    I, J = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1), indexing="ij")
+
+    # colours
+    base = _random_color(rng)
+    h, sat, val = colorsys.rgb_to_hsv(*base)
+    knit_cols = None
+    print_spec: dict = {}
+    if knit:
+        warp_up = np.ones((n_u, n_v), bool)
+        rib = int(rng.choice([1, 2]))
+        knit_cols = (np.arange(i0, i1) % (2 * rib)) < rib
+        warp_color = _vary(rng, base, n_u, 0.02)
+        weft_color = _vary(rng, base, n_v, 0.04)
+    else:
+        warp_up, extras = _weave_pattern(texture, rng, I, J)
+        if texture == "check":
+            palette = np.stack([_random_color(rng, sat=(0.2, 0.9), val=(0.2, 0.95)) for _ in range(int(rng.integers(2, 5)))])
+            widths = rng.integers(2, 12, size=len(palette))
+            warp_color = _stripe_colors(rng, n_u, i0, palette, widths)
+            if rng.uniform() < 0.6:
+                weft_color = _stripe_colors(rng, n_v, j0, palette, widths)
+            else:
+                weft_color = _stripe_colors(rng, n_v, j0, palette, rng.integers(2, 12, size=len(palette)))
+            warp_color = _vary(rng, np.ones(3, np.float32), n_u, 0.03) * warp_color
+            weft_color = _vary(rng, np.ones(3, np.float32), n_v, 0.03) * weft_color
+        elif texture == "herringbone":
+            dark = _hsv(h, sat * 0.8, rng.uniform(0.15, 0.4))
+            light = _hsv(h + rng.uniform(-0.05, 0.05), sat * 0.3, rng.uniform(0.65, 0.9))
+            warp_color, weft_color = _vary(rng, dark, n_u, 0.04), _vary(rng, light, n_v, 0.04)
+        elif texture == "jacquard":
+            a = _hsv(h, sat, rng.uniform(0.3, 0.55))
+            b = _hsv(h + rng.uniform(-0.08, 0.08), sat * rng.uniform(0.3, 1.0), rng.uniform(0.6, 0.9))
+            warp_color, weft_color = _vary(rng, a, n_u, 0.02), _vary(rng, b, n_v, 0.02)
+        elif texture == "print":
+            ground = _hsv(h, rng.uniform(0.0, 0.2), rng.uniform(0.75, 0.95))
+            warp_color, weft_color = _vary(rng, ground, n_u, 0.02), _vary(rng, ground, n_v, 0.02)
+            print_spec = _sample_print(rng, h)
+        else:
+            if rng.uniform() < 0.3:  # contrasting weft (e.g. denim: dark warp, light weft)
+                weft = _hsv(h + rng.uniform(-0.1, 0.1), sat * 0.3, rng.uniform(0.6, 0.9))
+            else:
+                weft = _hsv(h + rng.uniform(-0.03, 0.03), sat * rng.uniform(0.8, 1.1), val * rng.uniform(0.85, 1.1))
+            warp_color, weft_color = _vary(rng, base, n_u, 0.04), _vary(rng, weft, n_v, 0.04)
+
+    # yarn widths: per-yarn base, plus thickness that wanders along each yarn (slubs, twist)
+    irregular = float(rng.uniform(0.03, 0.1))
+    base_w = float(rng.uniform(0.72, 0.9)) if not knit else 1.0
+    base_f = float(rng.uniform(0.72, 0.9)) if not knit else 1.0
+    warp_width = base_w * (1 + rng.normal(0, 0.04, size=(n_u, 1))) * (
+        1 + irregular * _smooth_along_v(rng.normal(0, 1.4, size=(n_u, n_v)))
+    )
+    weft_width = base_f * (1 + rng.normal(0, 0.04, size=(1, n_v))) * (
+        1 + irregular * _smooth_along_v(rng.normal(0, 1.4, size=(n_v, n_u))).T
+    )
+    cell_gain = 1 + float(rng.uniform(0.02, 0.06)) * rng.normal(0, 1, size=(n_u, n_v))
+
+    mean_color = 0.5 * (warp_color.mean(0) + weft_color.mean(0))
+    gap_color = (mean_color * rng.uniform(0.25, 0.4)).astype(np.float32)
+    hole_color = _hsv(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.02, 0.12))
+    lx, ly = rng.uniform(-0.5, 0.5), rng.uniform(-0.6, -0.1)  # light from above, slightly sideways
+    light = np.array([lx, ly, 1.0], np.float32)
+    light /= np.linalg.norm(light)
+
+    shape = (height, width)
+    wave_cells = float(rng.uniform(3, 8))
+    wave_u = (wave_amp * smooth_noise(rng, shape, wave_cells)).astype(np.float32)
+    wave_v = (wave_amp * smooth_noise(rng, shape, wave_cells)).astype(np.float32)
+    g_amp = float(rng.uniform(0.05, 0.2))
+    g_dir = float(rng.uniform(0, 2 * np.pi))
+    yy, xx = _pixel_grid(height, width)
+    gradient = ((xx / max(width, 1) - 0.5) * np.cos(g_dir) + (yy / max(height, 1) - 0.5) * np.sin(g_dir))
+    lighting = (float(rng.uniform(0.9, 1.1)) * (1 + g_amp * gradient) * (1 + 0.05 * smooth_noise(rng, shape, 2.5)))
+    sigma = float(rng.uniform(0.008, 0.022))
+    pixel_noise = (sigma * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+
+    return FabricParams(
+        texture=texture, height=height, width=width, knit=knit, pitch_u=pitch_u, pitch_v=pitch_v,
+        angle=angle, offset_u=offset_u, offset_v=offset_v, i0=i0, j0=j0,
+        warp_up=np.ascontiguousarray(warp_up), warp_width=warp_width.astype(np.float32),
+        weft_width=weft_width.astype(np.float32), warp_color=warp_color.astype(np.float32),
+        weft_color=weft_color.astype(np.float32), cell_gain=cell_gain.astype(np.float32),
+        gap_color=gap_color, hole_color=hole_color, light=light, wave_u=wave_u, wave_v=wave_v,
+        lighting=lighting.astype(np.float32), pixel_noise=pixel_noise, knit_cols=knit_cols,
+        print_spec=print_spec,
+    )
+
+
+def _sample_print(rng: np.random.Generator, hue: float) -> dict:
+    kind = ["dots", "floral", "waves"][int(rng.integers(3))]
+    inks = [_hsv(hue + rng.uniform(0.2, 0.8), rng.uniform(0.4, 0.9), rng.uniform(0.2, 0.7)) for _ in range(2)]
+    return {
+        "kind": kind,
+        "period_u": float(rng.uniform(24, 60)),
+        "period_v": float(rng.uniform(24, 60)),
+        "size": float(rng.uniform(0.2, 0.35)),
+        "petals": int(rng.integers(4, 8)),
+        "stagger": bool(rng.uniform() < 0.7),
+        "phase": float(rng.uniform(0, 2 * np.pi)),
+        "inks": np.stack(inks),
+        "strength": float(rng.uniform(0.75, 0.95)),
+    }
+
+
+def _print_layer(spec: dict, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ink coverage (H, W) in [0, 1] and ink index (H, W) of a repeating printed motif in fabric coords."""
+    pu, pv = spec["period_u"], spec["period_v"]
+    row = np.floor(v / pv)
+    shift = np.where(row % 2 == 1, 0.5, 0.0) if spec["stagger"] else 0.0
+    fu = (u / pu + shift) % 1.0 - 0.5
+    fv = (v / pv) % 1.0 - 0.5
+    ink = ((np.floor(u / pu + shift) + row) % 2).astype(np.int64)
+    if spec["kind"] == "dots":
+        r = np.hypot(fu, fv)
+        cov = np.clip((spec["size"] - r) / 0.03, 0, 1)
+    elif spec["kind"] == "floral":
+        r = np.hypot(fu, fv)
+        phi = np.arctan2(fv, fu)
+        edge = spec["size"] * (0.65 + 0.35 * np.cos(spec["petals"] * phi))
+        petals = np.clip((edge - r) / 0.03, 0, 1)
+        centre = np.clip((0.07 - r) / 0.02, 0, 1)
+        cov = np.maximum(petals, centre)
+        ink = np.where(centre > 0.5, 1 - ink, ink)
+    else:  # waves
+        wave = np.sin(2 * np.pi * (u / pu) + spec["phase"]) * 0.25
+        d = np.abs(((v / pv + wave) % 1.0) - 0.5)
+        cov = np.clip((spec["size"] * 0.5 - d) / 0.03, 0, 1)
+        ink = (np.floor(v / pv + wave) % 2).astype(np.int64)
+    return cov.astype(np.float32), ink
+
+
+def _ramp(t: np.ndarray, width: float) -> np.ndarray:
+    """1 at t = 0 falling to 0 at t = width (squared): how deep a yarn dives near a crossing."""
+    r = np.clip(1.0 - t / width, 0.0, 1.0)
+    return r * r
+
+
+def render_structure(p: FabricParams, edits: YarnEdits | None = None) -> tuple[np.ndarray, dict]:
+    """Render the yarns of `p` (with `edits`) -> (float32 (H, W, 3) RGB before lighting, fields).
+
+    fields: u, v (H, W) lattice coordinates with meander; i, j yarn indices; cover (H, W) in [0, 1],
+    the height of the visible yarn surface (0 in gaps), used by defects that follow the yarns.
+    """
+    yy, xx = _pixel_grid(p.height, p.width)
+    u, v = to_fabric_coords(p, xx, yy)
+    u = u + p.wave_u
+    v = v + p.wave_v
+    uc = u / p.pitch_u
+    vc = v / p.pitch_v
+    i = np.floor(uc).astype(np.int64)
+    j = np.floor(vc).astype(np.int64)
+    fu = (uc - i).astype(np.float32)
+    fv = (vc - j).astype(np.float32)
+    ii = i - p.i0
+    jj = j - p.j0
+    edits = edits or YarnEdits()
+    warp_present = edits.warp_present
+    weft_present = edits.weft_present
+    if p.knit:
+        rgb, cover, show_warp = _render_knit(p, ii, jj, fu, fv, warp_present, weft_present)
+    else:
+        rgb, cover, show_warp = _render_weave(p, ii, jj, fu, fv, warp_present, weft_present)
+    gap = cover <= 0
+    gap_rgb = np.broadcast_to(p.gap_color, rgb.shape)
+    if edits.hole is not None:
+        gap_rgb = np.where(edits.hole[..., None], p.hole_color[None, None, :], gap_rgb)
+    rgb = np.where(gap[..., None], gap_rgb, rgb)
+    if p.print_spec:
+        cov, ink = _print_layer(p.print_spec, u, v)
+        # ink sits on the yarn surface, less of it reaches down into the gaps
+        alpha = (p.print_spec["strength"] * cov * np.where(gap, 0.3, 1.0))[..., None]
+        ink_rgb = p.print_spec["inks"][ink]
+        # the ink takes the yarn's shading: scale by this pixel's brightness relative to the ground
+        ground = float(np.mean(p.warp_color)) + 1e-3
+        shade = (rgb.mean(axis=2, keepdims=True) / ground).astype(np.float32)
+        rgb = rgb * (1 - alpha) + ink_rgb * shade * alpha
+    if edits.recess is not None:
+        rgb = rgb * edits.recess[..., None]
+    fields = {"u": u, "v": v, "i": i, "j": j, "fu": fu, "fv": fv, "cover": cover, "show_warp": show_warp}
+    return rgb.astype(np.float32), fields
+
+
+def _lambert(p: FabricParams, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
+    return np.clip(nx * p.light[0] + ny * p.light[1] + nz * p.light[2], 0.0, 1.0)
+
+
+def _render_weave(p, ii, jj, fu, fv, warp_present, weft_present):
+    warp_up = p.warp_up[ii, jj]
+    ww = p.warp_width[ii, jj]
+    fw = p.weft_width[ii, jj]
+    du = (fu - 0.5) / (0.5 * ww)
+    dv = (fv - 0.5) / (0.5 * fw)
+    warp_cover = np.abs(du) < 1
+    weft_cover = np.abs(dv) < 1
+    if warp_present is not None:
+        warp_cover &= warp_present
+    if weft_present is not None:
+        weft_cover &= weft_present
+    warp_z = np.sqrt(np.clip(1 - du * du, 0, 1))
+    weft_z = np.sqrt(np.clip(1 - dv * dv, 0, 1))
+
+    # a yarn dives under the crossing yarn at the ends of its float, not inside a long float
+    n_v = p.warp_up.shape[1]
+    n_u = p.warp_up.shape[0]
+    up = p.warp_up
+    warp_dip_top = (~up[:, np.r_[n_v - 1, 0:n_v - 1]])[ii, jj]
+    warp_dip_bot = (~up[:, np.r_[1:n_v, 0]])[ii, jj]
+    weft_dip_left = up[np.r_[n_u - 1, 0:n_u - 1], :][ii, jj]
+    weft_dip_right = up[np.r_[1:n_u, 0], :][ii, jj]
+    warp_along = 1 - 0.45 * (warp_dip_top * _ramp(fv, 0.45) + warp_dip_bot * _ramp(1 - fv, 0.45))
+    weft_along = 1 - 0.45 * (weft_dip_left * _ramp(fu, 0.45) + weft_dip_right * _ramp(1 - fu, 0.45))
+    if warp_present is not None:  # no warp to dive under: the weft floats flat across the gap
+        weft_along = np.where(warp_present, weft_along, 1.0)
+    if weft_present is not None:
+        warp_along = np.where(weft_present, warp_along, 1.0)
+    # surface normals tilt across the yarn (cylinder) and along it where it dives
+    warp_shade = _lambert(p, du * warp_z * 0.9, (warp_along - 1) * np.sign(fv - 0.5) * -1.5, warp_z) * warp_along
+    weft_shade = _lambert(p, (weft_along - 1) * np.sign(fu - 0.5) * -1.5, dv * weft_z * 0.9, weft_z) * weft_along
+
+    show_warp = np.where(warp_up, warp_cover, warp_cover & ~weft_cover)
+    show_weft = np.where(warp_up, weft_cover & ~warp_cover, weft_cover)
+    # a yarn seen beneath a gap of the other system lies deeper, in shadow
+    warp_depth = np.where(warp_up, 1.0, 0.7)
+    weft_depth = np.where(warp_up, 0.7, 1.0)
+    gain = p.cell_gain[ii, jj]
+    warp_rgb = p.warp_color[ii] * (warp_shade * warp_depth * gain)[..., None]
+    weft_rgb = p.weft_color[jj] * (weft_shade * weft_depth * gain)[..., None]
+    rgb = np.where(show_warp[..., None], warp_rgb, weft_rgb)
+    cover = np.where(show_warp, warp_z * warp_along, np.where(show_weft, weft_z * weft_along, 0.0))
+    return rgb, cover.astype(np.float32), show_warp
+
+
+def _render_knit(p, ii, jj, fu, fv, warp_present, weft_present):
+    """Rib knit: knit wales show V stitches (two slanted legs), purl wales show recessed loop heads.
+
+    A missing wale (broken end / dropped stitch) leaves a ladder of horizontal rungs; a missing
+    course leaves the legs of the loops above pulled straight down.
+    """
+    thick = p.warp_width[ii, jj] * 0.25
+    knit_col = p.knit_cols[ii]
+    t = fv
+    xl = 0.5 - 0.26 * (1 - t) - 0.02
+    xr = 0.5 + 0.26 * (1 - t) + 0.02
+    dl = (fu - xl) / thick
+    dr = (fu - xr) / thick
+    zl = np.sqrt(np.clip(1 - dl * dl, 0, 1))
+    zr = np.sqrt(np.clip(1 - dr * dr, 0, 1))
+    along = 1 - 0.4 * _ramp(t, 0.3) - 0.25 * _ramp(1 - t, 0.25)
+    left_wins = zl >= zr
+    z_knit = np.where(left_wins, zl, zr)
+    nx_knit = np.where(left_wins, dl * zl, dr * zr) * 0.9
+    knit_shade = _lambert(p, nx_knit, -0.3 * (1 - along), z_knit) * along
+
+    dv = (fv - 0.5) / (0.5 * p.weft_width[ii, jj] * 0.75)
+    z_purl = np.sqrt(np.clip(1 - dv * dv, 0, 1))
+    purl_along = 1 - 0.35 * (_ramp(fu, 0.3) + _ramp(1 - fu, 0.3))
+    purl_shade = _lambert(p, np.zeros_like(dv), dv * z_purl * 0.9, z_purl) * purl_along * 0.7
+
+    z = np.where(knit_col, z_knit, z_purl * purl_along)
+    shade = np.where(knit_col, knit_shade, purl_shade)
+    missing_wale = None if warp_present is None else ~warp_present
+    missing_course = None if weft_present is None else ~weft_present
+    if missing_wale is not None:
+        rung_d = (fv - 0.5) / 0.14
+        rung_z = np.sqrt(np.clip(1 - rung_d * rung_d, 0, 1))
+        z = np.where(missing_wale, rung_z, z)
+        shade = np.where(missing_wale, _lambert(p, np.zeros_like(rung_d), rung_d * rung_z, rung_z) * 0.8, shade)
+    if missing_course is not None:
+        leg_d = np.minimum(np.abs(fu - 0.3), np.abs(fu - 0.7)) / 0.1
+        leg_z = np.sqrt(np.clip(1 - leg_d * leg_d, 0, 1))
+        both = missing_course if missing_wale is None else missing_course & ~missing_wale
+        z = np.where(both, leg_z, z)
+        shade = np.where(both, leg_z * 0.75, shade)
+    if missing_wale is not None and missing_course is not None:
+        z = np.where(missing_wale & missing_course, 0.0, z)
+    gain = p.cell_gain[ii, jj]
+    rgb = p.weft_color[jj] * (shade * gain)[..., None]
+    cover = (z > 0.05).astype(np.float32) * z
+    return rgb, cover.astype(np.float32), knit_col & (cover > 0)
