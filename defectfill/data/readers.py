@@ -65,7 +65,7 @@ QUIRKS: dict[str, str] = {
     "unknown_code": "unknown defect code: named code_<ddd>",
 }
 # Quirks that are normal for their layout: counted, not warned.
-QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union"}
+QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
 UNLABELLED_POLICIES = ("skip", "good", "error")
 EXAMPLES_PER_QUIRK = 5
 MASK_DIRS = ("annotations", "masks", "ground_truth", "mask", "gt")
