@@ -1,0 +1,151 @@
+"""Cut-paste: the naive baseline every learned defect generator must beat.
+
+`fit(samples)` keeps, per defect type, the real defect crops (the bounding box of each defective
+sample's mask) with their masks. `generate(image, mask)` picks one
+crop of the requested type at random, flips it and rotates it by a multiple of 90° at random,
+resizes it to the bounding box of the request mask, and pastes the crop's *defect pixels* there:
+
+    alpha = request_mask ∩ resized_defect_mask      (the request mask itself if they do not overlap)
+    out   = alpha · patch + (1 − alpha) · image      (alpha optionally feathered inside the request)
+
+Feathering blurs alpha with a Gaussian of `feather` px and then cuts it back to the request mask,
+so every pixel outside the request mask is bit-identical to the input. The label is the changed
+pixels (`defectfill.masks.changed_mask`), as for every generator. Score (for selection among
+candidates): the mean absolute difference from the good image inside the request mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from defectfill.data.images import to_mask_array, to_rgb_array
+from defectfill.data.sample import DefectSample
+from defectfill.errors import GenerationError
+from defectfill.generator import GenerationResult
+from defectfill.masks import changed_mask, mask_to_boxes
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """y0, y1, x0, x1 (exclusive) of a non-empty mask."""
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def _numpy_rng(generator: Any) -> np.random.Generator:
+    """A numpy Generator seeded from a torch.Generator / int / numpy Generator / None."""
+    if isinstance(generator, np.random.Generator):
+        return generator
+    if generator is None:
+        return np.random.default_rng()
+    if isinstance(generator, (int, np.integer)):
+        return np.random.default_rng(int(generator))
+    import torch
+
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
+
+
+class CutPaste:
+    """Cut-paste defect generator (implements `defectfill.generator.DefectGenerator`)."""
+
+    name = "cutpaste"
+
+    def __init__(self, feather: float = 1.0, flip: bool = True, rotate: bool = True, change_threshold: float = 0.1):
+        self.feather = float(feather)
+        self.flip = flip
+        self.rotate = rotate
+        self.change_threshold = change_threshold
+        self.patches: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted(self.patches)
+
+    def fit(self, samples: Sequence[DefectSample]) -> CutPaste:
+        """Store the defect crop (image, mask) of every defective sample, per defect type."""
+        self.patches = {}
+        for sample in samples:
+            if sample.is_good or not sample.mask.any():
+                continue
+            y0, y1, x0, x1 = _bbox(sample.mask)
+            self.patches.setdefault(sample.defect_type, []).append(
+                (sample.image[y0:y1, x0:x1].copy(), sample.mask[y0:y1, x0:x1].copy())
+            )
+        if not self.patches:
+            raise GenerationError("CutPaste.fit: no defective sample with a non-empty mask; pass real defects")
+        return self
+
+    def _transformed_patch(self, defect_type: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        patches = self.patches[defect_type]
+        patch, patch_mask = patches[int(rng.integers(len(patches)))]
+        if self.flip and rng.random() < 0.5:
+            patch, patch_mask = patch[:, ::-1], patch_mask[:, ::-1]
+        if self.flip and rng.random() < 0.5:
+            patch, patch_mask = patch[::-1], patch_mask[::-1]
+        if self.rotate:
+            k = int(rng.integers(4))
+            patch, patch_mask = np.rot90(patch, k), np.rot90(patch_mask, k)
+        return np.ascontiguousarray(patch), np.ascontiguousarray(patch_mask)
+
+    def _paste(self, image: np.ndarray, request: np.ndarray, rng: np.random.Generator, defect_type: str) -> np.ndarray:
+        y0, y1, x0, x1 = _bbox(request)
+        height, width = y1 - y0, x1 - x0
+        patch, patch_mask = self._transformed_patch(defect_type, rng)
+        patch = cv2.resize(patch, (width, height), interpolation=cv2.INTER_LINEAR)
+        patch_mask = cv2.resize(patch_mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        inside = request[y0:y1, x0:x1]
+        alpha = (inside & patch_mask).astype(np.float32)
+        if not alpha.any():  # shapes do not overlap: fill the request region with the patch
+            alpha = inside.astype(np.float32)
+        if self.feather > 0:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), self.feather) * inside  # stays inside the request
+        out = image.copy()
+        region = image[y0:y1, x0:x1].astype(np.float32)
+        blended = alpha[..., None] * patch.astype(np.float32) + (1 - alpha[..., None]) * region
+        # pixels with alpha 0 are copied, not recomputed, so they stay bit-identical
+        out[y0:y1, x0:x1] = np.where(alpha[..., None] > 0, np.clip(blended + 0.5, 0, 255).astype(np.uint8), image[y0:y1, x0:x1])
+        return out
+
+    def generate(
+        self,
+        image: Any,
+        mask: Any,
+        *,
+        defect_type: str,
+        num_candidates: int = 1,
+        generator: Any = None,
+    ) -> GenerationResult:
+        """Paste `num_candidates` random real defect crops of `defect_type` into `mask` on `image`."""
+        image = to_rgb_array(image, name="image")
+        request = to_mask_array(mask, name="mask")
+        if request.shape != image.shape[:2]:
+            raise GenerationError(
+                f"mask: size {request.shape[1]}x{request.shape[0]} differs from image {image.shape[1]}x{image.shape[0]}; "
+                "pass a mask of the image's size"
+            )
+        if not request.any():
+            raise GenerationError("mask: empty request mask; draw where the defect should go")
+        if defect_type not in self.patches:
+            raise GenerationError(
+                f"defect_type: {defect_type!r} was not seen in fit(); known types are {self.defect_types}"
+            )
+        if num_candidates < 1:
+            raise GenerationError(f"num_candidates: must be >= 1, found {num_candidates}")
+        rng = _numpy_rng(generator)
+        candidates = [self._paste(image, request, rng, defect_type) for _ in range(num_candidates)]
+        changed = [changed_mask(image, c, request, threshold=self.change_threshold) for c in candidates]
+        scores = [float(np.abs(c.astype(np.int16) - image).max(axis=2)[request].mean() / 255.0) for c in candidates]
+        return GenerationResult(
+            candidates=candidates,
+            scores=scores,
+            selected=[int(i) for i in np.argsort(scores)[::-1]],
+            request_mask=request,
+            changed_masks=changed,
+            boxes=[mask_to_boxes(m) for m in changed],
+            defect_type=defect_type,
+            selection_metric="mean_abs_diff_in_mask",
+            meta={"generator": self.name, "feather": self.feather},
+        )
