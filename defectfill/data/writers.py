@@ -1,0 +1,254 @@
+"""Dataset writers: DefectSamples -> MVTec-AD, YOLO, COCO, or image + mask folders.
+
+Every file is written atomically (temp file + rename, `defectfill.io_utils`). Images are written
+as PNG (lossless: a JPEG source is not re-compressed). Sample names come from `meta["name"]`, else
+the source file's stem, else `sample_<index>`; names that collide in one folder get `_<k>`.
+
+Labels: a sample's boxes are `sample.boxes` when set, else the minimal box of each connected
+component of its mask (`masks.mask_to_boxes`); the class of each box is `meta["box_classes"]`
+when it matches the boxes, else the sample's `defect_type`. COCO segmentations are the mask inside
+each box as compressed RLE; samples whose masks are filled boxes (`meta["mask_from_boxes"]`) get
+an empty segmentation, so a reader knows they carry boxes only. YOLO keeps boxes only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from defectfill.data.images import save_image, save_mask
+from defectfill.data.sample import DefectSample
+from defectfill.errors import DataError
+from defectfill.io_utils import atomic_write_json, atomic_write_text
+from defectfill.masks import mask_to_boxes
+
+__all__ = ["class_names_of", "sample_labels", "write_coco", "write_masks", "write_mvtec", "write_yolo"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _base_name(sample: DefectSample, index: int) -> str:
+    name = sample.meta.get("name") or (Path(sample.source).stem if sample.source else f"sample_{index:05d}")
+    return _UNSAFE.sub("_", str(name)).strip("._") or f"sample_{index:05d}"
+
+
+class _NameBook:
+    """Unique file names per folder: a repeated name gets `_1`, `_2`, ... appended."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, set[str]] = {}
+
+    def take(self, folder: str, name: str) -> str:
+        used = self.used.setdefault(folder, set())
+        candidate, k = name, 1
+        while candidate in used:
+            candidate, k = f"{name}_{k}", k + 1
+        used.add(candidate)
+        return candidate
+
+
+def sample_labels(sample: DefectSample) -> tuple[np.ndarray, list[str]]:
+    """(N, 4) boxes and their class names for one sample (empty for a good image)."""
+    if sample.is_good:
+        return np.zeros((0, 4), dtype=np.int64), []
+    boxes = sample.boxes if sample.boxes is not None else mask_to_boxes(sample.mask)
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    classes = sample.meta.get("box_classes")
+    if not isinstance(classes, (list, tuple)) or len(classes) != len(boxes):
+        classes = [sample.defect_type] * len(boxes)
+    return boxes, [str(c) for c in classes]
+
+
+def class_names_of(samples: Sequence[DefectSample]) -> list[str]:
+    """Sorted defect class names present in `samples` ("good" excluded)."""
+    names = set()
+    for s in samples:
+        names.update(sample_labels(s)[1])
+    return sorted(names)
+
+
+def _class_index(class_names: Sequence[str], name: str, where: str) -> int:
+    try:
+        return list(class_names).index(name)
+    except ValueError:
+        raise DataError(
+            f"{where}: defect class {name!r} is not in class_names {list(class_names)}; "
+            f"add it to class_names (or leave class_names unset to take the classes found)"
+        ) from None
+
+
+def write_mvtec(samples: Sequence[DefectSample], root: str | Path, split: str | None = None) -> Path:
+    """MVTec-AD layout: good images in `<split>/good/` (split: argument, else meta["split"], else
+    "train"), defects in `test/<type>/` with masks `ground_truth/<type>/<name>_mask.png` (MVTec-AD
+    keeps no defects in train/)."""
+    root = Path(root)
+    names = _NameBook()
+    for i, sample in enumerate(samples):
+        base = _base_name(sample, i)
+        if sample.is_good:
+            folder = f"{split or sample.meta.get('split') or 'train'}/good"
+            name = names.take(folder, base)
+            save_image(root / folder / f"{name}.png", sample.image)
+            continue
+        folder = f"test/{sample.defect_type}"
+        name = names.take(folder, base)
+        save_image(root / folder / f"{name}.png", sample.image)
+        save_mask(root / "ground_truth" / sample.defect_type / f"{name}_mask.png", sample.mask)
+    return root
+
+
+def _yolo_yaml_text(root: Path, class_names: Sequence[str]) -> str:
+    splits = {s: f"images/{s}" for s in ("train", "val", "test") if (root / "images" / s).is_dir()}
+    if not splits:
+        raise DataError(f"{root}: no images/<split>/ folder written")
+    data: dict[str, Any] = {"path": str(root.resolve())}
+    data["train"] = splits.get("train") or next(iter(splits.values()))
+    # ultralytics requires a val entry: without a val split, validate on the first split written
+    data["val"] = splits.get("val") or data["train"]
+    if "test" in splits:
+        data["test"] = splits["test"]
+    data["nc"] = len(class_names)
+    data["names"] = {i: n for i, n in enumerate(class_names)}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def write_yolo(
+    samples: Sequence[DefectSample],
+    root: str | Path,
+    class_names: Sequence[str] | None = None,
+    split: str = "train",
+) -> Path:
+    """YOLO detection layout: `images/<split>/<name>.png`, `labels/<split>/<name>.txt`
+    (`class cx cy w h`, normalised, 6 decimals; an empty file for a good image) and `data.yaml`
+    with the absolute `path:` and the names. Pixel masks are not kept (boxes only).
+
+    Writing a second split into the same root adds it to data.yaml; the class names must match.
+    Returns the data.yaml path.
+    """
+    root = Path(root)
+    class_names = list(class_names) if class_names is not None else class_names_of(samples)
+    existing = root / "data.yaml"
+    if existing.is_file():
+        old = (yaml.safe_load(existing.read_text()) or {}).get("names")
+        old_names = [old[k] for k in sorted(old)] if isinstance(old, dict) else old
+        if old_names is not None and list(old_names) != class_names:
+            raise DataError(
+                f"{existing}: holds names {old_names} but this split has {class_names}; "
+                f"pass the same class_names for every split, or write to a new folder"
+            )
+    names = _NameBook()
+    for i, sample in enumerate(samples):
+        name = names.take(split, _base_name(sample, i))
+        h, w = sample.size
+        boxes, classes = sample_labels(sample)
+        lines = []
+        for (x0, y0, x1, y1), cls in zip(boxes, classes):
+            idx = _class_index(class_names, cls, f"sample {name}")
+            lines.append(
+                f"{idx} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+            )
+        save_image(root / "images" / split / f"{name}.png", sample.image)
+        atomic_write_text(root / "labels" / split / f"{name}.txt", "".join(line + "\n" for line in lines))
+    atomic_write_text(existing, _yolo_yaml_text(root, class_names))
+    return existing
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    from faster_coco_eval.core import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    counts = rle["counts"]
+    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def write_coco(
+    samples: Sequence[DefectSample],
+    json_path: str | Path,
+    images_dir: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """COCO instances JSON (+ the images as PNG in `images_dir`, default `images/` beside the JSON).
+
+    One annotation per box (see `sample_labels`): bbox [x, y, w, h] in pixels, segmentation = the
+    mask inside the box as compressed RLE (empty for box-only samples), area = its pixel count.
+    Category ids are 1..K in the order of `class_names`. Good images are listed without
+    annotations. Returns the JSON path.
+    """
+    json_path = Path(json_path)
+    images_dir = Path(images_dir) if images_dir is not None else json_path.parent / "images"
+    class_names = list(class_names) if class_names is not None else class_names_of(samples)
+    names = _NameBook()
+    images, annotations = [], []
+    for i, sample in enumerate(samples):
+        name = names.take("images", _base_name(sample, i))
+        h, w = sample.size
+        file_name = f"{name}.png"
+        save_image(images_dir / file_name, sample.image)
+        try:
+            file_ref = str((images_dir / file_name).relative_to(json_path.parent / "images"))
+        except ValueError:
+            file_ref = file_name
+        image_id = i + 1
+        images.append({"id": image_id, "file_name": file_ref, "width": w, "height": h})
+        boxes, classes = sample_labels(sample)
+        box_only = bool(sample.meta.get("mask_from_boxes"))
+        for (x0, y0, x1, y1), cls in zip(boxes, classes):
+            inside = np.zeros((h, w), dtype=bool)
+            inside[y0:y1, x0:x1] = sample.mask[y0:y1, x0:x1]
+            area = int((x1 - x0) * (y1 - y0)) if box_only else int(inside.sum())
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": _class_index(class_names, cls, f"sample {name}") + 1,
+                    "bbox": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
+                    "area": area,
+                    "iscrowd": 0,
+                    "segmentation": [] if box_only else _rle(inside),
+                }
+            )
+    categories = [{"id": k + 1, "name": n, "supercategory": "defect"} for k, n in enumerate(class_names)]
+    atomic_write_json(json_path, {"images": images, "annotations": annotations, "categories": categories})
+    return json_path
+
+
+def write_masks(
+    samples: Sequence[DefectSample],
+    root: str | Path,
+    class_names: Sequence[str] | None = None,
+    index_masks: bool = False,
+) -> Path:
+    """Image + mask folder: `images/<name>.png`, `masks/<name>.png` and `defects.json`
+    ({"classes": [...], "types": {name: defect_type}}), readable by `read_image_mask_folder`.
+
+    Masks are 0/255 by default; `index_masks=True` writes class indices instead (0 background,
+    k + 1 for class_names[k], per box when `meta["box_classes"]` says so), the input of a
+    multi-class segmenter.
+    """
+    root = Path(root)
+    class_names = list(class_names) if class_names is not None else class_names_of(samples)
+    names = _NameBook()
+    types = {}
+    for i, sample in enumerate(samples):
+        name = names.take("images", _base_name(sample, i))
+        types[name] = sample.defect_type
+        save_image(root / "images" / f"{name}.png", sample.image)
+        if not index_masks:
+            save_mask(root / "masks" / f"{name}.png", sample.mask)
+            continue
+        if len(class_names) > 254:
+            raise DataError(f"index_masks: {len(class_names)} classes do not fit in 8-bit masks (at most 254)")
+        index = np.zeros(sample.size, dtype=np.uint8)
+        boxes, classes = sample_labels(sample)
+        for (x0, y0, x1, y1), cls in zip(boxes, classes):
+            k = _class_index(class_names, cls, f"sample {name}") + 1
+            inside = sample.mask[y0:y1, x0:x1]
+            index[y0:y1, x0:x1][inside] = k
+        save_image(root / "masks" / f"{name}.png", index)
+    atomic_write_json(root / "defects.json", {"classes": class_names, "types": types})
+    return root
