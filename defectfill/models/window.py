@@ -1,0 +1,166 @@
+"""The generation window: crop around the mask at the model's resolution, paste the result back.
+
+A diffusion inpainting model works at one resolution (512 px for SD-2, 64-128 px for the offline
+model), while fabric images come at any size (a 4096x256 strip, a 2048x2048 scan). DefectFill
+therefore works on a *window*: the mask's bounding box grown by some context to at least the model
+resolution, clamped inside the image; the window is resized so that its longer side is the model
+resolution (rounded to what the UNet accepts), generated, resized back and pasted into the
+original **inside the request mask only**, so every pixel outside the mask stays bit-identical.
+
+Window coordinates follow the project convention: `x0, y0, x1, y1` with exclusive ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from defectfill.errors import GenerationError
+
+
+@dataclass(frozen=True)
+class Window:
+    """A crop `image[y0:y1, x0:x1]` generated at `gen_height x gen_width` pixels."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    gen_height: int
+    gen_width: int
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def scale(self) -> float:
+        """Generated pixels per image pixel (< 1: the window was shrunk to the resolution)."""
+        return self.gen_height / self.height
+
+    def as_dict(self) -> dict:
+        return {"box": [self.x0, self.y0, self.x1, self.y1], "gen_size": [self.gen_height, self.gen_width]}
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def _place(center: float, size: int, limit: int) -> int:
+    """Start of a span of `size` centred at `center`, clamped inside [0, limit)."""
+    start = int(math.floor(center - size / 2.0))
+    return min(max(0, start), limit - size)
+
+
+def window_around_mask(
+    mask: np.ndarray,
+    resolution: int,
+    multiple: int = 8,
+    context: float = 0.25,
+    min_context_px: int = 8,
+) -> Window:
+    """The window that DefectFill generates for `mask` ((H, W) bool, not empty).
+
+    side = max(resolution, mask bbox side + 2 * max(min_context_px, context * bbox side)), a square
+    centred on the mask's bounding box, clipped to the image (a 256-px-high strip gives a window
+    256 high) and shifted to stay inside it. The window is generated with its longer side equal to
+    `resolution`, both sides rounded to `multiple` (what the VAE and UNet accept).
+    """
+    if resolution < multiple:
+        raise GenerationError(f"resolution {resolution} is smaller than the size multiple {multiple}")
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
+    height, width = mask.shape
+    bx0, bx1, by0, by1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    bbox_side = max(bx1 - bx0, by1 - by0)
+    margin = max(min_context_px, int(math.ceil(context * bbox_side)))
+    side = max(resolution, bbox_side + 2 * margin)
+    win_h, win_w = min(side, height), min(side, width)
+    y0 = _place((by0 + by1) / 2.0, win_h, height)
+    x0 = _place((bx0 + bx1) / 2.0, win_w, width)
+    scale = resolution / max(win_h, win_w)
+    gen_h, gen_w = _round_to(win_h * scale, multiple), _round_to(win_w * scale, multiple)
+    return Window(x0, y0, x0 + win_w, y0 + win_h, gen_h, gen_w)
+
+
+def crop_image(image: np.ndarray, window: Window) -> np.ndarray:
+    """(H, W, 3) uint8 -> the window resized to (gen_height, gen_width, 3) uint8."""
+    crop = image[window.y0 : window.y1, window.x0 : window.x1]
+    if crop.shape[:2] == (window.gen_height, window.gen_width):
+        return np.ascontiguousarray(crop)
+    shrink = window.gen_height < window.height
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    return cv2.resize(crop, (window.gen_width, window.gen_height), interpolation=interpolation)
+
+
+def crop_mask(mask: np.ndarray, window: Window) -> np.ndarray:
+    """(H, W) bool -> the window's mask at generation size; a generated pixel is masked when any
+    image pixel under it is, so the region the model repaints always covers the request mask."""
+    crop = mask[window.y0 : window.y1, window.x0 : window.x1].astype(np.float32)
+    if crop.shape == (window.gen_height, window.gen_width):
+        return crop > 0
+    if window.gen_height < window.height:
+        coverage = cv2.resize(crop, (window.gen_width, window.gen_height), interpolation=cv2.INTER_AREA)
+    else:
+        coverage = cv2.resize(crop, (window.gen_width, window.gen_height), interpolation=cv2.INTER_LINEAR)
+    return coverage > 0
+
+
+def feather_weights(mask: np.ndarray, feather_px: float) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 1 deep inside the mask, ramping to 0 at its edge over `feather_px`
+    pixels, exactly 0 outside. feather_px 0: the mask itself."""
+    inside = mask.astype(bool)
+    if feather_px <= 0:
+        return inside.astype(np.float32)
+    dist = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
+    return np.clip(dist / float(feather_px), 0.0, 1.0).astype(np.float32) * inside
+
+
+def paste_back(
+    image: np.ndarray,
+    generated: np.ndarray,
+    window: Window,
+    request_mask: np.ndarray,
+    feather_px: float = 0.0,
+) -> np.ndarray:
+    """Put a generated window (gen_height, gen_width, 3) uint8 back into a copy of `image`.
+
+    Only pixels of `request_mask` change (blended with `feather_px` inside the mask); every other
+    pixel is copied from `image`, bit for bit.
+    """
+    if generated.shape[:2] != (window.gen_height, window.gen_width):
+        raise GenerationError(
+            f"generated window is {generated.shape[1]}x{generated.shape[0]}, expected "
+            f"{window.gen_width}x{window.gen_height}"
+        )
+    beyond = request_mask.copy()
+    beyond[window.y0 : window.y1, window.x0 : window.x1] = False
+    if beyond.any():
+        raise GenerationError(
+            f"request mask has {int(beyond.sum())} pixels outside the generation window {window.as_dict()['box']}; "
+            "build the window with window_around_mask(request_mask, ...)"
+        )
+    if (window.gen_height, window.gen_width) == (window.height, window.width):
+        patch = generated
+    else:
+        grow = window.gen_height < window.height
+        interpolation = cv2.INTER_CUBIC if grow else cv2.INTER_AREA
+        patch = cv2.resize(generated, (window.width, window.height), interpolation=interpolation)
+    out = image.copy()
+    region = request_mask[window.y0 : window.y1, window.x0 : window.x1]
+    target = out[window.y0 : window.y1, window.x0 : window.x1]
+    weights = feather_weights(region, feather_px)
+    if feather_px <= 0:
+        target[region] = patch[region]
+    else:
+        blended = weights[..., None] * patch.astype(np.float32) + (1 - weights[..., None]) * target.astype(np.float32)
+        target[region] = np.clip(blended[region] + 0.5, 0, 255).astype(np.uint8)
+    return out
