@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import yaml
 
-from defectfill.data.readers import read_coco, read_dataset, read_image_mask_folder, read_mvtec, read_yolo
+from defectfill.data.readers import (
+    ReadReport,
+    read_coco,
+    read_dataset,
+    read_image_mask_folder,
+    read_mvtec,
+    read_yolo,
+)
 from defectfill.data.sample import DefectSample
 from defectfill.data.writers import write_coco, write_masks, write_mvtec, write_yolo
 from defectfill.errors import DataError
@@ -91,7 +98,9 @@ def test_mvtec_to_coco_to_yolo_boxes_survive(tmp_path):
     config = yaml.safe_load(data_yaml.read_text())
     assert config["path"] == str((tmp_path / "yolo").resolve())
     assert config["names"] == {0: "hole", 1: "broken_end"} and config["val"] == "images/val"
-    back = _by_name(read_yolo(tmp_path / "yolo"))
+    report = ReadReport()
+    back = _by_name(read_yolo(tmp_path / "yolo", report=report))
+    assert report.counts["clipped_label"] == 0  # d2 ends at the right border: rounding is not clipping
     for s in originals:
         r = back[s.meta["name"]]
         np.testing.assert_array_equal(r.image, s.image)
@@ -144,3 +153,16 @@ def test_name_collisions_get_suffixes(tmp_path):
     write_mvtec(s, tmp_path)
     assert sorted(p.name for p in (tmp_path / "test" / "hole").iterdir()) == ["same.png", "same_1.png"]
     assert sorted(p.name for p in (tmp_path / "train" / "good").iterdir()) == ["same.png", "same_1.png"]
+
+
+def test_yolo_boxes_at_the_border_are_exact_and_not_clipped(tmp_path):
+    """6-decimal labels overshoot the border by a hair (0.969727 + 0.060547 / 2 > 1): not clipping."""
+    mask = np.zeros((64, 512), bool)
+    mask[0:3, 481:512] = True
+    mask[61:64, 7:40] = True
+    sample = DefectSample(np.zeros((64, 512, 3), np.uint8), mask, "nep", meta={"name": "edge"})
+    write_yolo([sample], tmp_path, class_names=["nep"])
+    report = ReadReport()
+    back = read_yolo(tmp_path, report=report)[0]
+    assert back.boxes.tolist() == mask_to_boxes(mask).tolist()
+    assert report.counts["clipped_label"] == 0

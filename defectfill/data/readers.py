@@ -336,7 +336,8 @@ def _clip_box(
             f"{where}: label box ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) lies outside the image "
             f"{w}x{h}; the label belongs to another image size or is corrupt: fix or remove it"
         )
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+    eps = 0.01  # rounding of normalised labels (6 decimals x 4096 px = 0.004 px) is not clipping
+    if x0 < -eps or y0 < -eps or x1 > w + eps or y1 > h + eps:
         report.note("clipped_label", where)
     ix0, iy0 = max(0, math.floor(x0 + 1e-6)), max(0, math.floor(y0 + 1e-6))
     ix1, iy1 = min(w, math.ceil(x1 - 1e-6)), min(h, math.ceil(y1 - 1e-6))

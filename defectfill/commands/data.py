@@ -1,0 +1,174 @@
+"""`defectfill data`: inspect (`info`) or convert (`convert`) a defect dataset.
+
+`data info DIR` reads the dataset with the reader its layout needs (MVTec-AD, image+mask folder,
+COCO, YOLO, AITEX) and prints what it found: layout, images, masks, classes with counts, sizes,
+greyscale, and every quirk met with its count. `data convert SRC --to mvtec|coco|yolo|masks --out DIR`
+writes it in another layout, optionally cut into tiles first (`--tile`, for long strips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("mvtec", "coco", "yolo", "masks")
+
+
+def _add_read_arguments(parser: argparse.ArgumentParser) -> None:
+    from defectfill.data.readers import LAYOUTS, UNLABELLED_POLICIES
+
+    parser.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS,
+                        help="dataset layout (default: detected)")
+    parser.add_argument("--defect-type", default=None,
+                        help="class name for image+mask folders, whose files do not name it (default: stain)")
+    parser.add_argument("--unlabelled", default="skip", choices=UNLABELLED_POLICIES,
+                        help="a declared defect with a missing or empty mask: skip it (counted), keep it as "
+                             "good, or stop with an error (default: skip)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="print what the reader finds in a dataset",
+                          description="print layout, images, masks, classes, sizes and quirks of a dataset")
+    info.add_argument("path", type=Path, help="dataset folder (or COCO .json)")
+    _add_read_arguments(info)
+    info.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
+
+    convert = sub.add_parser("convert", help="write a dataset in another layout",
+                             description="read a dataset and write it as MVTec-AD, COCO, YOLO or image+mask folders")
+    convert.add_argument("path", type=Path, help="source dataset folder (or COCO .json)")
+    convert.add_argument("--to", required=True, choices=FORMATS, help="output layout")
+    convert.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_read_arguments(convert)
+    convert.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                         help="class names in order (YOLO ids / COCO categories); default: the classes found, sorted")
+    convert.add_argument("--split", default="train", help="YOLO split to write (default: train)")
+    convert.add_argument("--tile", type=int, default=None, metavar="PX",
+                         help="cut every image into PX x PX tiles first (long strips, e.g. AITEX 4096x256)")
+    convert.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    convert.add_argument("--keep-good", type=float, default=0.25,
+                         help="fraction of defect-free tiles kept (default 0.25)")
+    convert.add_argument("--seed", type=int, default=0, help="seed of the good-tile sampling")
+
+
+def read(args: argparse.Namespace):
+    """Read the dataset named by the arguments -> (samples, report); warnings are left to the report."""
+    from defectfill.data.images import DataWarning
+    from defectfill.data.readers import ReadReport, detect_layout, read_dataset
+
+    layout = detect_layout(args.path) if args.layout == "auto" else args.layout
+    kwargs: dict[str, Any] = {}
+    if layout in ("mvtec", "folder", "coco", "aitex"):
+        kwargs["unlabelled"] = args.unlabelled
+    if layout == "folder" and args.defect_type:
+        kwargs["defect_type"] = args.defect_type
+    report = ReadReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # the summary prints every quirk with its count
+        samples = read_dataset(args.path, layout=layout, report=report, **kwargs)
+    return samples, report
+
+
+def summarize(samples: list, report) -> dict[str, Any]:
+    """A JSON-safe summary of a read dataset."""
+    from defectfill.data.writers import sample_labels
+
+    images_per_class: Counter = Counter(s.defect_type for s in samples)
+    instances: Counter = Counter()
+    for s in samples:
+        instances.update(sample_labels(s)[1])
+    sizes = Counter(f"{s.size[1]}x{s.size[0]}" for s in samples)
+    splits = Counter(str(s.meta.get("split", "-")) for s in samples)
+    return {
+        "layout": report.layout,
+        "path": str(report.root),
+        "images": len(samples),
+        "defect_images": sum(not s.is_good for s in samples),
+        "good_images": sum(s.is_good for s in samples),
+        "pixel_masks": sum((not s.is_good) and not s.meta.get("mask_from_boxes") for s in samples),
+        "box_only_masks": sum(bool(s.meta.get("mask_from_boxes")) for s in samples),
+        "images_per_class": dict(sorted(images_per_class.items())),
+        "instances_per_class": dict(sorted(instances.items())),
+        "sizes_wxh": dict(sizes.most_common()),
+        "greyscale_images": sum(s.is_gray for s in samples),
+        "splits": dict(sorted(splits.items())),
+        "quirks": dict(sorted(report.counts.items())),
+        "skipped": list(report.skipped),
+    }
+
+
+def format_summary(summary: dict[str, Any], report) -> str:
+    lines = [
+        f"layout:      {summary['layout']}  ({summary['path']})",
+        f"images:      {summary['images']}  ({summary['defect_images']} defect, {summary['good_images']} good)",
+        f"masks:       {summary['pixel_masks']} pixel masks, {summary['box_only_masks']} box-only (filled boxes)",
+        f"greyscale:   {summary['greyscale_images']} of {summary['images']}",
+        "sizes (WxH): " + ", ".join(f"{k} x{v}" for k, v in summary["sizes_wxh"].items()),
+    ]
+    if set(summary["splits"]) != {"-"}:
+        lines.append("splits:      " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    lines.append("classes:     images / instances")
+    for name, count in summary["images_per_class"].items():
+        lines.append(f"  {name:24s} {count:6d} / {summary['instances_per_class'].get(name, 0)}")
+    for name in sorted(set(summary["instances_per_class"]) - set(summary["images_per_class"])):
+        lines.append(f"  {name:24s} {0:6d} / {summary['instances_per_class'][name]}")
+    quirks = report.lines()
+    lines.append("quirks:" + ("      none" if not quirks else ""))
+    lines += ["  " + q for q in quirks]
+    if summary["skipped"]:
+        lines.append(f"skipped:     {len(summary['skipped'])} image(s)")
+        lines += ["  " + s for s in summary["skipped"][:20]]
+        if len(summary["skipped"]) > 20:
+            lines.append(f"  ... and {len(summary['skipped']) - 20} more")
+    return "\n".join(lines)
+
+
+def _tile_all(samples: list, args: argparse.Namespace) -> list:
+    from defectfill.data.tiling import TilingStats, tile_sample
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    stats = TilingStats()
+    tiles = []
+    for s in samples:
+        tiles += tile_sample(s, tile=args.tile, overlap=args.overlap, keep_good_ratio=args.keep_good,
+                             rng=rng, stats=stats)
+    print(f"tiles: {stats.defect_tiles} with defects, {stats.good_tiles} good of {stats.good_tiles_seen}, "
+          f"{stats.sliver_only_tiles} sliver-only left out, {stats.slivers_dropped} box slivers dropped, "
+          f"{stats.padded_tiles} padded")
+    return tiles
+
+
+def run(args: argparse.Namespace) -> int:
+    from defectfill.io_utils import atomic_write_json
+
+    samples, report = read(args)
+    summary = summarize(samples, report)
+    if args.data_command == "info":
+        print(format_summary(summary, report))
+        if args.json is not None:
+            atomic_write_json(args.json, summary)
+        return 0
+
+    from defectfill.data.writers import write_coco, write_masks, write_mvtec, write_yolo
+    from defectfill.errors import DataError
+
+    if not samples:
+        raise DataError(f"{args.path}: no samples read; nothing to convert (see `defectfill data info {args.path}`)")
+    if args.tile is not None:
+        samples = _tile_all(samples, args)
+    out: Path = args.out
+    if args.to == "mvtec":
+        write_mvtec(samples, out)
+    elif args.to == "coco":
+        write_coco(samples, out / "instances.json", out / "images", class_names=args.classes)
+    elif args.to == "yolo":
+        write_yolo(samples, out, class_names=args.classes, split=args.split)
+    else:
+        write_masks(samples, out, class_names=args.classes)
+    print(f"read {summary['images']} images ({summary['layout']}, {len(report.skipped)} skipped); "
+          f"wrote {len(samples)} samples as {args.to} to {out}")
+    return 0

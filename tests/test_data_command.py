@@ -1,0 +1,54 @@
+"""`defectfill data info` / `data convert` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from defectfill.cli import main
+from defectfill.data.readers import read_yolo
+
+
+def _folder(root, n=3, h=64, w=512):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(root / "images" / f"s{i}.png")
+        mask = np.zeros((h, w), np.uint8)
+        if i < n - 1:  # the last mask is all black: a quirk the summary must show
+            mask[10:20, 100 * i + 30 : 100 * i + 60] = 255
+        Image.fromarray(mask).save(root / "annotations" / f"s{i}.png")
+
+
+def test_data_info_prints_and_writes_json(tmp_path, capsys):
+    _folder(tmp_path / "src")
+    assert main(["data", "info", str(tmp_path / "src"), "--defect-type", "oil", "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "layout:      folder" in out and "images:      2  (2 defect, 0 good)" in out
+    assert "oil" in out and "greyscale:   2 of 2" in out and "512x64 x2" in out
+    assert "empty_mask" in out and "s2.png" in out
+    summary = json.loads((tmp_path / "i.json").read_text())
+    assert summary["images_per_class"] == {"oil": 2} and summary["quirks"]["empty_mask"] == 1
+    assert summary["quirks"]["grayscale"] == 3
+
+
+def test_data_convert_with_tiles_to_yolo(tmp_path, capsys):
+    _folder(tmp_path / "src")
+    code = main(["data", "convert", str(tmp_path / "src"), "--to", "yolo", "--out", str(tmp_path / "yolo"),
+                 "--tile", "64", "--overlap", "16", "--keep-good", "0"])
+    assert code == 0
+    tiles = read_yolo(tmp_path / "yolo")
+    assert tiles and all(t.size == (64, 64) and not t.is_good for t in tiles)
+    assert {t.defect_type for t in tiles} == {"stain"}
+    assert "tiles:" in capsys.readouterr().out
+
+
+def test_data_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["data", "info", str(tmp_path / "missing")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "convert", str(tmp_path / "empty"), "--to", "coco", "--out", str(tmp_path / "o")]) == 1
+    assert "unknown dataset layout" in capsys.readouterr().err
