@@ -163,6 +163,14 @@ def _lpips_distances(metric: str, original: np.ndarray, candidates: list[np.ndar
     return [float((s * weights).sum() / weights.sum()) for s in spatial]
 
 
+def ensure_metric_available(metric: str) -> str:
+    """Fail early (before any generation) when `metric` cannot run here; returns the metric."""
+    check_metric(metric)
+    if metric in _LPIPS_TRUNKS:
+        _lpips_model(metric)
+    return metric
+
+
 # ------------------------------------------------------------------------------------------- API
 def score_candidates(
     original: np.ndarray, candidates: list[np.ndarray], mask: np.ndarray, metric: str = DEFAULT_METRIC

@@ -138,6 +138,7 @@ class DefectFill:
         self.feather_px = float(feather_px)
         self.context = float(context)
         self._prompt_cache: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        self.model_dir: Path | None = None  # the folder the weights came from (set by from_pretrained)
         pipeline.set_progress_bar_config(disable=True)
 
     # ------------------------------------------------------------------------------ properties
@@ -192,23 +193,38 @@ class DefectFill:
         info = dict(info, base_model=info.get("base_model", base))
         model = cls(pipeline, info["concepts"], object_word=info.get("object_word", "fabric"),
                     base_model=base, info=info, **kwargs)
-        model.model_dir = model_dir
+        model.model_dir = Path(model_dir)
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write the model folder (LoRA + embeddings + defectfill.json) atomically: into a temporary
-        folder beside the target, then renamed over it; a failure leaves the target as it was."""
-        from defectfill.models.weights import save_concepts
+        folder beside the target, then renamed over it; a failure leaves the target as it was.
+
+        A model loaded with `from_pretrained` copies its weight files byte for byte (the pipeline
+        holds them under diffusers' adapter name "default_0", which peft's exporter does not read);
+        a model built in memory (LoRA adapter "default") is serialised by `weights.save_concepts`.
+        """
+        from defectfill.io_utils import atomic_write_json
+        from defectfill.models.weights import read_model_info, save_concepts
 
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        meta = {k: v for k, v in self.info.items() if k not in ("concepts", "format_version")}
-        meta.update(base_model=str(self.base_model) if self.base_model else None, object_word=self.object_word,
+        meta = {k: v for k, v in self.info.items() if k not in ("concepts", "format_version", "model_dir")}
+        meta.update(base_model=str(self.base_model) if self.base_model else "", object_word=self.object_word,
                     resolution=self.resolution)
-        pipe = self.pipeline
+        source = getattr(self, "model_dir", None)
         try:
-            save_concepts(staging, pipe.unet, pipe.text_encoder, pipe.tokenizer, self.concepts, meta)
+            if source is not None:
+                for path in Path(source).glob("*.safetensors"):
+                    shutil.copyfile(path, staging / path.name)
+                info = {k: v for k, v in read_model_info(source).items() if k != "model_dir"}
+                info.update(meta, concepts=dict(self.concepts))
+                atomic_write_json(staging / "defectfill.json", info)
+            else:
+                pipe = self.pipeline
+                save_concepts(staging, pipe.unet, pipe.text_encoder, pipe.tokenizer, self.concepts, meta)
+            read_model_info(staging)  # never publish a folder that would not load
             _replace_dir(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
