@@ -277,10 +277,11 @@ def to_mask_array(mask: Any, name: str = "mask") -> np.ndarray:
         arr = arr[0]
     if arr.dtype != bool and np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
         # probabilities / soft masks in [0, 1]: half is the threshold (never read as class indices)
-        if np.unique(arr).size > 2:
-            warnings.warn(f"{name}: soft mask in [0, 1] thresholded at > 0.5", DataWarning, stacklevel=2)
-            return arr > 0.5
-        return arr > 0
+        values = np.unique(arr)
+        if (values.size <= 2 and values.min() == 0) or set(values.tolist()) <= {0.0, 1.0}:  # exactly binary
+            return arr > 0
+        warnings.warn(f"{name}: soft mask in [0, 1] thresholded at > 0.5", DataWarning, stacklevel=2)
+        return arr > 0.5
     return binarize_mask(arr, source=name)
 
 
