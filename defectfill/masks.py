@@ -129,7 +129,7 @@ def mask_to_boxes(mask: Any, min_area: int = 1, connectivity: int = 8) -> np.nda
     if connectivity not in (4, 8):
         raise DataError(f"connectivity must be 4 or 8, found {connectivity}")
     m = binarize(mask).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=connectivity)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=connectivity)
     stats = stats[1:]
     stats = stats[stats[:, cv2.CC_STAT_AREA] >= max(1, min_area)]
     x0 = stats[:, cv2.CC_STAT_LEFT]

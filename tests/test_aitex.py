@@ -118,10 +118,9 @@ def test_read_aitex_policies_and_layout(aitex_dir):
         assert len(read_aitex(aitex_dir, include_good=False)) == 5
         kept = read_aitex(aitex_dir, include_good=False, unlabelled="good")
     assert len(kept) == 7 and sum(s.is_good for s in kept) == 2
-    with pytest.raises(DataError, match=r"0005_010_04_mask\.png: all-black mask"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataWarning)
-            read_aitex(aitex_dir, unlabelled="error")
+    with pytest.raises(DataError, match=r"0005_010_04_mask\.png: all-black mask"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        read_aitex(aitex_dir, unlabelled="error")
 
 
 def test_mask_of_other_size_is_an_error(aitex_dir):

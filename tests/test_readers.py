@@ -77,8 +77,10 @@ def test_mvtec_missing_and_empty_masks_policies(tmp_path):
     _save(tmp_path / "test" / "hole" / "002.png", _image(rng))
     _save(tmp_path / "ground_truth" / "hole" / "002_mask.png", np.zeros((24, 32), np.uint8))
     report = ReadReport()
-    with pytest.warns(DataWarning, match="without a mask"):
+    with pytest.warns(DataWarning) as caught:
         samples = read_mvtec(tmp_path, "test", report=report)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2 and "all-black mask" in messages[0] and "without a mask" in messages[1]
     assert sorted(s.meta["name"] for s in samples if s.defect_type == "hole") == ["000"]
     assert report.counts["missing_mask"] == 1 and report.counts["empty_mask"] == 1
     assert len(report.skipped) == 2 and any("001.png" in line for line in report.skipped)

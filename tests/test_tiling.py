@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,7 @@ def test_tile_offsets_cover_and_end_at_border():
     assert tile_offsets(256, 256, 32) == [0] and tile_offsets(100, 256, 0) == [0]
     assert tile_offsets(512, 256, 0) == [0, 256]
     offsets = tile_offsets(1000, 128, 16)
-    assert all(b - a <= 112 for a, b in zip(offsets, offsets[1:]))  # overlap at least 16
+    assert all(b - a <= 112 for a, b in itertools.pairwise(offsets))  # overlap at least 16
     with pytest.raises(DataError):
         tile_offsets(1000, 128, 128)
     assert tile_positions((256, 4096), 256, 32)[:2] == [(0, 0), (224, 0)]

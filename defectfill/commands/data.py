@@ -127,8 +127,9 @@ def format_summary(summary: dict[str, Any], report) -> str:
 
 
 def _tile_all(samples: list, args: argparse.Namespace) -> list:
-    from defectfill.data.tiling import TilingStats, tile_sample
     import numpy as np
+
+    from defectfill.data.tiling import TilingStats, tile_sample
 
     rng = np.random.default_rng(args.seed)
     stats = TilingStats()

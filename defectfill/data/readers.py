@@ -524,7 +524,7 @@ def _yolo_image_dirs(root: Path, split: str | None) -> list[tuple[str, Path]]:
         raise DataError(f"{root}: no images/ folder; a YOLO dataset holds images/<split>/ and labels/<split>/")
     images = root / "images"
     if split is not None:
-        path, data = _yolo_yaml(root)
+        _, data = _yolo_yaml(root)
         entry = data.get(split)
         candidate = (root / entry) if isinstance(entry, str) else images / split
         if not candidate.is_dir():

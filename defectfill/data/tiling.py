@@ -184,7 +184,7 @@ def tile_sample(
             good_offsets.append((x, y))
     stats.defect_tiles += len(defect_tiles)
     stats.good_tiles_seen += len(good_offsets)
-    n_good = int(round(keep_good_ratio * len(good_offsets)))
+    n_good = round(keep_good_ratio * len(good_offsets))
     chosen = sorted(rng.choice(len(good_offsets), size=n_good, replace=False).tolist()) if n_good else []
     good_tiles = [
         _make_tile(sample, x, y, th, tw, "good", np.zeros((0, 4), np.int64), _tile_meta(sample, parent, x, y), stats)
