@@ -24,6 +24,7 @@ from defectfill.data.fabric_textures import (
     SIMPLE_TEXTURES,
     TEXTURES,
     FabricParams,
+    YarnEdits,
     render_structure,
     sample_params,
 )
@@ -84,14 +85,22 @@ def _fabric_params(texture: str, seed: int, size: int | tuple[int, int]) -> Fabr
     return sample_params(texture, rng, h, w)
 
 
-def _finish(p: FabricParams, rgb: np.ndarray, gray: bool) -> np.ndarray:
-    """Linear RGB before lighting -> final uint8 image (lighting, fibre noise, optional greyscale)."""
-    img = rgb * p.lighting[..., None] + p.pixel_noise[..., None]
+def _finish(p: FabricParams, rgb: np.ndarray, gray: bool, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Linear RGB before lighting -> final uint8 image (lighting, fibre noise, optional greyscale).
+
+    window: (y0, y1, x0, x1) when `rgb` is that part of the frame only."""
+    lighting, noise = p.lighting, p.pixel_noise
+    if window is not None:
+        y0, y1, x0, x1 = window
+        lighting, noise = lighting[y0:y1, x0:x1], noise[y0:y1, x0:x1]
+    img = rgb * (lighting * np.float32(255))[..., None]
+    img += (noise * np.float32(255) + np.float32(0.5))[..., None]  # + 0.5: round, not truncate
     if gray:
         # line-scan cameras are monochrome: luminance replicated to 3 channels
-        lum = img @ np.array([0.299, 0.587, 0.114], np.float32)
+        lum = img[..., 0] * np.float32(0.299) + img[..., 1] * np.float32(0.587) + img[..., 2] * np.float32(0.114)
         img = np.repeat(lum[..., None], 3, axis=2)
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    np.clip(img, 0, 255, out=img)
+    return img.astype(np.uint8)
 
 
 def render_fabric(texture: str, seed: int, size: int | tuple[int, int] = 256, gray: bool = False) -> np.ndarray:
@@ -109,13 +118,16 @@ def _exact_mask(good: np.ndarray, defective: np.ndarray) -> tuple[np.ndarray, np
     "inside the mask differs, outside is identical" holds bit for bit.
     """
     changed = np.any(good != defective, axis=2)
-    labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
-    if n:
+    mask = np.zeros_like(changed)
+    rows = np.flatnonzero(changed.any(axis=1))
+    cols = np.flatnonzero(changed.any(axis=0))
+    if rows.size:  # label and fill only inside the box of changed pixels (the rest is unchanged)
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        labels, n = ndimage.label(changed[box], structure=np.ones((3, 3), bool))
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         keep = sizes >= _MIN_COMPONENT
         keep[0] = False
-        changed = keep[labels]
-    mask = ndimage.binary_fill_holes(changed)
+        mask[box] = ndimage.binary_fill_holes(keep[labels])
     out = np.where(mask[..., None], defective, good)
     same = mask & np.all(out == good, axis=2)
     if same.any():
@@ -147,16 +159,47 @@ def render_sample(
     )
     for _ in range(_MAX_ATTEMPTS):  # a draw can land where it changes nothing visible: draw again
         plan = PLANNERS[defect_type](p, rng, fields)
-        rgb = render_structure(p, plan.edits)[0] if plan.edits is not None else good_rgb
+        window = plan.window
+        if plan.edits is not None:
+            window = _edit_window(plan.edits, p.height, p.width)
+        if window is None:
+            continue
+        # only the defect's window is redrawn; every pixel outside it is the good image's own
+        y0, y1, x0, x1 = window
+        rgb = good_rgb[y0:y1, x0:x1]
+        if plan.edits is not None:
+            rgb = render_structure(p, plan.edits, geometry=fields, window=window)[0]
         if plan.effect is not None:
-            rgb = plan.effect(rgb, fields)
-        mask, image = _exact_mask(good, _finish(p, rgb, gray))
+            rgb = plan.effect(rgb, {k: v[y0:y1, x0:x1] for k, v in fields.items()})
+        defective = good.copy()
+        defective[y0:y1, x0:x1] = _finish(p, rgb, gray, window)
+        mask, image = _exact_mask(good, defective)
         if mask.sum() >= _MIN_COMPONENT:
             return image, mask
     raise DataError(  # pragma: no cover - only reachable for degenerate tiny sizes
         f"render_sample: could not place a visible {defect_type!r} on {texture!r} (seed {seed}, size {size}); "
         "use a larger size or another seed"
     )
+
+
+def _edit_window(edits: YarnEdits, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1): the box the edits touch, grown by one pixel; None when they touch nothing.
+
+    Only this box is re-rendered (the renderer reuses the good image's lattice, so every pixel it
+    draws outside the edits comes out identical)."""
+    touched = np.zeros((height, width), bool)
+    for present in (edits.warp_present, edits.weft_present):
+        if present is not None:
+            touched |= ~present
+    if edits.hole is not None:
+        touched |= edits.hole
+    if edits.recess is not None:
+        touched |= edits.recess != 1
+    rows = np.flatnonzero(touched.any(axis=1))
+    cols = np.flatnonzero(touched.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (max(0, rows[0] - 1), min(height, rows[-1] + 2), max(0, cols[0] - 1), min(width, cols[-1] + 2))
 
 
 def sample_seed(seed: int, *keys: int) -> int:

@@ -26,11 +26,16 @@ Effect = Callable[[np.ndarray, dict], np.ndarray]
 
 @dataclass
 class DefectPlan:
-    """What to change: yarn edits for the renderer and/or a colour effect on its output."""
+    """What to change: yarn edits for the renderer, and/or a colour `effect` on its output.
+
+    effect(rgb, fields) takes and returns the (h, w, 3) float RGB of `window` (y0, y1, x0, x1), with
+    `fields` cropped to it; nothing outside the window changes.
+    """
 
     defect_type: str
     edits: YarnEdits | None = None
     effect: Effect | None = None
+    window: tuple[int, int, int, int] | None = None
 
 
 def _scale(p: FabricParams) -> float:
@@ -43,21 +48,44 @@ def _centre(p: FabricParams, rng: np.random.Generator, margin: float) -> tuple[f
     return float(rng.uniform(mx, p.width - mx)), float(rng.uniform(my, p.height - my))
 
 
-def _blob_radius(p: FabricParams, rng: np.random.Generator, cx: float, cy: float, radius: float,
-                 roughness: float = 0.25, elongation: float = 1.0) -> np.ndarray:
-    """(H, W) normalised distance to an irregular blob (< 1 inside): a few random harmonics on r(phi)."""
+def _window(p: FabricParams, cx: float, cy: float, half: float) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the square of half-side `half` around (cx, cy), clipped to the image."""
+    return (
+        max(0, int(np.floor(cy - half))), min(p.height, int(np.ceil(cy + half)) + 1),
+        max(0, int(np.floor(cx - half))), min(p.width, int(np.ceil(cx + half)) + 1),
+    )
+
+
+def _local_grid(p: FabricParams, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    y0, y1, x0, x1 = window
     yy, xx = _pixel_grid(p.height, p.width)
-    dx = xx - cx
-    dy = yy - cy
+    return yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+
+
+def _crop(a: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    y0, y1, x0, x1 = window
+    return a[y0:y1, x0:x1]
+
+
+# r(phi) of a blob is at most 1 + roughness * 1.6 * (1/2 + 1/3 + 1/5) times its radius
+_MAX_EDGE = 1.0 + 1.6 * (1 / 2 + 1 / 3 + 1 / 5) * 0.3
+
+
+def _blob_radius(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cx: float, cy: float, radius: float,
+                 roughness: float = 0.25, elongation: float = 1.0) -> np.ndarray:
+    """Normalised distance to an irregular blob over the grid (yy, xx) (< 1 inside): an ellipse whose
+    radius r(phi) carries a few random harmonics."""
+    dx = xx - np.float32(cx)
+    dy = yy - np.float32(cy)
     rot = rng.uniform(0, np.pi)
-    c, s = np.cos(rot), np.sin(rot)
-    a = (c * dx + s * dy) / elongation
+    c, s = np.float32(np.cos(rot)), np.float32(np.sin(rot))
+    a = (c * dx + s * dy) / np.float32(elongation)
     b = -s * dx + c * dy
     phi = np.arctan2(b, a)
     edge = np.ones_like(phi)
     for k in (2, 3, 5):
-        edge += roughness / k * 1.6 * rng.uniform(-1, 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
-    return np.hypot(a, b) / (radius * np.maximum(edge, 0.35))
+        edge += np.float32(roughness / k * 1.6 * rng.uniform(-1, 1)) * np.cos(k * phi + np.float32(rng.uniform(0, 2 * np.pi)))
+    return np.hypot(a, b) / (np.float32(radius) * np.maximum(edge, np.float32(0.35)))
 
 
 def _far_color(rng: np.random.Generator, fabric_rgb: np.ndarray, palette: np.ndarray, tries: int = 3) -> np.ndarray:
@@ -85,12 +113,16 @@ def _fabric_mean(p: FabricParams) -> np.ndarray:
 
 
 def plan_stain(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A colour spot: the yarns take up a foreign dye, most in the yarns, with a darker tide mark."""
     s = _scale(p)
     radius = max(3.0, rng.uniform(6, 24) * s)
+    elongation = rng.uniform(1.0, 1.8)
     cx, cy = _centre(p, rng, radius * 1.4 + 2)
-    rr = _blob_radius(p, rng, cx, cy, radius, roughness=0.3, elongation=rng.uniform(1.0, 1.8))
+    window = _window(p, cx, cy, radius * elongation * _MAX_EDGE + 2)
+    yy, xx = _local_grid(p, window)
+    rr = _blob_radius(rng, yy, xx, cx, cy, radius, roughness=0.3, elongation=elongation)
     tint = _far_color(rng, _fabric_mean(p), _STAIN_COLORS)
-    strength = rng.uniform(0.5, 0.85)
+    strength = np.float32(rng.uniform(0.5, 0.85))
     # a tide mark: dye carried to the rim of the drop as it dries
     rim = np.exp(-(((rr - 0.9) / 0.1) ** 2))
 
@@ -98,30 +130,34 @@ def plan_stain(p: FabricParams, rng: np.random.Generator, fields: dict) -> Defec
         inside = np.clip((1.0 - rr) / 0.2, 0.0, 1.0)
         amount = strength * np.clip(0.75 * inside + 0.35 * rim * (rr < 1), 0, 1)
         amount = amount * (0.6 + 0.4 * f["cover"])  # yarns soak up more dye than the gaps
-        target = tint[None, None, :] * (0.45 + 0.55 * f["cover"])[..., None]
+        target = tint * (0.45 + 0.55 * f["cover"])[..., None]
         return rgb * (1 - amount[..., None]) + target * amount[..., None]
 
-    return DefectPlan("stain", effect=effect)
+    return DefectPlan("stain", effect=effect, window=window)
 
 
 def plan_oil(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """An oil stain: darkens (and yellows) the fabric and wicks outwards along single yarns."""
     s = _scale(p)
     radius = max(3.0, rng.uniform(6, 20) * s)
     cx, cy = _centre(p, rng, radius * 2.0 + 2)
+    window = _window(p, cx, cy, radius * 2.1 + 2)
+    yy, xx = _local_grid(p, window)
     uc, vc = to_fabric_coords(p, cx, cy)
-    core = _blob_radius(p, rng, cx, cy, radius, roughness=0.2)
-    du = fields["u"] - uc
-    dv = fields["v"] - vc
-    # oil wicks along the yarns: each yarn carries it a random distance beyond the core
-    n_i = int(fields["i"].max() - fields["i"].min() + 1)
-    n_j = int(fields["j"].max() - fields["j"].min() + 1)
-    reach_warp = 1.0 + rng.uniform(0.2, 1.0, size=n_i).astype(np.float32)
-    reach_weft = 1.0 + rng.uniform(0.2, 1.0, size=n_j).astype(np.float32)
-    along_warp = np.hypot(du / (radius * 0.9), dv / (radius * reach_warp[fields["i"] - fields["i"].min()]))
-    along_weft = np.hypot(du / (radius * reach_weft[fields["j"] - fields["j"].min()]), dv / (radius * 0.9))
-    on_yarn = fields["cover"] > 0
-    rr = np.minimum(core, np.where(on_yarn, np.where(fields["show_warp"], along_warp, along_weft), core))
-    strength = rng.uniform(0.4, 0.65)
+    core = _blob_radius(rng, yy, xx, cx, cy, radius, roughness=0.2)
+    f = {k: _crop(fields[k], window) for k in ("u", "v", "i", "j", "cover", "show_warp")}
+    du = f["u"] - np.float32(uc)
+    dv = f["v"] - np.float32(vc)
+    # oil wicks along the yarns: each yarn carries it its own distance beyond the core
+    i_min, j_min = int(f["i"].min()), int(f["j"].min())
+    reach_warp = 1.0 + rng.uniform(0.2, 1.0, size=int(f["i"].max()) - i_min + 1).astype(np.float32)
+    reach_weft = 1.0 + rng.uniform(0.2, 1.0, size=int(f["j"].max()) - j_min + 1).astype(np.float32)
+    r = np.float32(radius)
+    along_warp = np.hypot(du / (r * 0.9), dv / (r * reach_warp[f["i"] - i_min]))
+    along_weft = np.hypot(du / (r * reach_weft[f["j"] - j_min]), dv / (r * 0.9))
+    on_yarn = f["cover"] > 0
+    rr = np.minimum(core, np.where(on_yarn, np.where(f["show_warp"], along_warp, along_weft), core))
+    strength = np.float32(rng.uniform(0.4, 0.65))
     stain_tone = np.array([1.0, 0.95, 0.8], np.float32)  # mineral oil yellows as it darkens
 
     def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
@@ -129,44 +165,51 @@ def plan_oil(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectP
         a = amount[..., None]
         return rgb * (1 - a) * (1 - a * (1 - stain_tone))
 
-    return DefectPlan("oil", effect=effect)
+    return DefectPlan("oil", effect=effect, window=window)
 
 
 def plan_knot(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A knot / slub: a small raised lump of tangled yarn, lit from the fabric's light, casting a
+    shadow, with one or two loose yarn ends."""
     s = _scale(p)
     radius = max(2.5, rng.uniform(4, 9) * s)
+    elongation = rng.uniform(1.0, 1.6)
+    tail_max = 14 * max(s, 0.5)
     cx, cy = _centre(p, rng, radius * 3 + 2)
-    rr = _blob_radius(p, rng, cx, cy, radius, roughness=0.15, elongation=rng.uniform(1.0, 1.6))
-    yy, xx = _pixel_grid(p.height, p.width)
+    window = _window(p, cx, cy, radius * elongation * 1.3 + tail_max + radius + 3)
+    yy, xx = _local_grid(p, window)
+    rr = _blob_radius(rng, yy, xx, cx, cy, radius, roughness=0.15, elongation=elongation)
     # shadow: the lump seen from the light, shifted away from it
     sx, sy = -p.light[0] / p.light[2] * radius * 0.6, -p.light[1] / p.light[2] * radius * 0.6
-    shadow_rr = np.hypot(xx - cx - sx, yy - cy - sy) / (radius * 1.05)
+    shadow_rr = np.hypot(xx - np.float32(cx + sx), yy - np.float32(cy + sy)) / np.float32(radius * 1.05)
     # loose yarn ends leaving the knot
-    tails = np.zeros((p.height, p.width), np.float32)
+    tails = np.zeros(yy.shape, np.float32)
     for _ in range(int(rng.integers(1, 3))):
         ang = rng.uniform(0, 2 * np.pi)
-        length = rng.uniform(5, 14) * max(s, 0.5)
+        length = rng.uniform(5 / 14, 1.0) * tail_max
         bend = rng.uniform(-0.6, 0.6)
         t = np.linspace(0, 1, 16, dtype=np.float32)
         px = cx + np.cos(ang) * radius * 0.8 + np.cos(ang + bend * t) * length * t
         py = cy + np.sin(ang) * radius * 0.8 + np.sin(ang + bend * t) * length * t
-        d = np.min(np.hypot(xx[..., None] - px, yy[..., None] - py), axis=-1)
-        tails = np.maximum(tails, np.sqrt(np.clip(1 - (d / 1.1) ** 2, 0, 1)))
+        d = np.min(np.hypot(xx[..., None] - px.astype(np.float32), yy[..., None] - py.astype(np.float32)), axis=-1)
+        tails = np.maximum(tails, np.sqrt(np.maximum(1 - (d / 1.1) ** 2, 0)))
     yarn = p.warp_color.mean(0) if rng.uniform() < 0.5 else p.weft_color.mean(0)
     twist_angle = rng.uniform(0, np.pi)
-    twist = 0.8 + 0.2 * np.sin(2 * np.pi * (xx * np.cos(twist_angle) + yy * np.sin(twist_angle)) / 1.7 + 3 * rr)
+    twist = 0.8 + 0.2 * np.sin(
+        2 * np.pi * (xx * np.float32(np.cos(twist_angle)) + yy * np.float32(np.sin(twist_angle))) / 1.7 + 3 * rr
+    )
 
     def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
-        z = np.sqrt(np.clip(1 - rr * rr, 0, 1))
-        nx = (xx - cx) / (radius * 1.2)
-        ny = (yy - cy) / (radius * 1.2)
+        z = np.sqrt(np.maximum(1 - rr * rr, 0))
+        nx = (xx - np.float32(cx)) / np.float32(radius * 1.2)
+        ny = (yy - np.float32(cy)) / np.float32(radius * 1.2)
         shade = (0.25 + 0.95 * _lambert(p, nx, ny, z + 0.1)) * twist
-        lump = yarn[None, None, :] * shade[..., None]
-        out = rgb * np.where((shadow_rr < 1) & (rr >= 1), 0.6, 1.0)[..., None]
+        lump = yarn * shade[..., None]
+        out = rgb * np.where((shadow_rr < 1) & (rr >= 1), np.float32(0.6), np.float32(1.0))[..., None]
         out = np.where((tails > 0)[..., None], yarn * (0.5 + 0.6 * tails)[..., None], out)
         return np.where((rr < 1)[..., None], lump, out)
 
-    return DefectPlan("knot", effect=effect)
+    return DefectPlan("knot", effect=effect, window=window)
 
 
 def _missing_yarns(p: FabricParams, rng: np.random.Generator, fields: dict, along_warp: bool) -> np.ndarray:
@@ -174,89 +217,115 @@ def _missing_yarns(p: FabricParams, rng: np.random.Generator, fields: dict, alon
     s = _scale(p)
     extent = p.height if along_warp else p.width
     length = float(np.clip(rng.uniform(30, 200) * s, 12, 0.95 * extent))
-    cx, cy = _centre(p, rng, length / 2 if along_warp else 8)
-    if not along_warp:
+    if along_warp:
         cx, cy = _centre(p, rng, 8)
-        cx = float(rng.uniform(length / 2, p.width - length / 2)) if length < p.width else p.width / 2
+        cy = float(rng.uniform(length / 2, p.height - length / 2))
+    else:
+        cx, cy = _centre(p, rng, 8)
+        cx = float(rng.uniform(length / 2, p.width - length / 2))
     uc, vc = to_fabric_coords(p, cx, cy)
     count = 1 if rng.uniform() < 0.75 else 2
     if along_warp:
         first = int(np.floor(uc / p.pitch_u))
-        yarn, pos = fields["i"], fields["v"]
-        centre = vc
+        yarn, pos, centre = fields["i"], fields["v"], vc
     else:
         first = int(np.floor(vc / p.pitch_v))
-        yarn, pos = fields["j"], fields["u"]
-        centre = uc
-    return (yarn >= first) & (yarn < first + count) & (np.abs(pos - centre) < length / 2)
+        yarn, pos, centre = fields["j"], fields["u"], uc
+    return (yarn >= first) & (yarn < first + count) & (np.abs(pos - np.float32(centre)) < np.float32(length / 2))
 
 
 def plan_broken_end(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A broken end: a warp (vertical) yarn missing over a segment; the weft floats across the lane."""
     missing = _missing_yarns(p, rng, fields, along_warp=True)
     # the loose weft sinks into the empty lane, so the lane lies in shadow
-    recess = np.where(missing, rng.uniform(0.7, 0.85), 1.0).astype(np.float32)
+    recess = np.where(missing, np.float32(rng.uniform(0.65, 0.8)), np.float32(1.0))
     return DefectPlan("broken_end", edits=YarnEdits(warp_present=~missing, recess=recess))
 
 
 def plan_broken_yarn(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A broken pick: a weft (horizontal) yarn missing over a segment, leaving an open lane."""
     missing = _missing_yarns(p, rng, fields, along_warp=False)
-    recess = np.where(missing, rng.uniform(0.7, 0.85), 1.0).astype(np.float32)
+    recess = np.where(missing, np.float32(rng.uniform(0.55, 0.75)), np.float32(1.0))
     return DefectPlan("broken_yarn", edits=YarnEdits(weft_present=~missing, recess=recess))
 
 
 def plan_white_stripe(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A white stripe: one or two yarns bleached along their length (crossing yarns in the band less)."""
     s = _scale(p)
     along_warp = rng.uniform() < 0.5
     extent = p.height if along_warp else p.width
     length = float(extent * 1.5 if rng.uniform() < 0.3 else np.clip(rng.uniform(40, 200) * s, 16, 0.95 * extent))
-    cx, cy = _centre(p, rng, min(length / 2, extent / 2 - 1) if along_warp else 8)
-    if not along_warp:
-        cy = float(rng.uniform(8, p.height - 8)) if p.height > 16 else p.height / 2
+    cx, cy = _centre(p, rng, 8)
+    if along_warp:
+        cy = float(rng.uniform(length / 2, p.height - length / 2)) if length < p.height else p.height / 2
+    else:
         cx = float(rng.uniform(length / 2, p.width - length / 2)) if length < p.width else p.width / 2
     uc, vc = to_fabric_coords(p, cx, cy)
     count = 1 if rng.uniform() < 0.7 else 2
     if along_warp:
         first = int(np.floor(uc / p.pitch_u))
         band = (fields["i"] >= first) & (fields["i"] < first + count)
-        pos, centre, own = fields["v"], vc, fields["show_warp"]
+        pos, centre = fields["v"], vc
     else:
         first = int(np.floor(vc / p.pitch_v))
         band = (fields["j"] >= first) & (fields["j"] < first + count)
-        pos, centre, own = fields["u"], uc, ~fields["show_warp"]
-    taper = np.clip((length / 2 - np.abs(pos - centre)) / 8.0, 0.0, 1.0)
-    strength = rng.uniform(0.45, 0.75)
+        pos, centre = fields["u"], uc
+    band &= np.abs(pos - np.float32(centre)) < np.float32(length / 2)
+    rows = np.flatnonzero(band.any(axis=1))
+    cols = np.flatnonzero(band.any(axis=0))
+    if rows.size == 0:
+        return DefectPlan("white_stripe")  # off the image: the caller draws again
+    window = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    band = _crop(band, window)
+    taper = np.clip((np.float32(length / 2) - np.abs(_crop(pos, window) - np.float32(centre))) / 8.0, 0.0, 1.0)
+    strength = np.float32(rng.uniform(0.45, 0.75))
     white = np.array([0.95, 0.95, 0.92], np.float32)
 
     def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
         # the bleached yarn itself loses most colour; crossing yarns in the band take less
-        amount = strength * taper * band * np.where(own, 1.0, 0.6)
-        target = white[None, None, :] * (0.4 + 0.6 * f["cover"])[..., None]
+        own = f["show_warp"] if along_warp else ~f["show_warp"]
+        amount = strength * taper * band * np.where(own, np.float32(1.0), np.float32(0.6))
+        target = white * (0.4 + 0.6 * f["cover"])[..., None]
         a = amount[..., None]
         return rgb * (1 - a) + target * a
 
-    return DefectPlan("white_stripe", effect=effect)
+    return DefectPlan("white_stripe", effect=effect, window=window)
 
 
 def plan_hole(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
+    """A hole: warp and weft torn over a blob, each cut yarn ending at its own length (ragged
+    edges with yarn ends), the backing showing through, the fabric around it puckered."""
     s = _scale(p)
     radius = max(3.0, rng.uniform(4, 16) * s)
+    elongation = rng.uniform(1.0, 1.7)
     cx, cy = _centre(p, rng, radius * 2 + 2)
+    window = _window(p, cx, cy, radius * elongation * _MAX_EDGE * 1.7 + 2)
+    yy, xx = _local_grid(p, window)
     uc, vc = to_fabric_coords(p, cx, cy)
-    core = _blob_radius(p, rng, cx, cy, radius, roughness=0.3, elongation=rng.uniform(1.0, 1.7))
-    du = fields["u"] - uc
-    dv = fields["v"] - vc
-    # torn edges: every cut yarn ends at its own length, so yarn ends stick into the hole
-    i_min, j_min = fields["i"].min(), fields["j"].min()
-    jag_warp = rng.uniform(-0.45, 0.35, size=int(fields["i"].max() - i_min + 1)).astype(np.float32)
-    jag_weft = rng.uniform(-0.45, 0.35, size=int(fields["j"].max() - j_min + 1)).astype(np.float32)
-    warp_gone = (core < 1.25) & (np.abs(dv) < radius * (1 + jag_warp[fields["i"] - i_min])) & (core < 1.6)
-    weft_gone = (core < 1.25) & (np.abs(du) < radius * (1 + jag_weft[fields["j"] - j_min])) & (core < 1.6)
+    core = _blob_radius(rng, yy, xx, cx, cy, radius, roughness=0.3, elongation=elongation)
+    f = {k: _crop(fields[k], window) for k in ("u", "v", "i", "j")}
+    du = f["u"] - np.float32(uc)
+    dv = f["v"] - np.float32(vc)
+    i_min, j_min = int(f["i"].min()), int(f["j"].min())
+    jag_warp = rng.uniform(-0.45, 0.35, size=int(f["i"].max()) - i_min + 1).astype(np.float32)
+    jag_weft = rng.uniform(-0.45, 0.35, size=int(f["j"].max()) - j_min + 1).astype(np.float32)
+    r = np.float32(radius)
+    warp_gone = (core < 1.25) & (np.abs(dv) < r * (1 + jag_warp[f["i"] - i_min]))
+    weft_gone = (core < 1.25) & (np.abs(du) < r * (1 + jag_weft[f["j"] - j_min]))
     warp_gone |= core < 0.8
     weft_gone |= core < 0.8
-    hole = core < 1.7
     # the fabric around a hole is pulled and puckered, catching less light
-    recess = np.where((core >= 0.8) & (core < 1.5), 0.88, 1.0).astype(np.float32)
-    return DefectPlan("hole", edits=YarnEdits(warp_present=~warp_gone, weft_present=~weft_gone, hole=hole, recess=recess))
+    recess = np.where((core >= 0.8) & (core < 1.5), np.float32(0.88), np.float32(1.0))
+
+    def full(local: np.ndarray, fill) -> np.ndarray:
+        out = np.full((p.height, p.width), fill, local.dtype)
+        y0, y1, x0, x1 = window
+        out[y0:y1, x0:x1] = local
+        return out
+
+    edits = YarnEdits(warp_present=full(~warp_gone, True), weft_present=full(~weft_gone, True),
+                      hole=full(core < 1.7, False), recess=full(recess, np.float32(1.0)))
+    return DefectPlan("hole", edits=edits)
 
 
 PLANNERS: dict[str, Callable[[FabricParams, np.random.Generator, dict], DefectPlan]] = {

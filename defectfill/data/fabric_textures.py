@@ -57,6 +57,11 @@ class FabricParams:
     pixel_noise: np.ndarray  # (H, W) float32 fibre noise, already scaled
     knit_cols: np.ndarray | None = None  # (n_u,) bool knit wale (True) or purl wale (False)
     print_spec: dict = field(default_factory=dict)  # printed pattern for "print"
+    cell_table: np.ndarray = field(default=None, repr=False)  # see `cell_table`, filled on creation
+
+    def __post_init__(self) -> None:
+        if self.cell_table is None:
+            self.cell_table = cell_table(self)
 
 
 @dataclass
@@ -77,26 +82,24 @@ def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
+def _interp_weights(n: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.linspace(0.5, g - 1.5, n, dtype=np.float32)
+    k = np.floor(pos).astype(np.int64)
+    t = pos - k
+    # smoothstep weights avoid the visible grid creases of plain bilinear interpolation
+    return k, (t * t * (3 - 2 * t)).astype(np.float32)
+
+
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float) -> np.ndarray:
-    """Low-frequency noise in about [-1, 1]: a random grid of ~`cells` per side, bilinearly upsampled."""
+    """Low-frequency noise in about [-1, 1]: a random grid of ~`cells` per side, smoothly upsampled."""
     height, width = shape
     gh = max(2, int(round(cells * height / max(height, width)))) + 2
     gw = max(2, int(round(cells * width / max(height, width)))) + 2
     grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
-    ys = np.linspace(0.5, gh - 1.5, height, dtype=np.float32)
-    xs = np.linspace(0.5, gw - 1.5, width, dtype=np.float32)
-    y0 = np.floor(ys).astype(np.int64)
-    x0 = np.floor(xs).astype(np.int64)
-    ty = (ys - y0)[:, None]
-    tx = (xs - x0)[None, :]
-    # smoothstep weights avoid the visible grid creases of plain bilinear interpolation
-    ty = ty * ty * (3 - 2 * ty)
-    tx = tx * tx * (3 - 2 * tx)
-    a = grid[y0][:, x0]
-    b = grid[y0][:, x0 + 1]
-    c = grid[y0 + 1][:, x0]
-    d = grid[y0 + 1][:, x0 + 1]
-    return (a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty
+    ky, ty = _interp_weights(height, gh)
+    kx, tx = _interp_weights(width, gw)
+    rows = grid[ky] * (1 - ty[:, None]) + grid[ky + 1] * ty[:, None]  # (H, gw), separable and cheap
+    return rows[:, kx] * (1 - tx) + rows[:, kx + 1] * tx
 
 
 def to_fabric_coords(p: FabricParams, x: np.ndarray | float, y: np.ndarray | float):
@@ -268,15 +271,15 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
 
     shape = (height, width)
     wave_cells = float(rng.uniform(3, 8))
-    wave_u = (wave_amp * smooth_noise(rng, shape, wave_cells)).astype(np.float32)
-    wave_v = (wave_amp * smooth_noise(rng, shape, wave_cells)).astype(np.float32)
+    wave_u = np.float32(wave_amp) * smooth_noise(rng, shape, wave_cells)
+    wave_v = np.float32(wave_amp) * smooth_noise(rng, shape, wave_cells)
     g_amp = float(rng.uniform(0.05, 0.2))
     g_dir = float(rng.uniform(0, 2 * np.pi))
     yy, xx = _pixel_grid(height, width)
     gradient = ((xx / max(width, 1) - 0.5) * np.cos(g_dir) + (yy / max(height, 1) - 0.5) * np.sin(g_dir))
     lighting = (float(rng.uniform(0.9, 1.1)) * (1 + g_amp * gradient) * (1 + 0.05 * smooth_noise(rng, shape, 2.5)))
     sigma = float(rng.uniform(0.008, 0.022))
-    pixel_noise = (sigma * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    pixel_noise = np.float32(sigma) * rng.standard_normal(shape, dtype=np.float32)
 
     return FabricParams(
         texture=texture, height=height, width=width, knit=knit, pitch_u=pitch_u, pitch_v=pitch_v,
@@ -335,128 +338,172 @@ def _print_layer(spec: dict, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, 
 
 def _ramp(t: np.ndarray, width: float) -> np.ndarray:
     """1 at t = 0 falling to 0 at t = width (squared): how deep a yarn dives near a crossing."""
-    r = np.clip(1.0 - t / width, 0.0, 1.0)
+    r = np.maximum(1.0 - t * (1.0 / width), 0.0)  # t >= 0 here, so r <= 1 already
     return r * r
 
 
-def render_structure(p: FabricParams, edits: YarnEdits | None = None) -> tuple[np.ndarray, dict]:
-    """Render the yarns of `p` (with `edits`) -> (float32 (H, W, 3) RGB before lighting, fields).
+CELL_ATTRIBUTES = ("warp_up", "warp_width", "weft_width", "gain", "warp_dip_top", "warp_dip_bottom",
+                   "weft_dip_left", "weft_dip_right")
 
-    fields: u, v (H, W) lattice coordinates with meander; i, j yarn indices; cover (H, W) in [0, 1],
-    the height of the visible yarn surface (0 in gaps), used by defects that follow the yarns.
-    """
+
+def cell_table(p: FabricParams) -> np.ndarray:
+    """(n_u * n_v, len(CELL_ATTRIBUTES)) float32: every per-cell quantity, so that rendering gathers
+    them with one `take` instead of one fancy-indexing pass each. For knits `warp_up` holds the
+    knit (True) / purl (False) wale."""
+    up = p.warp_up
+    n_u, n_v = up.shape
+    # a yarn dives under the crossing yarn at the ends of its float, not inside a long float
+    warp_dip_top = ~up[:, np.r_[n_v - 1, 0 : n_v - 1]]
+    warp_dip_bottom = ~up[:, np.r_[1:n_v, 0]]
+    weft_dip_left = up[np.r_[n_u - 1, 0 : n_u - 1], :]
+    weft_dip_right = up[np.r_[1:n_u, 0], :]
+    first = np.broadcast_to(p.knit_cols[:, None], up.shape) if p.knit else up
+    columns = [first, p.warp_width, p.weft_width, p.cell_gain, warp_dip_top, warp_dip_bottom, weft_dip_left,
+               weft_dip_right]
+    return np.ascontiguousarray(np.stack([np.asarray(c, np.float32).ravel() for c in columns], axis=1))
+
+
+def render_geometry(p: FabricParams) -> dict:
+    """Where every pixel lies on the yarn lattice (full frame): u, v (with meander), yarn indices
+    i, j, position inside the cell fu, fv in [0, 1), the flat cell index, and the print layer."""
     yy, xx = _pixel_grid(p.height, p.width)
     u, v = to_fabric_coords(p, xx, yy)
     u = u + p.wave_u
     v = v + p.wave_v
-    uc = u / p.pitch_u
-    vc = v / p.pitch_v
-    i = np.floor(uc).astype(np.int64)
-    j = np.floor(vc).astype(np.int64)
-    fu = (uc - i).astype(np.float32)
-    fv = (vc - j).astype(np.float32)
-    ii = i - p.i0
-    jj = j - p.j0
-    edits = edits or YarnEdits()
-    warp_present = edits.warp_present
-    weft_present = edits.weft_present
-    if p.knit:
-        rgb, cover, show_warp = _render_knit(p, ii, jj, fu, fv, warp_present, weft_present)
-    else:
-        rgb, cover, show_warp = _render_weave(p, ii, jj, fu, fv, warp_present, weft_present)
-    gap = cover <= 0
-    gap_rgb = np.broadcast_to(p.gap_color, rgb.shape)
-    if edits.hole is not None:
-        gap_rgb = np.where(edits.hole[..., None], p.hole_color[None, None, :], gap_rgb)
-    rgb = np.where(gap[..., None], gap_rgb, rgb)
+    uc = u / np.float32(p.pitch_u)
+    vc = v / np.float32(p.pitch_v)
+    fi = np.floor(uc)
+    fj = np.floor(vc)
+    i = fi.astype(np.int64)
+    j = fj.astype(np.int64)
+    geometry = {
+        "u": u, "v": v, "i": i, "j": j,
+        "fu": uc - fi, "fv": vc - fj,
+        "cell": (i - p.i0) * p.warp_up.shape[1] + (j - p.j0),
+    }
     if p.print_spec:
-        cov, ink = _print_layer(p.print_spec, u, v)
+        geometry["print_cover"], geometry["print_ink"] = _print_layer(p.print_spec, u, v)
+    return geometry
+
+
+def _crop(a, window):
+    if a is None or window is None:
+        return a
+    y0, y1, x0, x1 = window
+    return a[y0:y1, x0:x1]
+
+
+def render_structure(
+    p: FabricParams,
+    edits: YarnEdits | None = None,
+    geometry: dict | None = None,
+    window: tuple[int, int, int, int] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Render the yarns of `p` (with `edits`) -> (float32 (H, W, 3) RGB before lighting, fields).
+
+    geometry: `render_geometry(p)` (or the fields of an earlier render), reused so that a re-render
+    with edits computes exactly the same lattice; window: (y0, y1, x0, x1) renders only that part
+    (the edits' arrays stay full-frame). fields: the geometry plus cover (H, W) in [0, 1], the
+    height of the visible yarn surface (0 in gaps), and show_warp, whether a warp yarn (knit: a
+    knit-wale stitch) is what this pixel shows; defects that follow the yarns use them.
+    """
+    g = geometry if geometry is not None else render_geometry(p)
+    g = {k: _crop(g[k], window) for k in ("u", "v", "i", "j", "fu", "fv", "cell", "print_cover", "print_ink") if k in g}
+    edits = edits or YarnEdits()
+    warp_present = _crop(edits.warp_present, window)
+    weft_present = _crop(edits.weft_present, window)
+    attrs = dict(zip(CELL_ATTRIBUTES, np.moveaxis(np.take(p.cell_table, g["cell"], axis=0), -1, 0)))
+    ii = g["i"] - p.i0
+    jj = g["j"] - p.j0
+    render = _render_knit if p.knit else _render_weave
+    color_index, shade, cover, show_warp = render(p, attrs, ii, jj, g["fu"], g["fv"], warp_present, weft_present)
+    gap = cover <= 0
+    n_u, n_v = p.warp_up.shape
+    # one colour table (warp yarns, weft yarns, gap, hole) so that colour is a single gather
+    palette = np.concatenate([p.warp_color, p.weft_color, p.gap_color[None], p.hole_color[None]])
+    gap_index = n_u + n_v
+    if edits.hole is not None:
+        gap_index = np.where(_crop(edits.hole, window), n_u + n_v + 1, n_u + n_v)
+    color_index = np.where(gap, gap_index, color_index)
+    rgb = np.take(palette, color_index, axis=0) * np.where(gap, np.float32(1), shade)[..., None]
+    if "print_cover" in g:
         # ink sits on the yarn surface, less of it reaches down into the gaps
-        alpha = (p.print_spec["strength"] * cov * np.where(gap, 0.3, 1.0))[..., None]
-        ink_rgb = p.print_spec["inks"][ink]
+        alpha = np.float32(p.print_spec["strength"]) * g["print_cover"] * np.where(gap, np.float32(0.3), np.float32(1))
+        ink_rgb = np.take(p.print_spec["inks"], g["print_ink"], axis=0)
         # the ink takes the yarn's shading: scale by this pixel's brightness relative to the ground
-        ground = float(np.mean(p.warp_color)) + 1e-3
-        shade = (rgb.mean(axis=2, keepdims=True) / ground).astype(np.float32)
-        rgb = rgb * (1 - alpha) + ink_rgb * shade * alpha
+        shade = (rgb[..., 0] + rgb[..., 1] + rgb[..., 2]) * np.float32(1 / (3 * np.mean(p.warp_color) + 3e-3))
+        rgb = rgb + (ink_rgb * shade[..., None] - rgb) * alpha[..., None]
     if edits.recess is not None:
-        rgb = rgb * edits.recess[..., None]
-    fields = {"u": u, "v": v, "i": i, "j": j, "fu": fu, "fv": fv, "cover": cover, "show_warp": show_warp}
-    return rgb.astype(np.float32), fields
+        rgb = rgb * _crop(edits.recess, window)[..., None]
+    fields = dict(g, cover=cover, show_warp=show_warp)
+    return rgb.astype(np.float32, copy=False), fields
 
 
 def _lambert(p: FabricParams, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
-    return np.clip(nx * p.light[0] + ny * p.light[1] + nz * p.light[2], 0.0, 1.0)
+    lx, ly, lz = (np.float32(c) for c in p.light)
+    return np.clip(nx * lx + ny * ly + nz * lz, 0.0, 1.0)
 
 
-def _render_weave(p, ii, jj, fu, fv, warp_present, weft_present):
-    warp_up = p.warp_up[ii, jj]
-    ww = p.warp_width[ii, jj]
-    fw = p.weft_width[ii, jj]
-    du = (fu - 0.5) / (0.5 * ww)
-    dv = (fv - 0.5) / (0.5 * fw)
+def _cylinder(d: np.ndarray) -> np.ndarray:
+    """Height of a round yarn at normalised distance d from its axis (0 outside |d| < 1)."""
+    return np.sqrt(np.maximum(1 - d * d, 0))
+
+
+def _render_weave(p, attrs, ii, jj, fu, fv, warp_present, weft_present):
+    warp_up = attrs["warp_up"] > 0.5
+    du = (fu - 0.5) / (0.5 * attrs["warp_width"])
+    dv = (fv - 0.5) / (0.5 * attrs["weft_width"])
     warp_cover = np.abs(du) < 1
     weft_cover = np.abs(dv) < 1
     if warp_present is not None:
         warp_cover &= warp_present
     if weft_present is not None:
         weft_cover &= weft_present
-    warp_z = np.sqrt(np.clip(1 - du * du, 0, 1))
-    weft_z = np.sqrt(np.clip(1 - dv * dv, 0, 1))
-
-    # a yarn dives under the crossing yarn at the ends of its float, not inside a long float
-    n_v = p.warp_up.shape[1]
-    n_u = p.warp_up.shape[0]
-    up = p.warp_up
-    warp_dip_top = (~up[:, np.r_[n_v - 1, 0:n_v - 1]])[ii, jj]
-    warp_dip_bot = (~up[:, np.r_[1:n_v, 0]])[ii, jj]
-    weft_dip_left = up[np.r_[n_u - 1, 0:n_u - 1], :][ii, jj]
-    weft_dip_right = up[np.r_[1:n_u, 0], :][ii, jj]
-    warp_along = 1 - 0.45 * (warp_dip_top * _ramp(fv, 0.45) + warp_dip_bot * _ramp(1 - fv, 0.45))
-    weft_along = 1 - 0.45 * (weft_dip_left * _ramp(fu, 0.45) + weft_dip_right * _ramp(1 - fu, 0.45))
+    warp_z = _cylinder(du)
+    weft_z = _cylinder(dv)
+    warp_along = 1 - 0.45 * (attrs["warp_dip_top"] * _ramp(fv, 0.45) + attrs["warp_dip_bottom"] * _ramp(1 - fv, 0.45))
+    weft_along = 1 - 0.45 * (attrs["weft_dip_left"] * _ramp(fu, 0.45) + attrs["weft_dip_right"] * _ramp(1 - fu, 0.45))
     if warp_present is not None:  # no warp to dive under: the weft floats flat across the gap
-        weft_along = np.where(warp_present, weft_along, 1.0)
+        weft_along = np.where(warp_present, weft_along, np.float32(1.0))
     if weft_present is not None:
-        warp_along = np.where(weft_present, warp_along, 1.0)
+        warp_along = np.where(weft_present, warp_along, np.float32(1.0))
     # surface normals tilt across the yarn (cylinder) and along it where it dives
-    warp_shade = _lambert(p, du * warp_z * 0.9, (warp_along - 1) * np.sign(fv - 0.5) * -1.5, warp_z) * warp_along
-    weft_shade = _lambert(p, (weft_along - 1) * np.sign(fu - 0.5) * -1.5, dv * weft_z * 0.9, weft_z) * weft_along
+    warp_shade = _lambert(p, du * warp_z * 0.9, (1 - warp_along) * np.sign(fv - 0.5) * 1.5, warp_z) * warp_along
+    weft_shade = _lambert(p, (1 - weft_along) * np.sign(fu - 0.5) * 1.5, dv * weft_z * 0.9, weft_z) * weft_along
 
     show_warp = np.where(warp_up, warp_cover, warp_cover & ~weft_cover)
     show_weft = np.where(warp_up, weft_cover & ~warp_cover, weft_cover)
     # a yarn seen beneath a gap of the other system lies deeper, in shadow
-    warp_depth = np.where(warp_up, 1.0, 0.7)
-    weft_depth = np.where(warp_up, 0.7, 1.0)
-    gain = p.cell_gain[ii, jj]
-    warp_rgb = p.warp_color[ii] * (warp_shade * warp_depth * gain)[..., None]
-    weft_rgb = p.weft_color[jj] * (weft_shade * weft_depth * gain)[..., None]
-    rgb = np.where(show_warp[..., None], warp_rgb, weft_rgb)
-    cover = np.where(show_warp, warp_z * warp_along, np.where(show_weft, weft_z * weft_along, 0.0))
-    return rgb, cover.astype(np.float32), show_warp
+    depth_warp = np.where(warp_up, np.float32(1.0), np.float32(0.7))
+    shade = np.where(show_warp, warp_shade * depth_warp, weft_shade * (1.7 - depth_warp)) * attrs["gain"]
+    color_index = np.where(show_warp, ii, p.warp_up.shape[0] + jj)
+    cover = np.where(show_warp, warp_z * warp_along, np.where(show_weft, weft_z * weft_along, np.float32(0)))
+    return color_index, shade, cover, show_warp
 
 
-def _render_knit(p, ii, jj, fu, fv, warp_present, weft_present):
+def _render_knit(p, attrs, ii, jj, fu, fv, warp_present, weft_present):
     """Rib knit: knit wales show V stitches (two slanted legs), purl wales show recessed loop heads.
 
     A missing wale (broken end / dropped stitch) leaves a ladder of horizontal rungs; a missing
     course leaves the legs of the loops above pulled straight down.
     """
-    thick = p.warp_width[ii, jj] * 0.25
-    knit_col = p.knit_cols[ii]
+    thick = attrs["warp_width"] * 0.25
+    knit_col = attrs["warp_up"] > 0.5
     t = fv
     xl = 0.5 - 0.26 * (1 - t) - 0.02
     xr = 0.5 + 0.26 * (1 - t) + 0.02
     dl = (fu - xl) / thick
     dr = (fu - xr) / thick
-    zl = np.sqrt(np.clip(1 - dl * dl, 0, 1))
-    zr = np.sqrt(np.clip(1 - dr * dr, 0, 1))
+    zl = _cylinder(dl)
+    zr = _cylinder(dr)
     along = 1 - 0.4 * _ramp(t, 0.3) - 0.25 * _ramp(1 - t, 0.25)
     left_wins = zl >= zr
     z_knit = np.where(left_wins, zl, zr)
     nx_knit = np.where(left_wins, dl * zl, dr * zr) * 0.9
     knit_shade = _lambert(p, nx_knit, -0.3 * (1 - along), z_knit) * along
 
-    dv = (fv - 0.5) / (0.5 * p.weft_width[ii, jj] * 0.75)
-    z_purl = np.sqrt(np.clip(1 - dv * dv, 0, 1))
+    dv = (fv - 0.5) / (0.5 * attrs["weft_width"] * 0.75)
+    z_purl = _cylinder(dv)
     purl_along = 1 - 0.35 * (_ramp(fu, 0.3) + _ramp(1 - fu, 0.3))
     purl_shade = _lambert(p, np.zeros_like(dv), dv * z_purl * 0.9, z_purl) * purl_along * 0.7
 
@@ -466,18 +513,16 @@ def _render_knit(p, ii, jj, fu, fv, warp_present, weft_present):
     missing_course = None if weft_present is None else ~weft_present
     if missing_wale is not None:
         rung_d = (fv - 0.5) / 0.14
-        rung_z = np.sqrt(np.clip(1 - rung_d * rung_d, 0, 1))
+        rung_z = _cylinder(rung_d)
         z = np.where(missing_wale, rung_z, z)
         shade = np.where(missing_wale, _lambert(p, np.zeros_like(rung_d), rung_d * rung_z, rung_z) * 0.8, shade)
     if missing_course is not None:
         leg_d = np.minimum(np.abs(fu - 0.3), np.abs(fu - 0.7)) / 0.1
-        leg_z = np.sqrt(np.clip(1 - leg_d * leg_d, 0, 1))
+        leg_z = _cylinder(leg_d)
         both = missing_course if missing_wale is None else missing_course & ~missing_wale
         z = np.where(both, leg_z, z)
         shade = np.where(both, leg_z * 0.75, shade)
     if missing_wale is not None and missing_course is not None:
         z = np.where(missing_wale & missing_course, 0.0, z)
-    gain = p.cell_gain[ii, jj]
-    rgb = p.weft_color[jj] * (shade * gain)[..., None]
     cover = (z > 0.05).astype(np.float32) * z
-    return rgb, cover.astype(np.float32), knit_col & (cover > 0)
+    return p.warp_up.shape[0] + jj, shade * attrs["gain"], cover, knit_col & (cover > 0)
