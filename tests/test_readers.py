@@ -304,7 +304,7 @@ def test_read_yolo_bad_labels(tmp_path, line, match):
 
 def test_unknown_layout_names_the_expected_ones(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match="unknown dataset layout.*MVTec-AD.*YOLO.*AITEX"):
+    with pytest.raises(DataError, match="unknown dataset layout.*MVTec-AD.*YOLO.*AITEX.*good images"):
         read_dataset(tmp_path)
     with pytest.raises(DataError, match="no such folder"):
         read_dataset(tmp_path / "missing")
@@ -327,3 +327,13 @@ def test_real_hsst_stains(hsst_stains_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         assert len(read_dataset(hsst_stains_dir, unlabelled="good")) == 26
+
+
+def test_folder_of_good_images(tmp_path):
+    rng = np.random.default_rng(11)
+    for i in range(3):
+        _save(tmp_path / f"g{i}.jpg", _image(rng))
+    assert detect_layout(tmp_path) == "good"
+    samples = read_dataset(tmp_path)
+    assert [s.meta["name"] for s in samples] == ["g0", "g1", "g2"]
+    assert all(s.is_good and not s.mask.any() and s.image.shape == (24, 32, 3) for s in samples)

@@ -44,12 +44,13 @@ __all__ = [
     "detect_layout",
     "read_coco",
     "read_dataset",
+    "read_good_images",
     "read_image_mask_folder",
     "read_mvtec",
     "read_yolo",
 ]
 
-LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex")
+LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex", "good")
 
 # What each counted quirk means, for the report and the warnings. Conversions come from images.py.
 QUIRKS: dict[str, str] = {
@@ -307,6 +308,25 @@ def read_image_mask_folder(
                 mask, mask_path = np.zeros_like(mask), None
         samples.append(DefectSample(image, mask, kind, source=image_path, mask_source=mask_path,
                                     is_gray=is_gray, meta={"name": stem, "layout": "folder"}))
+    report.warn_new()
+    return samples
+
+
+def read_good_images(root: str | Path, report: ReadReport | None = None) -> list[DefectSample]:
+    """A folder of defect-free images (the new fabric's good images): every image is "good"."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass the folder holding the good images")
+    report = report if report is not None else ReadReport()
+    report.layout, report.root = report.layout or "good", report.root or root
+    paths = _unique_stems(list_images(root), root)
+    if not paths:
+        raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder")
+    samples = []
+    for stem, image_path in paths.items():
+        image, is_gray = _read_image(image_path, report)
+        samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good", source=image_path,
+                                    is_gray=is_gray, meta={"name": stem, "layout": "good"}))
     report.warn_new()
     return samples
 
@@ -661,12 +681,16 @@ def detect_layout(path: str | Path) -> str:
         return "mvtec"
     if _coco_json_in(path) is not None:
         return "coco"
-    if (path / "images").is_dir() or any(p.stem.endswith("_mask") for p in list_images(path)):
+    images = list_images(path)
+    if (path / "images").is_dir() or any(p.stem.endswith("_mask") for p in images):
         return "folder"
+    if images:
+        return "good"
     raise DataError(
         f"{path}: unknown dataset layout; expected one of: MVTec-AD (train/good, test/<type>, ground_truth/), "
         f"image+mask folder (x.png + x_mask.png, or images/ + annotations/), COCO (.json + images/), "
-        f"YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, Mask_images/, NoDefect_images/)"
+        f"YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, Mask_images/, NoDefect_images/), "
+        f"or a folder of good images"
     )
 
 
@@ -703,6 +727,8 @@ def read_dataset(
         return read_coco(json_path, report=report, **kwargs)
     if layout == "yolo":
         return read_yolo(path, report=report, **kwargs)
+    if layout == "good":
+        return read_good_images(path, report=report, **kwargs)
     from defectfill.data.aitex import read_aitex
 
     return read_aitex(path, report=report, **kwargs)
