@@ -276,22 +276,19 @@ def merge_boxes_from_tiles(
             i = parent[i]
         return i
 
-    for i in range(n):
-        for j in range(i + 1, n):
-            if labels_arr[i] != labels_arr[j]:
-                continue
-            ix = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
-            iy = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
-            joined = False
-            if (fragment[i] or fragment[j]) and ix >= 0 and iy >= 0:
-                joined = True
-            elif ix > 0 and iy > 0:
-                inter = ix * iy
-                area_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
-                area_j = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
-                joined = inter / (area_i + area_j - inter) >= iou
-            if joined:
-                parent[find(i)] = find(j)
+    fragment_arr = np.asarray(fragment)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in range(n - 1):  # one row at a time: O(n) memory for the thousands of boxes of raw detections
+        rest = slice(i + 1, n)
+        ix = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
+        iy = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
+        inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+        union = areas[i] + areas[rest] - inter
+        overlap_iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0) >= iou
+        pieces = (fragment_arr[i] | fragment_arr[rest]) & (ix >= 0) & (iy >= 0)
+        joined = (labels_arr[rest] == labels_arr[i]) & (overlap_iou | pieces)
+        for j in np.nonzero(joined)[0] + i + 1:
+            parent[find(i)] = find(int(j))
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
