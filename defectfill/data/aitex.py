@@ -21,7 +21,6 @@ import numpy as np
 
 from defectfill.data.images import list_images
 from defectfill.data.readers import (
-    QUIRKS,
     ReadReport,
     _check_policy,
     _read_image,
@@ -51,9 +50,6 @@ DEFECT_CODES: dict[str, str] = {
 GOOD_CODE = "000"
 NAME_PATTERN = re.compile(r"^(?P<image>\d{4})_(?P<code>\d{3})_(?P<fabric>\d{2})$")
 MASK_PATTERN = re.compile(r"^(?P<stem>\d{4}_\d{3}_\d{2})_mask(?P<part>\d*)$")
-
-QUIRKS.setdefault("orphan_mask", "mask file without a defect image: ignored")
-QUIRKS.setdefault("unparsed_name", "file name not of the form nnnn_ddd_ff: skipped (rename it)")
 
 
 def parse_name(stem: str) -> dict[str, str] | None:

@@ -64,6 +64,8 @@ QUIRKS: dict[str, str] = {
     "no_label_file": "image without a label file: read as a good (background) image",
     "no_annotations": "image without annotations: read as a good image",
     "unknown_code": "unknown defect code: named code_<ddd>",
+    "orphan_mask": "mask file without a defect image: ignored",
+    "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
 }
 # Quirks that are normal for their layout: counted, not warned.
 QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
