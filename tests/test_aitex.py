@@ -135,3 +135,13 @@ def test_names_and_codes():
     assert defect_name("027") == "knots" and defect_name("000") == "good" and defect_name("123") == "code_123"
     with pytest.raises(DataError, match="not an AITEX folder"):
         read_aitex("/nonexistent-aitex-folder")
+
+
+def test_unparsed_names_are_skipped_and_listed(aitex_dir):
+    _save(aitex_dir / "Defect_images" / "scan 12.png", np.zeros((H, W), np.uint8))
+    report = ReadReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        samples = read_aitex(aitex_dir, report=report, include_good=False)
+    assert len(samples) == 5 and report.counts["unparsed_name"] == 1
+    assert any("scan 12.png" in line and "nnnn_ddd_ff" in line for line in report.skipped)
