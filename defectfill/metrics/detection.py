@@ -122,7 +122,14 @@ def coco_map(
     stats = evaluator.stats
     # COCO reports -1 where a quantity is undefined; map to 0 (ground truth exists, so AP is 0)
     map50_95, map50 = (max(float(stats[0]), 0.0), max(float(stats[1]), 0.0))
-    return {"mAP50": map50, "mAP50_95": map50_95, "evaluator": "faster_coco_eval"}
+    # interpolated precision at the 101 recall points, IoU 0.5, all areas, 100 detections;
+    # -1 (class without ground truth) -> None
+    precision = np.asarray(evaluator.eval["precision"])[0, :, :, 0, -1]
+    pr_curves = {
+        name: (None if (precision[:, k] < 0).all() else np.clip(precision[:, k], 0, None).round(4).tolist())
+        for k, name in enumerate(class_names)
+    }
+    return {"mAP50": map50, "mAP50_95": map50_95, "evaluator": "faster_coco_eval", "pr_curve_iou50": pr_curves}
 
 
 def image_level_rates(

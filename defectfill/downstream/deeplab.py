@@ -1,0 +1,214 @@
+"""DeepLabV3 through torchvision: build, train (plain loop), save, load, predict class maps.
+
+- Models: `deeplabv3_mobilenet_v3_large` (CPU) or DeepLabV3-ResNet50 (GPU) built with
+  `weights=None, weights_backbone=None` (nothing downloaded); a pretrained backbone is loaded from
+  a local file when the user has one (`backbone_weights`: a torchvision ImageNet state dict, .pth
+  or .safetensors).
+- ResNet50 at output stride 8 as in the multistage-GAN paper (Liu et al., TIP 2020): layers 3 and 4
+  dilated instead of strided (`replace_stride_with_dilation=[False, True, True]`); 16 dilates
+  layer 4 only. No CRF.
+- Classes: background + one per defect type. Loss: class-weighted cross-entropy,
+  L = Σ_pixels w_{y} · CE(p, y) / Σ w_{y}, with w = 1 for background and 9 for defects (the paper's
+  α1 = 1, α2 = 9).
+- Training: AdamW or SGD, AMP on CUDA only, tqdm progress, TensorBoard scalars (loss, val mean F)
+  through torch.utils.tensorboard; after each epoch the model is scored on the validation split
+  (pixel F-measure, `defectfill.metrics.segmentation`) and the best is kept as
+  `best.safetensors` + `best.json` (its config, classes, epoch, scores).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defectfill.config import from_dict
+from defectfill.downstream.config import DeepLabConfig
+from defectfill.downstream.datasets import SegmentationFolder, image_to_tensor
+from defectfill.errors import ModelError
+from defectfill.io_utils import atomic_save, atomic_write_json
+from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
+
+CHECKPOINT = "best.safetensors"
+CHECKPOINT_INFO = "best.json"
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"deeplab.backbone_weights: {path} not found; pass a local ImageNet state dict or leave it empty")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_backbone(backbone: nn.Module, path: Path, arch: str) -> None:
+    """Copy matching tensors of a torchvision classification state dict into the backbone."""
+    state = _load_state_dict(path)
+    if arch == "mobilenet_v3_large":  # IntermediateLayerGetter over `features`: keys lose the prefix
+        state = {k.removeprefix("features."): v for k, v in state.items()}
+    own = backbone.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(matched) < len(own) // 2:
+        raise ModelError(
+            f"{path}: only {len(matched)} of the backbone's {len(own)} tensors match; pass a torchvision "
+            f"ImageNet {arch} state dict"
+        )
+    backbone.load_state_dict(matched, strict=False)
+
+
+def build_deeplab(config: DeepLabConfig, num_classes: int) -> nn.Module:
+    """DeepLabV3 with `num_classes` outputs (background included), random init or local backbone."""
+    from torchvision.models import resnet50
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+
+    if config.arch == "mobilenet_v3_large":
+        model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    else:
+        dilation = [False, True, True] if config.output_stride == 8 else [False, False, True]
+        backbone = resnet50(weights=None, replace_stride_with_dilation=dilation)
+        model = DeepLabV3(IntermediateLayerGetter(backbone, {"layer4": "out"}), DeepLabHead(2048, num_classes), None)
+    if config.backbone_weights:
+        _load_backbone(model.backbone, Path(config.backbone_weights), config.arch)
+    return model
+
+
+def _device(config: DeepLabConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def class_weights(config: DeepLabConfig, num_classes: int) -> torch.Tensor:
+    return torch.tensor([config.background_weight] + [config.defect_weight] * (num_classes - 1), dtype=torch.float32)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[str]) -> dict:
+    model.eval()
+    counts = PixelCounts(len(classes) + 1)
+    for images, masks in loader:
+        predictions = model(images.to(device))["out"].argmax(1).cpu().numpy()
+        for prediction, mask in zip(predictions, masks.numpy()):
+            counts.update(prediction, mask)
+    return scores_from_counts(counts, classes)
+
+
+def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
+    """Train on `dataset_root` (an assembled folder); returns the record written to best.json."""
+    from safetensors.torch import save_file
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    info_path = out_dir / CHECKPOINT_INFO
+    if info_path.is_file():
+        if if_exists == "skip":
+            return json.loads(info_path.read_text())
+        raise ModelError(f"{out_dir}: holds a trained DeepLabV3 ({CHECKPOINT_INFO}); choose another folder or pass if_exists='skip'")
+    torch.manual_seed(seed)
+    num_classes = len(classes) + 1
+    device = _device(config)
+    model = build_deeplab(config, num_classes).to(device)
+    train_set = SegmentationFolder(dataset_root, "train", num_classes, config.image_size, train=True, seed=seed)
+    val_set = SegmentationFolder(dataset_root, "val", num_classes, config.image_size)
+    loader_generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=True, drop_last=len(train_set) > config.batch_size,
+        num_workers=config.num_workers, generator=loader_generator,
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = max(1, config.epochs * len(train_loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / total_steps) ** 0.9)  # "poly"
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    weights = class_weights(config, num_classes).to(device)
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    best_score, record, epoch_seconds, step = -1.0, None, [], 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        progress = tqdm(train_loader, desc=f"deeplab epoch {epoch}/{config.epochs}", leave=False)
+        for images, masks in progress:
+            images, masks = images.to(device), masks.to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(images)["out"]
+            loss = F.cross_entropy(logits.float(), masks, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            writer.add_scalar("train/loss", loss.item(), step)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+        epoch_seconds.append(time.perf_counter() - started)
+        scores = _validate(model, val_loader, device, classes)
+        mean_f = scores["mean_f_measure"] if scores["mean_f_measure"] is not None else 0.0
+        writer.add_scalar("val/mean_f_measure", mean_f, epoch)
+        writer.add_scalar("train/seconds_per_epoch", epoch_seconds[-1], epoch)
+        if mean_f > best_score:  # the first epoch always becomes the first best
+            best_score = mean_f
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            atomic_save(out_dir / CHECKPOINT, lambda tmp, s=state: save_file(s, str(tmp)))
+            record = {"epoch": epoch, "val": scores}
+    writer.close()
+    info = {
+        "weights": str(out_dir / CHECKPOINT),
+        "classes": list(classes),
+        "config": asdict(config),
+        "best_epoch": record["epoch"],
+        "best_val": record["val"],
+        "seconds_per_epoch": epoch_seconds,
+        "median_seconds_per_epoch": float(np.median(epoch_seconds)),
+        "train_images": len(train_set),
+        "device": str(device),
+        "seed": seed,
+    }
+    atomic_write_json(info_path, info)  # last: marks a finished training
+    return info
+
+
+def load_deeplab(out_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The best checkpoint of a training folder and its info (classes, config)."""
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    info_path = out_dir / CHECKPOINT_INFO
+    if not info_path.is_file() or not (out_dir / CHECKPOINT).is_file():
+        raise ModelError(f"{out_dir}: no {CHECKPOINT} + {CHECKPOINT_INFO}; train first (defectfill finetune --model deeplab)")
+    info = json.loads(info_path.read_text())
+    config = from_dict(DeepLabConfig, {**info["config"], "backbone_weights": None}, where=str(info_path))
+    model = build_deeplab(config, len(info["classes"]) + 1)
+    model.load_state_dict(load_file(str(out_dir / CHECKPOINT)))
+    return model.to(device).eval(), info
+
+
+@torch.no_grad()
+def predict_deeplab(model: nn.Module, images: Sequence[np.ndarray], image_size: int, batch_size: int = 8) -> list[np.ndarray]:
+    """(H, W) int64 class maps at each input's own size (logits upsampled bilinearly, then argmax)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        logits = model(torch.stack([image_to_tensor(im, image_size) for im in chunk]).to(device))["out"]
+        for image, logit in zip(chunk, logits):
+            upsampled = F.interpolate(logit[None], size=image.shape[:2], mode="bilinear", align_corners=False)
+            out.append(upsampled[0].argmax(0).cpu().numpy().astype(np.int64))
+    return out

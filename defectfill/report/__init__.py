@@ -1,0 +1,1 @@
+"""Reports of downstream comparisons: table + verdict (`table`), plots (`plots`), HTML page (`html`)."""

@@ -1,0 +1,138 @@
+"""The report of a comparison: results.json, table.md, PNG plots, contact sheets, one HTML page.
+
+`write_report(results, out_dir)` writes
+
+    results.json        the arms' results, as a list
+    table.md            the verdict sentence and the arms × metrics table
+    plots/*.png         per-class F bars, mAP bars, PR curves (when RT-DETR was run)
+    sheets/<arm>.png    contact sheets of the synthetic images each arm trained on
+    report.html         all of the above in one self-contained page (images as base64)
+
+The verdict (which arm won) is computed from the numbers by `defectfill.report.table.verdict`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from defectfill.io_utils import atomic_write_json, atomic_write_text
+from defectfill.report import plots
+from defectfill.report.table import markdown_table, rows, verdict
+
+
+def synthetic_contact_sheet(result: dict, path: Path, max_images: int = 16) -> Path | None:
+    """Contact sheet of the first synthetic training images of an arm, their labels outlined."""
+    from defectfill.data.images import load_image
+    from defectfill.viz import save_contact_sheet
+    from PIL import Image
+
+    dataset_dir = Path(result.get("dataset_dir", ""))
+    index_path = dataset_dir / "index.jsonl"
+    if not index_path.is_file():
+        return None
+    lines = [json.loads(line) for line in index_path.read_text().splitlines() if line.strip()]
+    chosen = [row for row in lines if row["origin"] == "synthetic"][:max_images]
+    if not chosen:
+        return None
+    images, masks, captions = [], [], []
+    for row in chosen:
+        image_path = dataset_dir / row["file"]
+        images.append(load_image(image_path))
+        masks.append(np.asarray(Image.open(dataset_dir / "masks" / image_path.parent.name / image_path.name)) > 0)
+        captions.append(row["defect_type"])
+    return save_contact_sheet(path, images, masks, captions, ncols=8, tile=96)
+
+
+def _embed(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}" style="max-width:100%">'
+
+
+def _html_table(results: Sequence[dict]) -> str:
+    header, body = rows(results)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"
+
+
+def _notes(results: Sequence[dict]) -> list[str]:
+    notes = []
+    for result in results:
+        generation = result.get("generation") or {}
+        for key, field in (("kid", "feature_extractor"), ("ic_lpips", "lpips_network")):
+            name = (generation.get(key) or {}).get(field)
+            if name:
+                notes.append(f"{result['arm']}: {key} with {name}")
+        seg = result.get("deeplab") or {}
+        if seg.get("definition"):
+            notes.append(f"F-measure: {seg['definition']}")
+    return sorted(set(notes))
+
+
+def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "defectfill downstream comparison") -> Path:
+    """Write the report files (see the module docstring); returns the path of report.html."""
+    out_dir = Path(out_dir)
+    results = list(results)
+    sentence = verdict(results)
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "table.md", f"# {title}\n\n{sentence}\n\n{markdown_table(results)}")
+    figures = [
+        plots.f_measure_bars(results, out_dir / "plots" / "f_measure_per_class.png"),
+        plots.map_bars(results, out_dir / "plots" / "map.png"),
+        plots.pr_curves(results, out_dir / "plots" / "pr_curves.png"),
+    ]
+    sheets = []
+    for result in results:
+        sheet = synthetic_contact_sheet(result, out_dir / "sheets" / f"{result['arm']}.png")
+        if sheet is not None:
+            sheets.append((result["arm"], sheet))
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}"
+        "th{background:#eee}td:first-child{text-align:left;font-weight:bold}.verdict{font-size:1.2em;"
+        "background:#f4f8ff;border-left:4px solid #36c;padding:0.6em 1em}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        # the verdict may carry **bold** from the markdown form
+        f"<p class='verdict'>{html.escape(sentence).replace('**', '')}</p>",
+        f"<p>Test set: {results[0].get('test_images', '?')} real images "
+        f"({results[0].get('test_defect_images', '?')} with defects).</p>" if results else "",
+        "<h2>Results</h2>",
+        _html_table(results),
+        "<h2>Plots</h2>",
+        *[_embed(f) for f in figures if f is not None],
+    ]
+    if sheets:
+        parts.append("<h2>Synthetic training data (labels outlined in red)</h2>")
+        for arm, sheet in sheets:
+            parts += [f"<h3>{html.escape(arm)}</h3>", _embed(sheet)]
+    notes = _notes(results)
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>")
+    page = out_dir / "report.html"
+    atomic_write_text(page, "\n".join(parts))
+    return page
+
+
+def load_results(paths: Sequence[str | Path]) -> list[dict]:
+    """results.json files (or arm folders holding one); a combined list file is flattened."""
+    from defectfill.errors import DataError
+
+    results = []
+    for path in paths:
+        path = Path(path)
+        file = path / "results.json" if path.is_dir() else path
+        if not file.is_file():
+            raise DataError(f"{path}: no results.json; run `defectfill evaluate` for this arm first")
+        data = json.loads(file.read_text())
+        results += data if isinstance(data, list) else [data]
+    return results
