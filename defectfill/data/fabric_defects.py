@@ -67,6 +67,10 @@ def _crop(a: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
     return a[y0:y1, x0:x1]
 
 
+# the smallest colour change a defect effect makes; weaker fringes are cut so the mask ends where
+# the defect visibly ends
+_VISIBLE = np.float32(0.04)
+
 # r(phi) of a blob is at most 1 + roughness * 1.6 * (1/2 + 1/3 + 1/5) times its radius
 _MAX_EDGE = 1.0 + 1.6 * (1 / 2 + 1 / 3 + 1 / 5) * 0.3
 
@@ -91,7 +95,10 @@ def _blob_radius(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cx: f
 def _far_color(rng: np.random.Generator, fabric_rgb: np.ndarray, palette: np.ndarray, tries: int = 3) -> np.ndarray:
     """The palette colour, among a few random picks, farthest from the fabric (so the defect shows)."""
     picks = palette[rng.choice(len(palette), size=tries, replace=False)]
-    return picks[np.argmax(np.abs(picks - fabric_rgb[None]).sum(1))]
+    # brightness counts double: the stain must also show on a monochrome (line-scan) camera
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    score = np.abs(picks - fabric_rgb[None]).sum(1) + 2 * np.abs((picks - fabric_rgb[None]) @ luma)
+    return picks[np.argmax(score)]
 
 
 _STAIN_COLORS = np.array(
@@ -130,6 +137,7 @@ def plan_stain(p: FabricParams, rng: np.random.Generator, fields: dict) -> Defec
         inside = np.clip((1.0 - rr) / 0.2, 0.0, 1.0)
         amount = strength * np.clip(0.75 * inside + 0.35 * rim * (rr < 1), 0, 1)
         amount = amount * (0.6 + 0.4 * f["cover"])  # yarns soak up more dye than the gaps
+        amount = np.where(amount < _VISIBLE, np.float32(0), amount)  # a crisp edge, no invisible fringe
         target = tint * (0.45 + 0.55 * f["cover"])[..., None]
         return rgb * (1 - amount[..., None]) + target * amount[..., None]
 
@@ -162,6 +170,7 @@ def plan_oil(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectP
 
     def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
         amount = strength * np.clip((1.0 - rr) / 0.35, 0.0, 1.0) * (0.7 + 0.3 * f["cover"])
+        amount = np.where(amount < _VISIBLE, np.float32(0), amount)
         a = amount[..., None]
         return rgb * (1 - a) * (1 - a * (1 - stain_tone))
 
@@ -301,21 +310,19 @@ def plan_hole(p: FabricParams, rng: np.random.Generator, fields: dict) -> Defect
     cx, cy = _centre(p, rng, radius * 2 + 2)
     window = _window(p, cx, cy, radius * elongation * _MAX_EDGE * 1.7 + 2)
     yy, xx = _local_grid(p, window)
-    uc, vc = to_fabric_coords(p, cx, cy)
     core = _blob_radius(rng, yy, xx, cx, cy, radius, roughness=0.3, elongation=elongation)
-    f = {k: _crop(fields[k], window) for k in ("u", "v", "i", "j")}
-    du = f["u"] - np.float32(uc)
-    dv = f["v"] - np.float32(vc)
+    f = {k: _crop(fields[k], window) for k in ("i", "j")}
+    # torn edges: every cut yarn sees the hole at its own scale, so some yarn ends stick into the
+    # hole and others are torn back from its edge
     i_min, j_min = int(f["i"].min()), int(f["j"].min())
-    jag_warp = rng.uniform(-0.45, 0.35, size=int(f["i"].max()) - i_min + 1).astype(np.float32)
-    jag_weft = rng.uniform(-0.45, 0.35, size=int(f["j"].max()) - j_min + 1).astype(np.float32)
-    r = np.float32(radius)
-    warp_gone = (core < 1.25) & (np.abs(dv) < r * (1 + jag_warp[f["i"] - i_min]))
-    weft_gone = (core < 1.25) & (np.abs(du) < r * (1 + jag_weft[f["j"] - j_min]))
-    warp_gone |= core < 0.8
-    weft_gone |= core < 0.8
+    jag_warp = rng.uniform(-0.25, 0.55, size=int(f["i"].max()) - i_min + 1).astype(np.float32)
+    jag_weft = rng.uniform(-0.25, 0.55, size=int(f["j"].max()) - j_min + 1).astype(np.float32)
+    warp_gone = core * (1 + jag_warp[f["i"] - i_min]) < 1
+    weft_gone = core * (1 + jag_weft[f["j"] - j_min]) < 1
+    warp_gone |= core < 0.6
+    weft_gone |= core < 0.6
     # the fabric around a hole is pulled and puckered, catching less light
-    recess = np.where((core >= 0.8) & (core < 1.5), np.float32(0.88), np.float32(1.0))
+    recess = np.where((core >= 0.6) & (core < 1.5), np.float32(0.88), np.float32(1.0))
 
     def full(local: np.ndarray, fill) -> np.ndarray:
         out = np.full((p.height, p.width), fill, local.dtype)

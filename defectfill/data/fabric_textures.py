@@ -264,7 +264,8 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
 
     mean_color = 0.5 * (warp_color.mean(0) + weft_color.mean(0))
     gap_color = (mean_color * rng.uniform(0.25, 0.4)).astype(np.float32)
-    hole_color = _hsv(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.02, 0.12))
+    # what a hole shows: a dark table (front light) or, less often, a bright back light
+    hole_color = _hsv(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.02, 0.12) if rng.uniform() < 0.75 else rng.uniform(0.85, 1.0))
     lx, ly = rng.uniform(-0.5, 0.5), rng.uniform(-0.6, -0.1)  # light from above, slightly sideways
     light = np.array([lx, ly, 1.0], np.float32)
     light /= np.linalg.norm(light)
@@ -429,6 +430,8 @@ def render_structure(
     if "print_cover" in g:
         # ink sits on the yarn surface, less of it reaches down into the gaps
         alpha = np.float32(p.print_spec["strength"]) * g["print_cover"] * np.where(gap, np.float32(0.3), np.float32(1))
+        if edits.hole is not None:  # no ink on what shows through a hole
+            alpha = np.where(gap & _crop(edits.hole, window), np.float32(0), alpha)
         ink_rgb = np.take(p.print_spec["inks"], g["print_ink"], axis=0)
         # the ink takes the yarn's shading: scale by this pixel's brightness relative to the ground
         shade = (rgb[..., 0] + rgb[..., 1] + rgb[..., 2]) * np.float32(1 / (3 * np.mean(p.warp_color) + 3e-3))
