@@ -118,16 +118,11 @@ def _exact_mask(good: np.ndarray, defective: np.ndarray) -> tuple[np.ndarray, np
     "inside the mask differs, outside is identical" holds bit for bit.
     """
     changed = np.any(good != defective, axis=2)
-    mask = np.zeros_like(changed)
-    rows = np.flatnonzero(changed.any(axis=1))
-    cols = np.flatnonzero(changed.any(axis=0))
-    if rows.size:  # label and fill only inside the box of changed pixels (the rest is unchanged)
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        labels, n = ndimage.label(changed[box], structure=np.ones((3, 3), bool))
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = sizes >= _MIN_COMPONENT
-        keep[0] = False
-        mask[box] = ndimage.binary_fill_holes(keep[labels])
+    labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= _MIN_COMPONENT
+    keep[0] = False
+    mask = ndimage.binary_fill_holes(keep[labels])
     out = np.where(mask[..., None], defective, good)
     same = mask & np.all(out == good, axis=2)
     if same.any():
@@ -171,10 +166,12 @@ def render_sample(
             rgb = render_structure(p, plan.edits, geometry=fields, window=window)[0]
         if plan.effect is not None:
             rgb = plan.effect(rgb, {k: v[y0:y1, x0:x1] for k, v in fields.items()})
-        defective = good.copy()
-        defective[y0:y1, x0:x1] = _finish(p, rgb, gray, window)
-        mask, image = _exact_mask(good, defective)
-        if mask.sum() >= _MIN_COMPONENT:
+        local_mask, local_image = _exact_mask(good[y0:y1, x0:x1], _finish(p, rgb, gray, window))
+        if local_mask.sum() >= _MIN_COMPONENT:
+            image = good.copy()
+            image[y0:y1, x0:x1] = local_image
+            mask = np.zeros(good.shape[:2], bool)
+            mask[y0:y1, x0:x1] = local_mask
             return image, mask
     raise DataError(  # pragma: no cover - only reachable for degenerate tiny sizes
         f"render_sample: could not place a visible {defect_type!r} on {texture!r} (seed {seed}, size {size}); "

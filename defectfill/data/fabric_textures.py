@@ -375,8 +375,8 @@ def render_geometry(p: FabricParams) -> dict:
     vc = v / np.float32(p.pitch_v)
     fi = np.floor(uc)
     fj = np.floor(vc)
-    i = fi.astype(np.int64)
-    j = fj.astype(np.int64)
+    i = fi.astype(np.int32)  # int32: half the memory traffic of int64 in the gathers below
+    j = fj.astype(np.int32)
     geometry = {
         "u": u, "v": v, "i": i, "j": j,
         "fu": uc - fi, "fv": vc - fj,
