@@ -25,6 +25,7 @@ from defectfill.data.fabric_textures import (
     TEXTURES,
     FabricParams,
     YarnEdits,
+    pixel_grid,
     render_structure,
     sample_params,
 )
@@ -154,9 +155,7 @@ def render_sample(
     )
     for _ in range(_MAX_ATTEMPTS):  # a draw can land where it changes nothing visible: draw again
         plan = PLANNERS[defect_type](p, rng, fields)
-        window = plan.window
-        if plan.edits is not None:
-            window = _edit_window(plan.edits, p.height, p.width)
+        window = _union(plan.window, _edit_window(plan.edits, p.height, p.width) if plan.edits else None)
         if window is None:
             continue
         # only the defect's window is redrawn; every pixel outside it is the good image's own
@@ -165,7 +164,9 @@ def render_sample(
         if plan.edits is not None:
             rgb = render_structure(p, plan.edits, geometry=fields, window=window)[0]
         if plan.effect is not None:
-            rgb = plan.effect(rgb, {k: v[y0:y1, x0:x1] for k, v in fields.items()})
+            local = {k: v[y0:y1, x0:x1] for k, v in fields.items()}
+            local["y"], local["x"] = (a[y0:y1, x0:x1] for a in pixel_grid(p.height, p.width))
+            rgb = plan.effect(rgb, local)
         local_mask, local_image = _exact_mask(good[y0:y1, x0:x1], _finish(p, rgb, gray, window))
         if local_mask.sum() >= _MIN_COMPONENT:
             image = good.copy()
@@ -177,6 +178,12 @@ def render_sample(
         f"render_sample: could not place a visible {defect_type!r} on {texture!r} (seed {seed}, size {size}); "
         "use a larger size or another seed"
     )
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int] | None):
+    if a is None or b is None:
+        return a if b is None else b
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
 
 def _edit_window(edits: YarnEdits, height: int, width: int) -> tuple[int, int, int, int] | None:

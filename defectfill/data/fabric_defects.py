@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defectfill.data.fabric_textures import FabricParams, YarnEdits, _lambert, _pixel_grid, to_fabric_coords
+from defectfill.data.fabric_textures import FabricParams, YarnEdits, lambert, pixel_grid, to_fabric_coords
 
 DEFECT_TYPES: tuple[str, ...] = ("stain", "oil", "knot", "broken_end", "broken_yarn", "white_stripe", "hole")
 
@@ -58,7 +58,7 @@ def _window(p: FabricParams, cx: float, cy: float, half: float) -> tuple[int, in
 
 def _local_grid(p: FabricParams, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     y0, y1, x0, x1 = window
-    yy, xx = _pixel_grid(p.height, p.width)
+    yy, xx = pixel_grid(p.height, p.width)
     return yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
 
 
@@ -90,6 +90,17 @@ def _blob_radius(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cx: f
     for k in (2, 3, 5):
         edge += np.float32(roughness / k * 1.6 * rng.uniform(-1, 1)) * np.cos(k * phi + np.float32(rng.uniform(0, 2 * np.pi)))
     return np.hypot(a, b) / (np.float32(radius) * np.maximum(edge, np.float32(0.35)))
+
+
+def _curve_height(xx: np.ndarray, yy: np.ndarray, x0: float, y0: float, angle: float, length: float,
+                  bend: float, half_width: float) -> np.ndarray:
+    """Height (0..1, round cross-section) of a loose yarn: a bent curve of `length` px leaving
+    (x0, y0) at `angle`, turning by `bend` radians along its length."""
+    t = np.linspace(0, 1, 16, dtype=np.float32)
+    px = (x0 + np.cos(angle + bend * t) * length * t).astype(np.float32)
+    py = (y0 + np.sin(angle + bend * t) * length * t).astype(np.float32)
+    d = np.min(np.hypot(xx[..., None] - px, yy[..., None] - py), axis=-1)
+    return np.sqrt(np.maximum(1 - (d / np.float32(half_width)) ** 2, 0))
 
 
 def _far_color(rng: np.random.Generator, fabric_rgb: np.ndarray, palette: np.ndarray, tries: int = 3) -> np.ndarray:
@@ -195,24 +206,21 @@ def plan_knot(p: FabricParams, rng: np.random.Generator, fields: dict) -> Defect
     tails = np.zeros(yy.shape, np.float32)
     for _ in range(int(rng.integers(1, 3))):
         ang = rng.uniform(0, 2 * np.pi)
+        x0, y0 = cx + np.cos(ang) * radius * 0.8, cy + np.sin(ang) * radius * 0.8
         length = rng.uniform(5 / 14, 1.0) * tail_max
-        bend = rng.uniform(-0.6, 0.6)
-        t = np.linspace(0, 1, 16, dtype=np.float32)
-        px = cx + np.cos(ang) * radius * 0.8 + np.cos(ang + bend * t) * length * t
-        py = cy + np.sin(ang) * radius * 0.8 + np.sin(ang + bend * t) * length * t
-        d = np.min(np.hypot(xx[..., None] - px.astype(np.float32), yy[..., None] - py.astype(np.float32)), axis=-1)
-        tails = np.maximum(tails, np.sqrt(np.maximum(1 - (d / 1.1) ** 2, 0)))
+        tails = np.maximum(tails, _curve_height(xx, yy, x0, y0, ang, length, rng.uniform(-0.6, 0.6), 1.1))
     yarn = p.warp_color.mean(0) if rng.uniform() < 0.5 else p.weft_color.mean(0)
     twist_angle = rng.uniform(0, np.pi)
-    twist = 0.8 + 0.2 * np.sin(
-        2 * np.pi * (xx * np.float32(np.cos(twist_angle)) + yy * np.float32(np.sin(twist_angle))) / 1.7 + 3 * rr
-    )
+    across = xx * np.float32(np.cos(twist_angle)) + yy * np.float32(np.sin(twist_angle))
+    along = yy * np.float32(np.cos(twist_angle)) - xx * np.float32(np.sin(twist_angle))
+    # fibres wound round the lump: stripes that swirl rather than run parallel
+    twist = 0.78 + 0.22 * np.sin(np.float32(2 * np.pi / 1.7) * across + 3 * rr + 1.5 * np.sin(along * np.float32(0.8)))
 
     def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
         z = np.sqrt(np.maximum(1 - rr * rr, 0))
         nx = (xx - np.float32(cx)) / np.float32(radius * 1.2)
         ny = (yy - np.float32(cy)) / np.float32(radius * 1.2)
-        shade = (0.25 + 0.95 * _lambert(p, nx, ny, z + 0.1)) * twist
+        shade = (0.25 + 0.95 * lambert(p, nx, ny, z + 0.1)) * twist
         lump = yarn * shade[..., None]
         out = rgb * np.where((shadow_rr < 1) & (rr >= 1), np.float32(0.6), np.float32(1.0))[..., None]
         out = np.where((tails > 0)[..., None], yarn * (0.5 + 0.6 * tails)[..., None], out)
@@ -221,41 +229,90 @@ def plan_knot(p: FabricParams, rng: np.random.Generator, fields: dict) -> Defect
     return DefectPlan("knot", effect=effect, window=window)
 
 
-def _missing_yarns(p: FabricParams, rng: np.random.Generator, fields: dict, along_warp: bool) -> np.ndarray:
-    """(H, W) bool: 1-2 neighbouring yarns of one system missing over a 30-200 px segment."""
+def _to_pixel(p: FabricParams, u: float, v: float) -> tuple[float, float]:
+    """Lattice (u, v) -> pixel (x, y), the inverse of `to_fabric_coords` (meander ignored)."""
+    c, s = np.cos(p.angle), np.sin(p.angle)
+    du, dv = u - p.offset_u, v - p.offset_v
+    return float(c * du - s * dv), float(s * du + c * dv)
+
+
+def _missing_yarns(p: FabricParams, rng: np.random.Generator, fields: dict, along_warp: bool):
+    """1-2 neighbouring yarns of one system missing over a 30-200 px segment.
+
+    Returns the (H, W) bool mask of missing yarn cells, the pixel (x, y) of the two broken ends,
+    the yarn direction (radians, pointing from the first end to the second) and the yarn's colour.
+    """
     s = _scale(p)
     extent = p.height if along_warp else p.width
     length = float(np.clip(rng.uniform(30, 200) * s, 12, 0.95 * extent))
+    cx, cy = _centre(p, rng, 8)
     if along_warp:
-        cx, cy = _centre(p, rng, 8)
         cy = float(rng.uniform(length / 2, p.height - length / 2))
     else:
-        cx, cy = _centre(p, rng, 8)
         cx = float(rng.uniform(length / 2, p.width - length / 2))
     uc, vc = to_fabric_coords(p, cx, cy)
     count = 1 if rng.uniform() < 0.75 else 2
     if along_warp:
         first = int(np.floor(uc / p.pitch_u))
         yarn, pos, centre = fields["i"], fields["v"], vc
+        mid = (first + count / 2) * p.pitch_u
+        ends = [_to_pixel(p, mid, vc - length / 2), _to_pixel(p, mid, vc + length / 2)]
+        color = p.warp_color[first - p.i0]
     else:
         first = int(np.floor(vc / p.pitch_v))
         yarn, pos, centre = fields["j"], fields["u"], uc
-    return (yarn >= first) & (yarn < first + count) & (np.abs(pos - np.float32(centre)) < np.float32(length / 2))
+        mid = (first + count / 2) * p.pitch_v
+        ends = [_to_pixel(p, uc - length / 2, mid), _to_pixel(p, uc + length / 2, mid)]
+        color = p.weft_color[first - p.j0]
+    missing = (yarn >= first) & (yarn < first + count) & (np.abs(pos - np.float32(centre)) < np.float32(length / 2))
+    direction = float(np.arctan2(ends[1][1] - ends[0][1], ends[1][0] - ends[0][0]))
+    return missing, ends, direction, color
+
+
+def _plan_broken(p: FabricParams, rng: np.random.Generator, fields: dict, along_warp: bool) -> DefectPlan:
+    """A yarn missing over a segment; the crossing yarns float over the empty lane, which lies in
+    shadow; the broken ends hang loose into the lane as short bent yarn tails."""
+    missing, ends, direction, color = _missing_yarns(p, rng, fields, along_warp)
+    pitch = p.pitch_u if along_warp else p.pitch_v
+    recess = np.where(missing, np.float32(rng.uniform(0.6, 0.78)), np.float32(1.0))
+    tails = []
+    for k, (x0, y0) in enumerate(ends):
+        if rng.uniform() < 0.7:
+            # the loose end points back into the lane it left, bent at random
+            angle = direction + (0.0 if k == 0 else np.pi) + rng.uniform(-0.7, 0.7)
+            tails.append((x0, y0, angle, rng.uniform(4, 12) * max(_scale(p), 0.5), rng.uniform(-1.0, 1.0)))
+    half_width = max(0.9, 0.3 * pitch)
+    edits = YarnEdits(warp_present=~missing, recess=recess) if along_warp else YarnEdits(weft_present=~missing, recess=recess)
+    if not tails:
+        return DefectPlan("broken_end" if along_warp else "broken_yarn", edits=edits)
+    reach = max(t[3] for t in tails) + half_width + 2
+    xs = [t[0] for t in tails]
+    ys = [t[1] for t in tails]
+    window = (
+        max(0, int(np.floor(min(ys) - reach))), min(p.height, int(np.ceil(max(ys) + reach)) + 1),
+        max(0, int(np.floor(min(xs) - reach))), min(p.width, int(np.ceil(max(xs) + reach)) + 1),
+    )
+    if window[0] >= window[1] or window[2] >= window[3]:
+        return DefectPlan("broken_end" if along_warp else "broken_yarn", edits=edits)
+
+    def effect(rgb: np.ndarray, f: dict) -> np.ndarray:
+        height = np.zeros(f["x"].shape, np.float32)
+        for x0, y0, angle, length, bend in tails:
+            height = np.maximum(height, _curve_height(f["x"], f["y"], x0, y0, angle, length, bend, half_width))
+        shade = (0.45 + 0.55 * height)[..., None]
+        return np.where((height > 0)[..., None], color * shade, rgb)
+
+    return DefectPlan("broken_end" if along_warp else "broken_yarn", edits=edits, effect=effect, window=window)
 
 
 def plan_broken_end(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
-    """A broken end: a warp (vertical) yarn missing over a segment; the weft floats across the lane."""
-    missing = _missing_yarns(p, rng, fields, along_warp=True)
-    # the loose weft sinks into the empty lane, so the lane lies in shadow
-    recess = np.where(missing, np.float32(rng.uniform(0.65, 0.8)), np.float32(1.0))
-    return DefectPlan("broken_end", edits=YarnEdits(warp_present=~missing, recess=recess))
+    """A broken end: a warp (vertical) yarn missing over a segment, loose ends in the lane."""
+    return _plan_broken(p, rng, fields, along_warp=True)
 
 
 def plan_broken_yarn(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:
-    """A broken pick: a weft (horizontal) yarn missing over a segment, leaving an open lane."""
-    missing = _missing_yarns(p, rng, fields, along_warp=False)
-    recess = np.where(missing, np.float32(rng.uniform(0.55, 0.75)), np.float32(1.0))
-    return DefectPlan("broken_yarn", edits=YarnEdits(weft_present=~missing, recess=recess))
+    """A broken pick: a weft (horizontal) yarn missing over a segment, loose ends in the lane."""
+    return _plan_broken(p, rng, fields, along_warp=False)
 
 
 def plan_white_stripe(p: FabricParams, rng: np.random.Generator, fields: dict) -> DefectPlan:

@@ -75,7 +75,8 @@ class YarnEdits:
 
 
 @lru_cache(maxsize=8)
-def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only float32 (yy, xx) pixel coordinates of an image, cached per size."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     yy.setflags(write=False)
     xx.setflags(write=False)
@@ -276,7 +277,7 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
     wave_v = np.float32(wave_amp) * smooth_noise(rng, shape, wave_cells)
     g_amp = float(rng.uniform(0.05, 0.2))
     g_dir = float(rng.uniform(0, 2 * np.pi))
-    yy, xx = _pixel_grid(height, width)
+    yy, xx = pixel_grid(height, width)
     gradient = ((xx / max(width, 1) - 0.5) * np.cos(g_dir) + (yy / max(height, 1) - 0.5) * np.sin(g_dir))
     lighting = (float(rng.uniform(0.9, 1.1)) * (1 + g_amp * gradient) * (1 + 0.05 * smooth_noise(rng, shape, 2.5)))
     sigma = float(rng.uniform(0.008, 0.022))
@@ -367,7 +368,7 @@ def cell_table(p: FabricParams) -> np.ndarray:
 def render_geometry(p: FabricParams) -> dict:
     """Where every pixel lies on the yarn lattice (full frame): u, v (with meander), yarn indices
     i, j, position inside the cell fu, fv in [0, 1), the flat cell index, and the print layer."""
-    yy, xx = _pixel_grid(p.height, p.width)
+    yy, xx = pixel_grid(p.height, p.width)
     u, v = to_fabric_coords(p, xx, yy)
     u = u + p.wave_u
     v = v + p.wave_v
@@ -442,7 +443,7 @@ def render_structure(
     return rgb.astype(np.float32, copy=False), fields
 
 
-def _lambert(p: FabricParams, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
+def lambert(p: FabricParams, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
     lx, ly, lz = (np.float32(c) for c in p.light)
     return np.clip(nx * lx + ny * ly + nz * lz, 0.0, 1.0)
 
@@ -471,8 +472,8 @@ def _render_weave(p, attrs, ii, jj, fu, fv, warp_present, weft_present):
     if weft_present is not None:
         warp_along = np.where(weft_present, warp_along, np.float32(1.0))
     # surface normals tilt across the yarn (cylinder) and along it where it dives
-    warp_shade = _lambert(p, du * warp_z * 0.9, (1 - warp_along) * np.sign(fv - 0.5) * 1.5, warp_z) * warp_along
-    weft_shade = _lambert(p, (1 - weft_along) * np.sign(fu - 0.5) * 1.5, dv * weft_z * 0.9, weft_z) * weft_along
+    warp_shade = lambert(p, du * warp_z * 0.9, (1 - warp_along) * np.sign(fv - 0.5) * 1.5, warp_z) * warp_along
+    weft_shade = lambert(p, (1 - weft_along) * np.sign(fu - 0.5) * 1.5, dv * weft_z * 0.9, weft_z) * weft_along
 
     show_warp = np.where(warp_up, warp_cover, warp_cover & ~weft_cover)
     show_weft = np.where(warp_up, weft_cover & ~warp_cover, weft_cover)
@@ -503,12 +504,12 @@ def _render_knit(p, attrs, ii, jj, fu, fv, warp_present, weft_present):
     left_wins = zl >= zr
     z_knit = np.where(left_wins, zl, zr)
     nx_knit = np.where(left_wins, dl * zl, dr * zr) * 0.9
-    knit_shade = _lambert(p, nx_knit, -0.3 * (1 - along), z_knit) * along
+    knit_shade = lambert(p, nx_knit, -0.3 * (1 - along), z_knit) * along
 
     dv = (fv - 0.5) / (0.5 * attrs["weft_width"] * 0.75)
     z_purl = _cylinder(dv)
     purl_along = 1 - 0.35 * (_ramp(fu, 0.3) + _ramp(1 - fu, 0.3))
-    purl_shade = _lambert(p, np.zeros_like(dv), dv * z_purl * 0.9, z_purl) * purl_along * 0.7
+    purl_shade = lambert(p, np.zeros_like(dv), dv * z_purl * 0.9, z_purl) * purl_along * 0.7
 
     z = np.where(knit_col, z_knit, z_purl * purl_along)
     shade = np.where(knit_col, knit_shade, purl_shade)
@@ -518,7 +519,7 @@ def _render_knit(p, attrs, ii, jj, fu, fv, warp_present, weft_present):
         rung_d = (fv - 0.5) / 0.14
         rung_z = _cylinder(rung_d)
         z = np.where(missing_wale, rung_z, z)
-        shade = np.where(missing_wale, _lambert(p, np.zeros_like(rung_d), rung_d * rung_z, rung_z) * 0.8, shade)
+        shade = np.where(missing_wale, lambert(p, np.zeros_like(rung_d), rung_d * rung_z, rung_z) * 0.8, shade)
     if missing_course is not None:
         leg_d = np.minimum(np.abs(fu - 0.3), np.abs(fu - 0.7)) / 0.1
         leg_z = _cylinder(leg_d)
