@@ -97,27 +97,26 @@ def inception_feature_extractor(weights_path: str | Path | None = None, *, allow
     from torchvision.models import inception_v3
 
     path = Path(weights_path) if weights_path is not None else _hub_checkpoint(INCEPTION_CHECKPOINT)
-    # transform_input=False: we normalise with ImageNet statistics ourselves
-    model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        name = f"inception_v3 ImageNet ({path.name}), pool 2048-d, 299 px"
-    elif weights_path is not None:
-        raise ModelError(f"{path}: InceptionV3 weights not found; pass an existing .pth file or omit it")
-    elif allow_substitute:
+    if not path.is_file():
+        if weights_path is not None:
+            raise ModelError(f"{path}: InceptionV3 weights not found; pass an existing .pth file or omit it")
+        if not allow_substitute:
+            raise ModelError(
+                f"InceptionV3 ImageNet weights not in {path}; place {INCEPTION_CHECKPOINT} there "
+                "(TORCH_HOME/hub/checkpoints) or allow the named offline substitute"
+            )
         torch.manual_seed(seed)
-        model = inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
+        # init_weights=False: PyTorch default init; torchvision's truncated-normal init is slow on CPU
+        model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
         name = (
             f"random-init inception_v3 seed {seed}, features scaled to norm sqrt(d) "
             "(offline substitute: not comparable to published KID)"
         )
         return FeatureExtractor(name, model_without_fc(model), 299, _imagenet_normalize, unit_norm=True)
-    else:
-        raise ModelError(
-            f"InceptionV3 ImageNet weights not in {path}; place {INCEPTION_CHECKPOINT} there "
-            "(TORCH_HOME/hub/checkpoints) or allow the named offline substitute"
-        )
+    # transform_input=False: we normalise with ImageNet statistics ourselves
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    name = f"inception_v3 ImageNet ({path.name}), pool 2048-d, 299 px"
     return FeatureExtractor(name=name, network=model_without_fc(model), input_size=299, normalize=_imagenet_normalize)
 
 
