@@ -13,11 +13,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: no BLAS/OpenMP thread
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-from defectfill.data.fabric import DEFECT_TYPES, TEXTURES, render_fabric, render_sample  # noqa: E402
+from defectfill.data.fabric import DEFECT_TYPES, TEXTURES, render_fabric, render_sample
 
 
 def _batch(kind: str, size: int, seed0: int) -> int:

@@ -157,3 +157,26 @@ def test_cli_fabric_unknown_defect_fails_with_message(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "tear" in err and "broken_end" in err
+
+
+@pytest.mark.benchmark
+def test_render_speed_at_least_50_images_per_cpu_second():
+    """The issue's speed target: >= 50 images/s at 256 px on one core (CPU time, so other jobs on
+    the machine do not count; `benchmarks/bench_fabric.py` prints the full figures)."""
+    import time
+
+    def batch(seed0: int) -> int:
+        n = 0
+        for k, texture in enumerate(TEXTURES):
+            for d, defect in enumerate((None, *DEFECT_TYPES)):
+                render_sample(texture, defect, seed0 + 10 * k + d, 256)
+                n += 1
+        return n
+
+    batch(10_000)  # warm-up
+    rates = []
+    for r in range(3):
+        start = time.process_time()
+        n = batch(r * 1000)
+        rates.append(n / (time.process_time() - start))
+    assert sorted(rates)[1] >= 50, f"median {sorted(rates)[1]:.1f} images per CPU-second"

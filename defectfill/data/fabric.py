@@ -32,14 +32,14 @@ from defectfill.data.fabric_textures import (
 from defectfill.errors import DataError
 
 __all__ = [
-    "SIMPLE_TEXTURES",
     "COMPLEX_TEXTURES",
-    "TEXTURES",
     "DEFECT_TYPES",
+    "SIMPLE_TEXTURES",
+    "TEXTURES",
     "render_fabric",
     "render_sample",
-    "simulate_dataset",
     "sample_seed",
+    "simulate_dataset",
 ]
 
 # purposes mixed into the seed so that fabric and defect draws never share a stream

@@ -94,8 +94,8 @@ def _interp_weights(n: int, g: int) -> tuple[np.ndarray, np.ndarray]:
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: float) -> np.ndarray:
     """Low-frequency noise in about [-1, 1]: a random grid of ~`cells` per side, smoothly upsampled."""
     height, width = shape
-    gh = max(2, int(round(cells * height / max(height, width)))) + 2
-    gw = max(2, int(round(cells * width / max(height, width)))) + 2
+    gh = max(2, round(cells * height / max(height, width))) + 2
+    gw = max(2, round(cells * width / max(height, width))) + 2
     grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
     ky, ty = _interp_weights(height, gh)
     kx, tx = _interp_weights(width, gw)
@@ -139,29 +139,28 @@ def _stripe_colors(rng: np.random.Generator, n: int, start: int, palette: np.nda
     return palette[idx]
 
 
-def _weave_pattern(texture: str, rng: np.random.Generator, I: np.ndarray, J: np.ndarray) -> tuple[np.ndarray, dict]:
-    """warp_up for the lattice cells (absolute indices I, J) and texture-specific extras."""
-    extras: dict = {}
+def _weave_pattern(texture: str, rng: np.random.Generator, I: np.ndarray, J: np.ndarray) -> np.ndarray:
+    """warp_up (warp over weft) for the lattice cells with absolute yarn indices (I, J)."""
     if texture in ("plain", "print"):
-        return (I + J) % 2 == 0, extras
+        return (I + J) % 2 == 0
     if texture == "twill":
         n = int(rng.choice([3, 4]))
         k = int(rng.choice([1, n // 2, n - 1])) if n == 4 else int(rng.choice([1, 2]))
         sign = int(rng.choice([-1, 1]))
-        return ((I + sign * J) % n) < k, extras
+        return ((I + sign * J) % n) < k
     if texture == "satin":
         n, step = [(5, 2), (5, 3), (8, 3), (8, 5)][int(rng.integers(4))]
         sunk = ((I * step + J) % n) == 0
         # warp-faced (sateen the other way round) satin: long floats of one yarn system
-        return (~sunk if rng.uniform() < 0.7 else sunk), extras
+        return ~sunk if rng.uniform() < 0.7 else sunk
     if texture == "check":
         if rng.uniform() < 0.5:
-            return (I + J) % 2 == 0, extras
-        return ((I + J) % 4) < 2, extras
+            return (I + J) % 2 == 0
+        return ((I + J) % 4) < 2
     if texture == "herringbone":
         band = int(rng.choice([4, 6, 8, 10]))
         sign = np.where((I // band) % 2 == 0, 1, -1)
-        return ((I + sign * J) % 4) < 2, extras
+        return ((I + sign * J) % 4) < 2
     if texture == "jacquard":
         n, step = (5, 2) if rng.uniform() < 0.5 else (8, 3)
         sunk = ((I * step + J) % n) == 0
@@ -178,8 +177,7 @@ def _weave_pattern(texture: str, rng: np.random.Generator, I: np.ndarray, J: np.
             figure = r < rng.uniform(0.22, 0.32) * (1 + 0.35 * np.cos(int(rng.integers(4, 8)) * phi))
         else:  # scrolls: a thresholded sum of waves, tiled
             figure = (np.sin(2 * np.pi * (fu + 0.3 * np.sin(2 * np.pi * fv))) + np.cos(4 * np.pi * fv)) > 0.4
-        extras["figure"] = figure
-        return np.where(figure, ~sunk, sunk), extras
+        return np.where(figure, ~sunk, sunk)
     raise ValueError(texture)  # callers validate names; this is unreachable for valid input
 
 
@@ -221,7 +219,7 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
         warp_color = _vary(rng, base, n_u, 0.02)
         weft_color = _vary(rng, base, n_v, 0.04)
     else:
-        warp_up, extras = _weave_pattern(texture, rng, I, J)
+        warp_up = _weave_pattern(texture, rng, I, J)
         if texture == "check":
             palette = np.stack([_random_color(rng, sat=(0.2, 0.9), val=(0.2, 0.95)) for _ in range(int(rng.integers(2, 5)))])
             widths = rng.integers(2, 12, size=len(palette))
