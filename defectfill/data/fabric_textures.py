@@ -275,9 +275,11 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
     wave_v = np.float32(wave_amp) * smooth_noise(rng, shape, wave_cells)
     g_amp = float(rng.uniform(0.05, 0.2))
     g_dir = float(rng.uniform(0, 2 * np.pi))
-    yy, xx = pixel_grid(height, width)
-    gradient = ((xx / max(width, 1) - 0.5) * np.cos(g_dir) + (yy / max(height, 1) - 0.5) * np.sin(g_dir))
-    lighting = (float(rng.uniform(0.9, 1.1)) * (1 + g_amp * gradient) * (1 + 0.05 * smooth_noise(rng, shape, 2.5)))
+    # a linear illumination gradient, built from one row and one column (it is separable)
+    gx = ((np.arange(width, dtype=np.float32) / max(width, 1) - 0.5) * np.float32(g_amp * np.cos(g_dir)))
+    gy = ((np.arange(height, dtype=np.float32) / max(height, 1) - 0.5) * np.float32(g_amp * np.sin(g_dir)))
+    exposure = np.float32(rng.uniform(0.9, 1.1))
+    lighting = (exposure + exposure * (gy[:, None] + gx[None, :])) * (1 + np.float32(0.05) * smooth_noise(rng, shape, 2.5))
     sigma = float(rng.uniform(0.008, 0.022))
     pixel_noise = np.float32(sigma) * rng.standard_normal(shape, dtype=np.float32)
 
@@ -288,7 +290,7 @@ def sample_params(texture: str, rng: np.random.Generator, height: int, width: in
         weft_width=weft_width.astype(np.float32), warp_color=warp_color.astype(np.float32),
         weft_color=weft_color.astype(np.float32), cell_gain=cell_gain.astype(np.float32),
         gap_color=gap_color, hole_color=hole_color, light=light, wave_u=wave_u, wave_v=wave_v,
-        lighting=lighting.astype(np.float32), pixel_noise=pixel_noise, knit_cols=knit_cols,
+        lighting=lighting, pixel_noise=pixel_noise, knit_cols=knit_cols,
         print_spec=print_spec,
     )
 
