@@ -189,13 +189,22 @@ def write_contact_sheet(out_dir: Path, limit: int = CONTACT_SHEET_MAX) -> Path |
     return save_contact_sheet(out_dir / "contact_sheet.png", images, masks, captions)
 
 
+def accelerate_state():
+    """accelerate's PartialState; on a machine without CUDA (or with ACCELERATE_USE_CPU) in CPU mode,
+    so that processes started by `accelerate launch` / `debug_launcher` form a MULTI_CPU group
+    (without cpu=True accelerate sees one process per rank, and every rank would do all the work)."""
+    import torch
+    from accelerate import PartialState
+
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=use_cpu)
+
+
 def _state(num_processes: int | None, process_index: int | None):
     """(rank, world size, wait) from accelerate's PartialState, or the explicit values given."""
     if num_processes is not None:
         return int(process_index or 0), int(num_processes), lambda: None
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = accelerate_state()
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 

@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     real_masks = load_real_masks(args.real_masks, args.defect_type)
     device = args.device
     if device is None:
-        from accelerate import PartialState
+        from defectfill.generation import accelerate_state
 
-        device = PartialState().device
+        device = accelerate_state().device
     dtype = None
     if args.dtype:
         import torch
