@@ -1,0 +1,199 @@
+"""`BenchConfig`: every setting of a benchmark run (configs/bench_*.yaml), in one typed place.
+
+The bench reuses the configs of the stages it runs instead of copying their fields:
+
+- `defectfill.train_config` names a DefectFill training YAML (configs/defectfill_tiny.yaml,
+  configs/defectfill_sd2.yaml) and `defectfill.train_overrides` changes some of its fields;
+- `downstream.config` names a downstream YAML (configs/downstream_*.yaml) and
+  `downstream.overrides` changes some of its fields (dotted keys, e.g. `deeplab.epochs`); its
+  `classes` are always the bench's defect types.
+
+Relative paths are looked up next to the bench YAML, then in the working directory, then in the
+repository root (so `defectfill demo` works from any folder). `load_bench_config` loads the whole
+chain, so an unknown key anywhere (bench, training or downstream overrides) fails at load time
+with the list of valid keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from defectfill.config import load_config
+from defectfill.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REAL_ONLY = "real_only"
+
+
+@dataclass
+class DataConfig:
+    """The simulated protocol (DESIGN §6). Counts of good/test images are per texture."""
+
+    source_textures: list[str] = field(default_factory=lambda: ["plain", "twill"])
+    target_textures: list[str] = field(default_factory=lambda: ["satin", "rib"])
+    defect_types: list[str] = field(default_factory=lambda: ["stain", "hole", "broken_end"])
+    image_size: int = 96
+    source_defects_per_type: int = 10  # labelled real defects per type, in total over the source textures
+    source_good: int = 0  # good images per source texture added to every arm's training set
+    target_good: int = 20  # good training images per target texture (also what defects are generated into)
+    test_defects_per_type: int = 10  # per target texture
+    test_good: int = 5  # per target texture
+    gray: bool = False
+
+
+@dataclass
+class GenerationBudget:
+    """The budget every synthetic arm gets: same count per class, same requests, same seeds."""
+
+    synthetic_per_class: int = 20
+    num_candidates: int = 4  # candidates per request; each generator keeps its own best
+    masks: Literal["auto", "real", "procedural"] = "auto"  # auto: shapes from the source masks
+
+
+@dataclass
+class DefectFillArmConfig:
+    """DefectFill: concepts trained on the source defects, generated into target good images."""
+
+    base_model: str = "assets/base-fabric-inpaint"  # local folder or Hub id of the inpainting base
+    allow_random_base: bool = True  # base folder missing: fall back to a random tiny base (arm meaningless)
+    train_config: str = "defectfill_tiny.yaml"
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    selection_metric: str = "ms-ssim-distance"  # LFS metric; "lpips" needs local AlexNet weights
+    change_threshold: float = 0.1
+    feather_px: float = 0.0
+    device: str = "auto"  # auto: cuda when present
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+@dataclass
+class CutPasteArmConfig:
+    feather: float = 1.0
+
+
+@dataclass
+class DownstreamRef:
+    config: str = "downstream_tiny.yaml"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    name: str = "bench"
+    seed: int = 0
+    arms: list[str] = field(default_factory=lambda: [REAL_ONLY, "cutpaste", "defectfill"])
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationBudget = field(default_factory=GenerationBudget)
+    defectfill: DefectFillArmConfig = field(default_factory=DefectFillArmConfig)
+    cutpaste: CutPasteArmConfig = field(default_factory=CutPasteArmConfig)
+    # options of generators registered later (GAN baselines): {arm name: {option: value}}
+    generator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    downstream: DownstreamRef = field(default_factory=DownstreamRef)
+    source: str = ""  # the YAML this config was read from (set by load_bench_config)
+
+    def validate(self) -> BenchConfig:
+        from defectfill.bench.arms import ARM_GENERATORS
+        from defectfill.data.fabric import check_defect_type, check_texture
+
+        d = self.data
+        problems = []
+        known = [REAL_ONLY, *ARM_GENERATORS]
+        unknown = [a for a in self.arms if a not in known]
+        if unknown:
+            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known}")
+        if len(set(self.arms)) != len(self.arms) or not self.arms:
+            problems.append(f"arms: must be a non-empty list of distinct names, found {self.arms}")
+        for name in self.generator_options:
+            if name not in ARM_GENERATORS:
+                problems.append(f"generator_options: {name!r} is not a registered generator ({list(ARM_GENERATORS)})")
+        try:
+            for texture in [*d.source_textures, *d.target_textures]:
+                check_texture(texture, "data.*_textures")
+            for defect_type in d.defect_types:
+                check_defect_type(defect_type, "data.defect_types")
+        except Exception as exc:  # DataError: re-raised as a config problem
+            problems.append(str(exc))
+        overlap = sorted(set(d.source_textures) & set(d.target_textures))
+        if overlap:
+            problems.append(f"data: textures {overlap} are both source and target; the target fabrics must be new")
+        if not d.source_textures or not d.target_textures or not d.defect_types:
+            problems.append("data: source_textures, target_textures and defect_types must be non-empty")
+        if len(set(d.defect_types)) != len(d.defect_types):
+            problems.append(f"data.defect_types: repeated names in {d.defect_types}")
+        if d.image_size < 32:
+            problems.append(f"data.image_size must be >= 32, found {d.image_size}")
+        if d.source_defects_per_type < len(d.source_textures):
+            problems.append(f"data.source_defects_per_type ({d.source_defects_per_type}) must be >= the number of "
+                            f"source textures ({len(d.source_textures)}), so that each has at least one defect")
+        for name in ("target_good", "test_defects_per_type"):
+            if getattr(d, name) < 1:
+                problems.append(f"data.{name} must be >= 1, found {getattr(d, name)}")
+        for name in ("source_good", "test_good"):
+            if getattr(d, name) < 0:
+                problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+        if self.generation.synthetic_per_class < 1 or self.generation.num_candidates < 1:
+            problems.append("generation: synthetic_per_class and num_candidates must be >= 1")
+        if self.defectfill.num_inference_steps < 1:
+            problems.append(f"defectfill.num_inference_steps must be >= 1, found {self.defectfill.num_inference_steps}")
+        if problems:
+            where = self.source or "bench config"
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+        return self
+
+    @property
+    def synthetic_arms(self) -> list[str]:
+        return [a for a in self.arms if a != REAL_ONLY]
+
+
+def resolve_path(value: str, base: Path | None = None) -> Path | None:
+    """An existing file/folder named by `value`: as given (absolute), next to `base`, in the working
+    directory, or in the repository root; None when none exists."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for root in ([base] if base is not None else []) + [Path.cwd(), REPO_ROOT]:
+        if (root / path).exists():
+            return (root / path).resolve()
+    return None
+
+
+def _require(value: str, base: Path | None, what: str) -> Path:
+    path = resolve_path(value, base)
+    if path is None:
+        raise ConfigError(f"{what}: {value!r} not found (looked next to the bench config, in the working directory "
+                          f"and in {REPO_ROOT}); pass an existing file")
+    return path
+
+
+def train_config_for(config: BenchConfig, **fields: Any):
+    """The DefectFill training config: `defectfill.train_config` + `train_overrides` + `fields`."""
+    from defectfill.training.config import load_train_config
+
+    base = Path(config.source).parent if config.source else None
+    path = _require(config.defectfill.train_config, base, "defectfill.train_config")
+    return load_train_config(path, **{**config.defectfill.train_overrides, **fields})
+
+
+def downstream_config_for(config: BenchConfig):
+    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types."""
+    from defectfill.downstream.config import load_downstream_config
+
+    base = Path(config.source).parent if config.source else None
+    path = _require(config.downstream.config, base, "downstream.config")
+    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types)}
+    return load_downstream_config(path, overrides=overrides)
+
+
+def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
+    """Read a bench YAML (unknown keys rejected) and check the configs it names load too."""
+    path = Path(path)
+    config = load_config(BenchConfig, path, overrides)
+    config.source = str(path.resolve())
+    config.validate()
+    downstream_config_for(config)
+    if "defectfill" in config.arms:
+        train_config_for(config)
+    return config
