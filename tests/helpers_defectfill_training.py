@@ -71,3 +71,47 @@ def tiny_config(base_model: Path, data_dir: Path, output_dir: Path, **overrides)
               "output_dir": str(output_dir), "report_to": "none", "validation_steps": 0}
     values.update(overrides)
     return load_train_config(repo / "configs" / "defectfill_tiny.yaml", **values)
+
+
+def in_memory_samples(types: dict[str, int], size: int = 64, seed: int = 0):
+    """defect type -> list of DefectSample, built in memory (no files)."""
+    from defectfill.data.sample import DefectSample
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t_index, (defect_type, count) in enumerate(types.items()):
+        out[defect_type] = []
+        for _ in range(count):
+            image, mask = add_defect(rng, fabric_image(rng, size), "line" if t_index % 2 else "blob")
+            out[defect_type].append(DefectSample(image, mask, defect_type))
+    return out
+
+
+def tiny_step_setup(train_text_encoder: bool = False, types: dict[str, int] | None = None, batch_size: int = 2):
+    """Tiny models made trainable + a dataset and one collated batch: what one training step needs."""
+    import torch
+
+    from defectfill.models.components import get_dummy_components
+    from defectfill.models.concepts import default_token
+    from defectfill.training.data import DefectFillDataset
+    from defectfill.training.model import DefectFillModels, make_trainable
+
+    from diffusers import DDPMScheduler
+
+    c = get_dummy_components(seed=0, sample_size=8)
+    models = DefectFillModels(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"],
+                              DDPMScheduler.from_config(c["scheduler"].config))
+    samples = in_memory_samples(types or {"stain": 2, "broken_end": 2})
+    concepts = {t: default_token(t) for t in samples}
+    tokens, guard = make_trainable(models, concepts, {}, rank=4, lora_alpha=8, lora_dropout=0.0,
+                                   unet_targets=["to_q", "to_k", "to_v", "to_out.0"],
+                                   train_text_encoder=train_text_encoder,
+                                   text_encoder_targets=["q_proj", "k_proj", "v_proj", "out_proj"])
+    models.unet.train()
+    models.text_encoder.train()
+    dataset = DefectFillDataset(samples, models.tokenizer, concepts, resolution=64, seed=0)
+    # one example of each type first, so that every concept is in the batch
+    first_of_type = [next(i for i, (t, _) in enumerate(dataset.items) if t == name) for name in dataset.types]
+    picks = (first_of_type + [i for i in range(len(dataset)) if i not in first_of_type])[:batch_size]
+    batch = torch.utils.data.default_collate([dataset[(i, draw)] for draw, i in enumerate(picks)])
+    return models, tokens, guard, dataset, batch

@@ -104,13 +104,15 @@ class CrossAttentionCaptureProcessor:
     def _record(self, attention_probs: torch.Tensor, heads: int) -> None:
         store = self.store
         store.calls[self.name] = store.calls.get(self.name, 0) + 1
-        if not store.recording:
-            return
+        # The selection runs even when not recording: gradient checkpointing re-runs this forward in
+        # backward and requires the same autograd ops as the first run.
         probs = attention_probs.view(-1, heads, *attention_probs.shape[1:])  # (B, heads, Q, L)
         rows = store.rows.to(probs.device)
         kept = probs.index_select(0, rows)  # (R, heads, Q, L)
         index = store.token_index.to(probs.device).view(-1, 1, 1, 1).expand(-1, heads, kept.shape[2], 1)
-        store.maps[self.name] = kept.gather(3, index).squeeze(3)  # no detach: L_attn needs the gradient
+        token_probs = kept.gather(3, index).squeeze(3)  # (R, heads, Q)
+        if store.recording:
+            store.maps[self.name] = token_probs  # no detach: L_attn needs the gradient
 
 
 @contextmanager

@@ -43,6 +43,8 @@ class StepOutput:
     attention: torch.Tensor | None
     attention_map: torch.Tensor | None = None  # (B, h, w), with grad
     captured_layers: list[str] = field(default_factory=list)
+    noise_pred: torch.Tensor | None = None  # (2B, C, h, w) detached: defect rows, then object rows
+    target: torch.Tensor | None = None  # (B, C, h, w) the regression target (noise for epsilon models)
 
     def scalars(self) -> dict[str, float]:
         out = {"loss": float(self.total.detach()), "loss_defect": float(self.defect.detach()),
@@ -137,7 +139,7 @@ def defectfill_step(
         total = total_loss(l_def, l_obj, l_attn, weights)
         terms = {"loss_defect": l_def, "loss_object": l_obj, **({"loss_attention": l_attn} if l_attn is not None else {})}
         check_finite({**terms, "loss": total}, step=step)
-        return StepOutput(total, l_def, l_obj, l_attn, attention_map, layers)
+        return StepOutput(total, l_def, l_obj, l_attn, attention_map, layers, noise_pred.detach(), target)
 
     if not capture:
         out = forward()
