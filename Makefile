@@ -24,7 +24,7 @@ test: install
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install
-	$(PY) -m pytest -q -m benchmark tests benchmarks
+	$(PY) -m pytest -q -m benchmark tests
 
 lint: install
 	$(VENV)/bin/ruff check defectfill gan_baselines train_scripts tests

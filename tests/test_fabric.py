@@ -183,3 +183,13 @@ def test_render_speed_at_least_50_images_per_cpu_second(request):
         n = batch(r * 1000)
         rates.append(n / (time.process_time() - start))
     assert sorted(rates)[1] >= 50, f"median {sorted(rates)[1]:.1f} images per CPU-second"
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    from defectfill.data.fabric import simulate_dataset
+    from defectfill.errors import DataError
+
+    simulate_dataset(tmp_path, ["plain"], ["stain"], 1, 0, 1, size=32, seed=0)
+    simulate_dataset(tmp_path, ["plain"], ["stain"], 1, 0, 1, size=32, seed=0)  # same settings: resumes
+    with pytest.raises(DataError, match="new --out folder"):
+        simulate_dataset(tmp_path, ["plain"], ["stain"], 1, 0, 1, size=48, seed=0)

@@ -261,6 +261,7 @@ def simulate_dataset(
         name = f"{texture}_{k:04d}"
         rel_image = f"{split}/{folder}/{name}.png"
         if manifest.done(rel_image):
+            _check_resumed(manifest, out_dir, rel_image, image_seed, (h, w), gray)
             continue
         image, mask = render_sample(texture, defect, image_seed, (h, w), gray)
         rel_mask = None
@@ -284,6 +285,17 @@ def simulate_dataset(
             }
         )
     return out_dir
+
+
+def _check_resumed(manifest, out_dir: Path, rel_image: str, image_seed: int, size: tuple[int, int], gray: bool) -> None:
+    """A rerun may only resume the same dataset: other seed/size/gray settings would mix two datasets."""
+    record = next(r for r in manifest.records if r.get("image") == rel_image)
+    found = (record.get("seed"), tuple(record.get("size") or ()), bool(record.get("gray")))
+    if found != (image_seed, tuple(size), bool(gray)):
+        raise DataError(
+            f"{out_dir / 'manifest.jsonl'}: {rel_image} was written with seed/size/gray {found}, this run asks for "
+            f"{(image_seed, tuple(size), bool(gray))}; write to a new --out folder or delete the old one"
+        )
 
 
 def _boxes(mask: np.ndarray) -> np.ndarray:
