@@ -81,7 +81,8 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
 
         model, info = load_deeplab(run_dir / "deeplab")
         started = time.perf_counter()
-        predictions = predict_deeplab(model, images, config.deeplab.image_size)
+        # the size it was trained at, whatever the evaluation config says
+        predictions = predict_deeplab(model, images, info["config"]["image_size"])
         targets = [class_map(s.mask, s.defect_type, classes) for s in test_samples]
         metrics["deeplab"] = {
             **segmentation_scores(predictions, targets, classes),
@@ -94,7 +95,9 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
 
         record = json.loads((run_dir / "rtdetr" / DONE_NAME).read_text())
         started = time.perf_counter()
-        predictions = predict_rtdetr(record["weights"], images, imgsz=config.rtdetr.imgsz, conf=config.rtdetr.predict_conf, device=config.rtdetr.device)
+        predictions = predict_rtdetr(
+            record["weights"], images, imgsz=record["config"]["imgsz"], conf=config.rtdetr.predict_conf, device=config.rtdetr.device
+        )
         truth = [ground_truth_boxes(s, classes) for s in test_samples]
         metrics["rtdetr"] = {
             **detection_scores(truth, predictions, [s.size for s in test_samples], classes, config.evaluation.score_threshold),
@@ -141,7 +144,7 @@ def generation_metrics(
     else:
         result["kid"] = {"kid_x1000": None, "note": "fewer than 2 crops in a set", "feature_extractor": extractor.name}
     if generated and references:
-        result["ic_lpips"] = gm.ic_lpips(generated, references, gm.lpips_network(input_size=evaluation.lpips_size))
+        result["ic_lpips"] = gm.ic_lpips(generated, references, gm.lpips_network(evaluation.lpips_net, input_size=evaluation.lpips_size))
     return result
 
 

@@ -74,6 +74,7 @@ class EvaluationConfig:
     generation_metrics: bool = True
     feature_extractor: Literal["inception", "random_conv"] = "inception"
     kid_subsets: int = 100
+    lpips_net: Literal["vgg", "alex"] = "vgg"  # the protocol's VGG; alex is cheaper on CPU
     lpips_size: int = 256
 
 
