@@ -21,6 +21,15 @@ SIZE = 64
 CONFIG = "configs/downstream_tiny.yaml"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # shared 2-core machine: one torch thread is several times faster than two under load
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     samples = [DefectSample(*render_sample("plain", t, s, SIZE), defect_type=t) for t in TYPES for s in range(4)]
@@ -28,12 +37,12 @@ def dataset(tmp_path_factory):
 
 
 def test_resnet50_output_stride_8_and_16():
-    x = torch.zeros(1, 3, 64, 64)
-    for stride, side in ((8, 8), (16, 4)):
+    x = torch.zeros(1, 3, 32, 32)
+    for stride, side in ((8, 4), (16, 2)):
         model = build_deeplab(DeepLabConfig(arch="resnet50", output_stride=stride), num_classes=3).eval()
         with torch.no_grad():
             assert model.backbone(x)["out"].shape[-1] == side
-            assert model(x)["out"].shape == (1, 3, 64, 64)
+            assert model(x)["out"].shape == (1, 3, 32, 32)
     assert class_weights(DeepLabConfig(), 3).tolist() == [1.0, 9.0, 9.0]
 
 
