@@ -20,6 +20,7 @@ Pickled weights (.bin, .ckpt, .pt, .pth, .pkl) are refused.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -128,16 +129,25 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+# accelerate's own training-state files in a checkpoint folder (optimizer, scheduler, RNG, scaler);
+# accelerate reads them back with torch.load(weights_only=True). Model weights are never pickled.
+ACCELERATE_STATE = re.compile(r"^(optimizer(_\d+)?\.bin|scheduler(_\d+)?\.bin|sampler(_\d+)?\.bin|"
+                              r"random_states_\d+\.pkl|scaler\.pt)$")
+
+
+def read_model_info(model_dir: str | Path, *, checkpoint: bool = False) -> dict[str, Any]:
     """Validate a DefectFill model folder and return its `defectfill.json` (plus `model_dir`).
 
+    checkpoint: the folder is a training checkpoint; accelerate's optimizer/RNG state files
+        (ACCELERATE_STATE) are then expected and not counted as pickled weights.
     Raises ModelError for: a missing folder or file (named), pickled weights, corrupted
     safetensors, a concept whose embedding is missing, an unknown format version.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: not a folder; pass a DefectFill model folder (with {INFO_FILE})")
-    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES
+                     and not (checkpoint and ACCELERATE_STATE.match(p.name)))
     if pickles:
         raise ModelError(
             f"{model_dir}: pickled weight file(s) {pickles} refused (they can run code when loaded); "

@@ -103,10 +103,10 @@ def defectfill_step(
     loss_mask = batch["defect_mask_latent"].float()
     batch_size = pixel_values.shape[0]
 
-    with torch.no_grad():
-        latents = encode_latents(vae, pixel_values, generator)
+    with torch.no_grad():  # one VAE call: the image, the image without M, the image without M_rand
         masked = torch.cat([pixel_values * (defect_mask < 0.5), pixel_values * (box_mask < 0.5)])
-        masked_latents = encode_latents(vae, masked.to(weight_dtype), generator)
+        encoded = encode_latents(vae, torch.cat([pixel_values, masked.to(weight_dtype)]), generator)
+        latents, masked_latents = encoded[:batch_size], encoded[batch_size:]
     latent_size = latents.shape[-2:]
     mask_latent = F.interpolate(torch.cat([defect_mask, box_mask]).float(), size=latent_size)
     noise = torch.randn(latents.shape, generator=generator, device="cpu" if generator is None else generator.device)

@@ -257,7 +257,7 @@ class DefectFillTrainer:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{checkpoint}: unreadable {STATE_FILE} ({exc}); the checkpoint is incomplete or "
                              f"corrupted: resume from an earlier one or delete it") from exc
-        info = weights_io.read_model_info(checkpoint)  # missing/corrupted safetensors -> ModelError
+        info = weights_io.read_model_info(checkpoint, checkpoint=True)  # missing/corrupted safetensors -> ModelError
         if info["concepts"] != self.concepts:
             raise ModelError(f"{checkpoint}: trained concepts {info['concepts']} differ from this run's "
                              f"{self.concepts}; resume with the same data and defect_types")
