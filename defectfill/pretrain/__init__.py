@@ -1,0 +1,1 @@
+"""Pretraining of the small offline base inpainting model (see defectfill.pretrain.train)."""

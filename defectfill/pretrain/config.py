@@ -1,0 +1,85 @@
+"""The typed config of the offline base model's pretraining (`configs/base_*.yaml`).
+
+One dataclass per concern: the three architectures (`defectfill.models.base_model` builds them),
+the data mix, and the two training stages (VAE, then the inpainting UNet over the frozen VAE).
+Defaults are the measured recipe of notes/feasibility.md §9b ("H") plus the colour fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from defectfill.models.base_model import TextEncoderArch, UNetArch, VAEArch
+
+
+@dataclass
+class ModelConfig:
+    vae: VAEArch = field(default_factory=VAEArch)
+    unet: UNetArch = field(default_factory=UNetArch)
+    text_encoder: TextEncoderArch = field(default_factory=TextEncoderArch)
+
+
+@dataclass
+class DataConfig:
+    """Where the crops come from: simulator fabrics (all textures, seeded) and real good regions."""
+
+    textures: list[str] | None = None  # None: every texture of defectfill.data.fabric.TEXTURES
+    images_per_texture: int = 48  # simulator images rendered per texture for the training pool
+    image_size: int = 256  # side of each rendered simulator image
+    gray_fraction: float = 0.15  # share of simulator images rendered grey (gray=True)
+    eval_seed_start: int = 1_000_000  # held-out simulator seeds start here (training seeds: 0..)
+    real_dir: str | None = None  # folder with images/ + annotations/ (defect masks); good regions used
+    real_fraction: float = 0.25  # share of each batch cut from the real images
+    real_eval_images: int = 6  # the last N real images (sorted by name) are held out for evaluation
+    stain_margin: int = 8  # crops keep this many pixels away from any annotated defect
+
+
+@dataclass
+class VAETrainConfig:
+    """Stage 1: AutoencoderKL on small crops; loss L1 + L2 + chroma_weight*L1(chroma) + kl_weight*KL."""
+
+    max_train_steps: int = 1000
+    train_batch_size: int = 16
+    resolution: int = 32  # crop side; the VAE is convolutional, small crops train ~3x faster
+    learning_rate: float = 5e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 1e-4
+    lr_warmup_steps: int = 50
+    lr_final_fraction: float = 0.05  # linear decay to this fraction of the lr at the last step
+    max_grad_norm: float = 1.0
+    kl_weight: float = 1e-4  # on the posterior mean only (mean over elements); see losses.vae_loss
+    chroma_weight: float = 1.0  # extra L1 on x - mean_c(x): keeps colour (grey real crops pull it out)
+    checkpointing_steps: int = 200
+    scale_samples: int = 512  # crops encoded to measure the latent scaling factor
+
+
+@dataclass
+class UNetTrainConfig:
+    """Stage 2: 9-channel inpainting UNet, eps-prediction, SD betas, random masks, CFG dropout."""
+
+    max_train_steps: int = 3000
+    train_batch_size: int = 16
+    resolution: int = 64  # window side (latent side = resolution / vae factor)
+    learning_rate: float = 4e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 1e-2
+    lr_warmup_steps: int = 100
+    lr_final_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    empty_prompt_probability: float = 0.1  # classifier-free guidance dropout
+    mask_box_probability: float = 0.45
+    mask_stroke_probability: float = 0.35
+    mask_full_probability: float = 0.1  # the rest: 2-4 boxes
+    checkpointing_steps: int = 250
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    checkpoints_total_limit: int = 3  # older checkpoints of a stage are deleted

@@ -1,0 +1,469 @@
+"""The two training stages of the offline base inpainting model, and its export.
+
+Stage 1 (VAE): AutoencoderKL on small crops, z = posterior mean,
+    L = |x̂ - x|₁ + |x̂ - x|²₂ + w_c·|c(x̂) - c(x)|₁ + w_kl·½·mean(μ²),   c(x) = x - mean_rgb(x)
+(means over elements). The chroma term keeps colour: the real crops are exactly grey and without it
+the decoder learns to output grey (notes/feasibility.md §9b, cause 4). The KL is kept on the mean
+only; the log-variance is fixed at ~0 variance on export so that the pipelines' posterior
+`.sample()` equals the mean. Then the latent scaling factor is measured: 1 / std(z) over crops.
+
+Stage 2 (UNet): SD-2-inpainting's objective on the frozen VAE: ε-prediction MSE with SD's betas,
+    x_t = √ᾱ_t·z + √(1-ᾱ_t)·ε,   L = |ε_θ(cat[x_t, m, E(x ⊙ (1-m))], t, τ(prompt)) - ε|²
+with random masks m, prompts "a photo of <texture> fabric" (empty with probability p for CFG) and
+a frozen, seeded random CLIP text encoder τ (DefectFill trains its own token and LoRA on top).
+
+Both stages: AdamW, linear warm-up then linear decay to a fraction of the lr, grad clipping,
+accelerate for device and logging (TensorBoard), checkpoints every N steps and at the time budget,
+data and noise seeded by (seed, stage, step) so resumed runs are identical to uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from defectfill.config import to_dict
+from defectfill.errors import ConfigError, DataError
+from defectfill.io_utils import atomic_write_json
+from defectfill.models import base_model
+from defectfill.pretrain import checkpoint as ckpt
+from defectfill.pretrain import data as pdata
+from defectfill.pretrain.config import PretrainConfig
+
+STAGE_IDS = {"vae": 1, "unet": 2, "scale": 3, "eval": 4}
+
+
+# ----------------------------------------------------------------------------------------- math
+def chroma(x: torch.Tensor) -> torch.Tensor:
+    """x - its per-pixel channel mean: the colour part of (B, 3, H, W)."""
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, kl_weight: float, chroma_weight: float):
+    """L1 + L2 + chroma_weight·L1(chroma) + kl_weight·½·mean(μ²); returns (loss, parts)."""
+    l1 = (recon - x).abs().mean()
+    l2 = (recon - x).pow(2).mean()
+    lc = (chroma(recon) - chroma(x)).abs().mean()
+    kl = 0.5 * mean.pow(2).mean()
+    return l1 + l2 + chroma_weight * lc + kl_weight * kl, {"l1": l1.item(), "l2": l2.item(), "chroma": lc.item(), "kl": kl.item()}
+
+
+def lr_factor(step: int, warmup: int, total: int, final_fraction: float) -> float:
+    """Linear warm-up over `warmup` steps, then linear decay to `final_fraction` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - (1.0 - final_fraction) * progress
+
+
+def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, STAGE_IDS[stage], step])
+
+
+def step_torch_generator(seed: int, stage: str, step: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.default_rng([seed, STAGE_IDS[stage], step, 1]).integers(2**62)))
+    return g
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of (B, 3, H, W) tensors in [-1, 1] (peak-to-peak 2)."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class Pools:
+    simulator: list[pdata.FabricImage]
+    real: list[pdata.FabricImage]
+
+
+def build_pools(cfg: PretrainConfig, split: str = "train", render=None, images_per_texture: int | None = None) -> Pools:
+    """Simulator images (training or held-out seeds) and real images of `split`."""
+    d = cfg.data
+    textures = list(d.textures) if d.textures else pdata.all_textures()
+    n = images_per_texture or d.images_per_texture
+    start = 0 if split == "train" else d.eval_seed_start
+    if split == "train" and n > d.eval_seed_start:
+        raise ConfigError("data.images_per_texture must stay below data.eval_seed_start (held-out seeds)")
+    simulator = pdata.render_simulator_images(textures, list(range(start, start + n)), d.image_size, d.gray_fraction, render)
+    real = []
+    if d.real_dir is not None:
+        real = pdata.load_real_images(d.real_dir, split, d.real_eval_images, d.stain_margin)
+    return Pools(simulator, real)
+
+
+def batch(cfg: PretrainConfig, pools: Pools, rng: np.random.Generator, n: int, size: int):
+    images, words = pdata.sample_mixed_crops(pools.simulator, pools.real, cfg.data.real_fraction, rng, n, size)
+    return pdata.to_model_tensor(images), words
+
+
+# ------------------------------------------------------------------------------------- helpers
+def make_optimizer(params, lr: float, beta1: float, beta2: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+
+
+def _deadline_passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+@dataclass
+class StageResult:
+    stage: str
+    step: int
+    finished: bool
+    seconds: float
+
+
+def _prepare_resume(root: Path, resume: str | None, stage: str) -> Path | None:
+    existing = ckpt.list_checkpoints(root, stage)
+    path = ckpt.resolve_resume(root, resume, stage)
+    if resume is None and existing:
+        raise ConfigError(
+            f"{root} already holds {stage} checkpoints ({existing[-1].name}); pass --resume_from_checkpoint latest "
+            "to continue, or choose an empty --output_dir"
+        )
+    return path
+
+
+def _train_loop(
+    accelerator, stage: str, model, optimizer, train_cfg, start_step: int, deadline: float | None,
+    checkpoint_root: Path, total_limit: int, compute_loss, extra_state=None,
+) -> StageResult:
+    from tqdm.auto import tqdm
+
+    t0 = time.monotonic()
+    step = start_step
+    base_lrs = [g["initial_lr"] if "initial_lr" in g else train_cfg.learning_rate for g in optimizer.param_groups]
+    bar = tqdm(total=train_cfg.max_train_steps, initial=step, desc=stage, disable=not accelerator.is_main_process,
+               mininterval=5.0)
+    model.train()
+    while step < train_cfg.max_train_steps:
+        if _deadline_passed(deadline):
+            break
+        factor = lr_factor(step, train_cfg.lr_warmup_steps, train_cfg.max_train_steps, train_cfg.lr_final_fraction)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * factor
+        loss, logs = compute_loss(step)
+        if not torch.isfinite(loss):
+            raise DataError(f"{stage} step {step}: loss is {loss.item()}; lower the learning rate or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
+        optimizer.step()
+        step += 1
+        logs = {f"{stage}/{k}": v for k, v in logs.items()}
+        logs.update({f"{stage}/loss": loss.item(), f"{stage}/lr": optimizer.param_groups[0]["lr"],
+                     f"{stage}/grad_norm": float(grad_norm)})
+        accelerator.log(logs, step=step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % train_cfg.checkpointing_steps == 0 and step < train_cfg.max_train_steps:
+            _save(accelerator, checkpoint_root, stage, step, model, optimizer, total_limit, extra_state)
+    bar.close()
+    if step > start_step or step == 0:
+        _save(accelerator, checkpoint_root, stage, step, model, optimizer, total_limit, extra_state)
+    return StageResult(stage, step, step >= train_cfg.max_train_steps, time.monotonic() - t0)
+
+
+def _save(accelerator, root, stage, step, model, optimizer, total_limit, extra_state):
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.save_checkpoint(root, stage, step, accelerator.unwrap_model(model), optimizer,
+                             extra=extra_state, total_limit=total_limit)
+
+
+# ---------------------------------------------------------------------------------------- stage 1
+def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
+              deadline: float | None) -> StageResult:
+    root = output_dir / "checkpoints"
+    vae = base_model.build_vae(cfg.model.vae, seed=cfg.seed)
+    tc = cfg.vae
+    optimizer = make_optimizer(vae.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
+    start = 0
+    path = _prepare_resume(root, resume, "vae")
+    if path is not None:
+        start = int(ckpt.load_checkpoint(path, vae, optimizer)["step"])
+        accelerator.print(f"resumed vae from {path} at step {start}")
+    vae, optimizer = accelerator.prepare(vae, optimizer)
+
+    def compute_loss(step: int):
+        x, _ = batch(cfg, pools, step_rng(cfg.seed, "vae", step), tc.train_batch_size, tc.resolution)
+        x = x.to(accelerator.device)
+        model = accelerator.unwrap_model(vae)
+        mean = model.encode(x).latent_dist.mean
+        recon = model.decode(mean).sample
+        loss, parts = vae_loss(recon, x, mean, tc.kl_weight, tc.chroma_weight)
+        parts["psnr"] = psnr(recon.detach(), x).mean().item()
+        return loss, parts
+
+    result = _train_loop(accelerator, "vae", vae, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
+                         compute_loss)
+    if result.finished and accelerator.is_main_process:
+        finish_vae(cfg, accelerator.unwrap_model(vae), pools, output_dir / "vae")
+    accelerator.wait_for_everyone()
+    return result
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, cfg: PretrainConfig, pools: Pools) -> dict[str, float]:
+    """Encode `scale_samples` windows of the UNet's size; scaling factor = 1 / std of the latents."""
+    rng = step_rng(cfg.seed, "scale", 0)
+    zs = []
+    remaining = cfg.vae.scale_samples
+    while remaining > 0:
+        n = min(32, remaining)
+        x, _ = batch(cfg, pools, rng, n, cfg.unet.resolution)
+        zs.append(vae.encode(x.to(vae.device)).latent_dist.mean.cpu())
+        remaining -= n
+    z = torch.cat(zs)
+    std = float(z.std())
+    return {"latent_mean": float(z.mean()), "latent_std": std, "scaling_factor": 1.0 / std}
+
+
+def finish_vae(cfg: PretrainConfig, vae, pools: Pools, target: Path) -> dict[str, float]:
+    """Fix the posterior variance, measure the scaling factor, save the diffusers VAE folder."""
+    vae = vae.eval()
+    base_model.fix_posterior_variance(vae)
+    stats = measure_scaling_factor(vae, cfg, pools)
+    vae.register_to_config(scaling_factor=stats["scaling_factor"], sample_size=cfg.unet.resolution)
+
+    def save(tmp: Path) -> None:
+        vae.save_pretrained(str(tmp), safe_serialization=True)
+        atomic_write_json(tmp / "latent_stats.json", stats)
+
+    ckpt.atomic_save_dir(target, save)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- stage 2
+def load_vae(folder: Path):
+    from diffusers import AutoencoderKL
+
+    from defectfill.errors import ModelError
+
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no trained VAE (config.json missing); run the VAE stage first")
+    try:
+        return AutoencoderKL.from_pretrained(str(folder)).eval()
+    except Exception as exc:
+        raise ModelError(f"{folder}: the trained VAE cannot be loaded ({exc}); delete it and rerun the VAE stage") from exc
+
+
+def text_encoder_and_tokenizer(cfg: PretrainConfig, output_dir: Path):
+    """The frozen text encoder (saved once in output_dir/text_encoder so every stage uses the same)."""
+    from transformers import CLIPTextModel
+
+    from defectfill.models.components import build_clip_tokenizer
+
+    folder = output_dir / "text_encoder"
+    if (folder / "config.json").is_file():
+        text_encoder = CLIPTextModel.from_pretrained(str(folder))
+    else:
+        text_encoder = base_model.build_text_encoder(cfg.model.text_encoder, seed=cfg.seed)
+        ckpt.atomic_save_dir(folder, lambda tmp: text_encoder.save_pretrained(str(tmp), safe_serialization=True))
+    return text_encoder.eval().requires_grad_(False), build_clip_tokenizer()
+
+
+class PromptEmbeddings:
+    """Cached τ(prompt) of the frozen text encoder: (77, hidden) per prompt."""
+
+    def __init__(self, text_encoder, tokenizer):
+        self.text_encoder, self.tokenizer, self.cache = text_encoder, tokenizer, {}
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        missing = sorted({p for p in prompts if p not in self.cache})
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            out = self.text_encoder(ids.to(self.text_encoder.device))[0]
+            self.cache.update(dict(zip(missing, out)))
+        return torch.stack([self.cache[p] for p in prompts])
+
+
+def inpainting_inputs(vae, x: torch.Tensor, mask: torch.Tensor, scaling_factor: float):
+    """Latents, latent mask and masked-image latents exactly as StableDiffusionInpaintPipeline makes them.
+
+    x: (B, 3, H, W) in [-1, 1]; mask: (B, 1, H, W) in {0, 1}, 1 = inpaint.
+    """
+    with torch.no_grad():
+        both = torch.cat([x, x * (mask < 0.5)])
+        z = vae.encode(both).latent_dist.mean * scaling_factor
+    latents, masked_latents = z.chunk(2)
+    latent_mask = F.interpolate(mask, size=latents.shape[-2:])  # nearest, as the pipeline does
+    return latents, latent_mask, masked_latents
+
+
+def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
+               deadline: float | None) -> StageResult:
+    from defectfill.models.components import sd_ddim_scheduler
+
+    root = output_dir / "checkpoints"
+    vae = load_vae(output_dir / "vae").to(accelerator.device).requires_grad_(False)
+    factor = base_model.vae_scale_factor(cfg.model.vae)
+    tc = cfg.unet
+    if tc.resolution % factor or tc.resolution // factor != cfg.model.unet.sample_size:
+        raise ConfigError(
+            f"unet.resolution={tc.resolution} / VAE factor {factor} must equal model.unet.sample_size="
+            f"{cfg.model.unet.sample_size}"
+        )
+    scaling_factor = float(vae.config.scaling_factor)
+    text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
+    text_encoder.to(accelerator.device)
+    embed = PromptEmbeddings(text_encoder, tokenizer)
+    unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size,
+                                 seed=cfg.seed)
+    optimizer = make_optimizer(unet.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
+    start = 0
+    path = _prepare_resume(root, resume, "unet")
+    if path is not None:
+        start = int(ckpt.load_checkpoint(path, unet, optimizer)["step"])
+        accelerator.print(f"resumed unet from {path} at step {start}")
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    scheduler = sd_ddim_scheduler()
+    alphas = scheduler.alphas_cumprod.to(accelerator.device)
+
+    def compute_loss(step: int):
+        rng = step_rng(cfg.seed, "unet", step)
+        g = step_torch_generator(cfg.seed, "unet", step)
+        n, size = tc.train_batch_size, tc.resolution
+        x, words = batch(cfg, pools, rng, n, size)
+        masks = np.stack([pdata.random_inpaint_mask(rng, size, tc.mask_box_probability, tc.mask_stroke_probability,
+                                                    tc.mask_full_probability) for _ in range(n)])
+        prompts = ["" if rng.random() < tc.empty_prompt_probability else pdata.prompt_for(w) for w in words]
+        mask = torch.from_numpy(masks)[:, None].to(accelerator.device)
+        latents, latent_mask, masked_latents = inpainting_inputs(vae, x.to(accelerator.device), mask, scaling_factor)
+        noise = torch.randn(latents.shape, generator=g).to(accelerator.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g).to(accelerator.device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        pred = unet(torch.cat([noisy, latent_mask, masked_latents], dim=1), t, embed(prompts)).sample
+        loss = F.mse_loss(pred.float(), noise)
+        return loss, {}
+
+    result = _train_loop(accelerator, "unet", unet, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
+                         compute_loss)
+    if accelerator.is_main_process and result.step > 0:
+        export_pipeline(accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, output_dir / "pipeline",
+                        info={"unet_steps": result.step, "unet_finished": result.finished})
+    accelerator.wait_for_everyone()
+    return result
+
+
+# ----------------------------------------------------------------------------------------- export
+def build_pipeline(unet, vae, text_encoder, tokenizer):
+    from defectfill.models.components import build_inpaint_pipeline, sd_ddim_scheduler
+
+    return build_inpaint_pipeline({"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(),
+                                   "tokenizer": tokenizer, "scheduler": sd_ddim_scheduler()})
+
+
+def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict | None = None) -> Path:
+    """Save a StableDiffusionInpaintPipeline folder (safetensors) atomically to `target`."""
+    pipe = build_pipeline(unet, vae, text_encoder, tokenizer)
+
+    def save(tmp: Path) -> None:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        if info is not None:
+            atomic_write_json(tmp / "training_info.json", info)
+
+    return ckpt.atomic_save_dir(target, save)
+
+
+def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Path, target: Path) -> Path:
+    """Build the pipeline from a UNet checkpoint of `output_dir` (e.g. a better earlier one)."""
+    state = ckpt.read_state(checkpoint)
+    unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
+    from safetensors.torch import load_file
+
+    unet.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+    text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
+    vae = load_vae(output_dir / "vae")
+    return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]})
+
+
+def export_latest(cfg: PretrainConfig, output_dir: str | Path, target: str | Path) -> Path:
+    """Copy output_dir/pipeline to `target`, or build it from the newest UNet checkpoint if newer."""
+    from defectfill.errors import ModelError
+
+    output_dir, target = Path(output_dir), Path(target)
+    found = ckpt.list_checkpoints(output_dir / "checkpoints", "unet")
+    pipeline = output_dir / "pipeline"
+    info = pipeline / "training_info.json"
+    exported_step = json.loads(info.read_text())["unet_steps"] if info.is_file() else -1
+    if found and ckpt.read_state(found[-1])["step"] > exported_step:
+        return export_from_checkpoint(cfg, output_dir, found[-1], target)
+    if exported_step < 0:
+        raise ModelError(f"{output_dir}: no trained pipeline and no UNet checkpoint to export; train first")
+    return ckpt.atomic_save_dir(target, lambda tmp: shutil.copytree(pipeline, tmp, dirs_exist_ok=True))
+
+
+# ------------------------------------------------------------------------------------------- run
+def flat_config(cfg: PretrainConfig) -> dict:
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | None = None,
+                    max_minutes: float | None = None, accelerator=None, render=None) -> dict:
+    """Train (or continue) both stages within `max_minutes`; returns a summary (also in summary.json)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from defectfill.config import save_config
+
+    start = time.monotonic()
+    deadline = start + 60 * max_minutes if max_minutes else None
+    output_dir = Path(output_dir)
+    if resume is None and (ckpt.list_checkpoints(output_dir / "checkpoints") or (output_dir / "vae").exists()):
+        raise ConfigError(
+            f"--output_dir {output_dir} already holds a run (checkpoints/ or vae/); pass --resume_from_checkpoint "
+            "latest to continue it, or choose an empty folder"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or Accelerator(log_with="tensorboard", project_dir=str(output_dir / "logs"))
+    set_seed(cfg.seed)
+    accelerator.init_trackers("pretrain_base", config=flat_config(cfg))
+    if accelerator.is_main_process:
+        save_config(cfg, output_dir / "config.yaml")
+    pools = build_pools(cfg, "train", render=render)
+    summary: dict = {"output_dir": str(output_dir)}
+    vae_done = (output_dir / "vae" / "config.json").is_file()
+    if not vae_done:
+        r = train_vae(cfg, accelerator, pools, output_dir, resume, deadline)
+        summary["vae"] = {"step": r.step, "finished": r.finished, "seconds": round(r.seconds, 1)}
+        vae_done = r.finished
+    else:
+        summary["vae"] = {"finished": True, "skipped": "output_dir/vae exists"}
+    if vae_done and not _deadline_passed(deadline):
+        r = train_unet(cfg, accelerator, pools, output_dir, resume, deadline)
+        summary["unet"] = {"step": r.step, "finished": r.finished, "seconds": round(r.seconds, 1)}
+    summary["finished"] = bool(summary.get("unet", {}).get("finished"))
+    summary["seconds"] = round(time.monotonic() - start, 1)
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        atomic_write_json(output_dir / "summary.json", summary)
+    return summary
+
+
+def seconds_to_str(seconds: float) -> str:
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m" if math.isfinite(seconds) else "?"

@@ -1,0 +1,230 @@
+"""The offline base model's pretraining end to end on tiny sizes (configs/base_test.yaml).
+
+Real parts only: the fabric simulator, the real CLIP tokenizer, diffusers' classes, safetensors
+checkpoints. One module-scoped run trains 3 VAE + 3 UNet steps; the tests read its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from defectfill.config import load_config
+from defectfill.errors import ConfigError, DataError, ModelError
+from defectfill.pretrain import checkpoint as ckpt
+from defectfill.pretrain import data as pdata
+from defectfill.pretrain import evaluate as ev
+from defectfill.pretrain.config import PretrainConfig
+from defectfill.pretrain.train import lr_factor, vae_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "configs" / "base_test.yaml"
+
+
+def _script_main(argv: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_base_script", ROOT / "train_scripts" / "pretrain_base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def _config_with(tmp_path: Path, name: str, **stage_steps: int) -> Path:
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    for stage, steps in stage_steps.items():
+        data[stage]["max_train_steps"] = steps
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """1 torch thread: on the shared 2-core CI machine it is several times faster than 2."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("base") / "run"
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(out)]) == 0
+    return out
+
+
+def test_run_writes_a_loadable_inpainting_pipeline(trained: Path):
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["vae"]["step"] == 3 and summary["unet"]["step"] == 3 and summary["finished"]
+    folder = trained / "pipeline"
+    weights = sorted(p.name for p in folder.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"})
+    assert weights and all(w.endswith(".safetensors") for w in weights), weights
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(folder), safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.in_channels == 9 and pipe.unet.config.sample_size == 8
+    assert pipe.vae_scale_factor == 2
+    # the measured scaling factor is written into the VAE config (not SD's 0.18215, not the default 1)
+    stats = json.loads((trained / "vae" / "latent_stats.json").read_text())
+    assert pipe.vae.config.scaling_factor == pytest.approx(stats["scaling_factor"])
+    assert pipe.vae.config.scaling_factor == pytest.approx(1 / stats["latent_std"])
+    assert pipe.vae.config.scaling_factor != 1.0
+    # the real CLIP tokenizer survives the round trip: SD-2 padding with "!" (id 0) to 77
+    ids = pipe.tokenizer("a photo of twill fabric", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[:3] == [49406, 320, 1125] and ids[-1] == 0
+    # the posterior is deterministic, so the pipeline's latent_dist.sample() equals the mean
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        dist = pipe.vae.encode(x).latent_dist
+    assert float(dist.std.max()) < 1e-3
+    image = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    out = pipe(prompt="a photo of plain fabric", image=Image.fromarray(image), mask_image=Image.fromarray(mask),
+               height=16, width=16, num_inference_steps=2, guidance_scale=2.0, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 16, 16, 3) and np.isfinite(out).all()
+
+
+def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(trained: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained, run)
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints", "unet")] == ["unet-000002", "unet-000003"]
+    # a second run into a used folder without --resume is refused rather than overwriting it
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(run)]) == 1
+    # as if the run had been stopped after step 2: continue from unet-000002
+    shutil.rmtree(run / "checkpoints" / "unet-000003")
+    shutil.rmtree(run / "pipeline")
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(run), "--resume_from_checkpoint", "latest"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["vae"].get("skipped") and summary["unet"]["step"] == 3
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints", "unet")] == ["unet-000002", "unet-000003"]
+    # data and noise are seeded per step: the resumed step 3 equals the uninterrupted step 3
+    a = load_file(str(run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(trained / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    step2 = load_file(str(run / "checkpoints" / "unet-000002" / "model.safetensors"))
+    assert not all(torch.equal(a[k], step2[k]) for k in a)  # step 3 did change the weights
+
+
+def test_max_minutes_stops_cleanly_with_a_checkpoint(tmp_path: Path):
+    out = tmp_path / "budget"
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(out), "--max_minutes", "1e-9"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vae"]["finished"] is False and "unet" not in summary and summary["finished"] is False
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["vae-000000"]
+
+
+def test_corrupted_checkpoint_gives_a_clear_error(trained: Path, tmp_path: Path, capsys):
+    run = tmp_path / "corrupt"
+    shutil.copytree(trained, run)
+    latest = ckpt.list_checkpoints(run / "checkpoints", "unet")[-1]
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    longer = _config_with(tmp_path, "longer.yaml", unet=4)
+    assert _script_main(["--config", str(longer), "--output_dir", str(run), "--resume_from_checkpoint", "latest"]) == 1
+    err = capsys.readouterr().err
+    assert "corrupted checkpoint file" in err and str(weights) in err
+    (latest / "state.json").write_text("{not json")
+    with pytest.raises(ModelError, match="corrupted checkpoint state"):
+        ckpt.read_state(latest)
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path):
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    data["vae"]["learning_rat"] = 1e-3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_config(PretrainConfig, bad)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_final_fraction():
+    assert lr_factor(0, 10, 100, 0.05) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.05) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, 0.05) == pytest.approx(1 - 0.95 * 0.5)
+    assert lr_factor(100, 10, 100, 0.05) == pytest.approx(0.05)
+
+
+def test_vae_loss_chroma_term_sees_only_colour():
+    x = torch.zeros(1, 3, 4, 4)
+    x[:, 0] = 0.5  # reddish
+    grey = x.mean(1, keepdim=True).expand_as(x)  # same brightness, colour lost
+    zero = torch.zeros(1, 4, 2, 2)
+    _, parts_grey = vae_loss(grey, x, zero, 0.0, 1.0)
+    _, parts_same = vae_loss(x.clone(), x, zero, 0.0, 1.0)
+    assert parts_grey["chroma"] > 0.1 and parts_same["chroma"] == 0.0
+
+
+def test_masks_cover_boxes_strokes_and_full_windows():
+    rng = np.random.default_rng(0)
+    masks = [pdata.random_inpaint_mask(rng, 64, 0.45, 0.35, 0.1) for _ in range(200)]
+    fractions = np.array([m.mean() for m in masks])
+    assert all(set(np.unique(m)) <= {0.0, 1.0} for m in masks)
+    assert (fractions == 1).sum() >= 5  # full-window masks
+    assert ((fractions > 0) & (fractions < 1)).sum() >= 150
+    assert (fractions == 0).sum() == 0
+
+
+def test_real_crops_stay_away_from_annotated_stains(hsst_stains_dir: Path):
+    from defectfill.data.images import load_mask
+
+    images = pdata.load_real_images(hsst_stains_dir, "train", eval_images=6, margin=8)
+    assert len(images) == 20
+    # a crop is clean when the dilated stain integral over it is zero; check with the raw masks too
+    rng = np.random.default_rng(0)
+    paths = sorted((hsst_stains_dir / "images").iterdir())[:-6]
+    for _ in range(30):
+        k = int(rng.integers(len(images)))
+        item = images[k]
+        y, x = int(rng.integers(512 - 64)), int(rng.integers(512 - 64))
+        mask = load_mask(hsst_stains_dir / "annotations" / f"{paths[k].stem}.png", shape=(512, 512))
+        if pdata._crop_is_clean(item, y, x, 64):
+            assert not mask[y : y + 64, x : x + 64].any()
+    crops, words = pdata.sample_crops(images, rng, 16, 64)
+    assert crops.shape == (16, 64, 64, 3) and set(words) == {pdata.REAL_TEXTURE}
+    with pytest.raises(DataError, match="images/ and annotations/"):
+        pdata.load_real_images(hsst_stains_dir / "images", "train", 6, 8)
+
+
+def test_fills_and_texture_statistic():
+    from defectfill.data.fabric import render_fabric
+
+    image = render_fabric("twill", 5, size=64)
+    box = (20, 16, 44, 40)
+    outside = np.ones((64, 64), bool)
+    outside[16:40, 20:44] = False
+    features = ev.RandomFeatures(seed=0)
+    for fill in (ev.mean_fill(image, box), ev.blur_fill(image, box)):
+        assert np.array_equal(fill[outside], image[outside])
+        assert ev.box_scores(features, fill, image, box)["texture_distance"] > 0.05
+    assert ev.texture_distance(features, image[16:40, 20:44], image[16:40, 20:44]) == 0.0
+    # another crop of the same fabric is closer in texture than its flat mean
+    other = image[30:54, 34:58]
+    flat = ev.mean_fill(image, box)[16:40, 20:44]
+    assert ev.texture_distance(features, other, image[16:40, 20:44]) < ev.texture_distance(features, flat, image[16:40, 20:44])
+
+
+def test_evaluate_command_writes_results_and_sheets(trained: Path, tmp_path: Path):
+    from defectfill.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["pretrain-base", "--config", str(TEST_CONFIG), "--evaluate", str(trained / "pipeline"),
+                 "--output_dir", str(out), "--num_eval", "4"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    sim = results["vae"]["simulator"]
+    assert sim["n"] == 4 and np.isfinite(sim["psnr_db"]) and np.isfinite(sim["mean_colour_floor_psnr_db"])
+    assert set(results["inpaint"]) >= {"model", "blur_fill", "mean_fill"}
+    assert (out / "inpaint_sheet.png").stat().st_size > 0 and (out / "vae_sheet.png").stat().st_size > 0
