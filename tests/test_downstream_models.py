@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from defectfill.data.fabric import render_sample
 from defectfill.data.sample import DefectSample
@@ -100,6 +101,13 @@ def test_rtdetr_small_trains_predicts_and_never_clobbers(dataset, tmp_path):
         if len(prediction.boxes):  # boxes come back in the input image's pixel units
             assert prediction.boxes[:, 2].max() <= image.shape[1] + 1e-3
             assert set(prediction.labels.tolist()) <= {0, 1}
+
+
+    # fine-tuning from a local .pt (the user's weights): here the run's own best.pt
+    tuned = train_rtdetr(dataset.data_yaml, RTDETRConfig(model=record["weights"], epochs=1, batch=4, imgsz=SIZE), tmp_path / "tuned")
+    args = yaml.safe_load((tmp_path / "tuned" / "args.yaml").read_text())
+    assert args["model"] == record["weights"] and args["pretrained"] is True
+    assert tuned["config"]["model"] == record["weights"] and (tmp_path / "tuned" / "weights" / "best.pt").is_file()
 
 
 def test_rtdetr_refuses_to_download(dataset, tmp_path):

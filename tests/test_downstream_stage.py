@@ -82,6 +82,7 @@ def test_stage_numbers_come_from_real_training_and_evaluation(stage):
     assert generation["generated_crops"] == 8 and generation["real_test_crops"] == 8
     assert "offline substitute" in generation["kid"]["feature_extractor"]
     assert "lpips alex" in generation["ic_lpips"]["lpips_network"]
+    assert set(generation["kid_per_class"]) == set(TYPES) and set(generation["ic_lpips_per_class"]) == set(TYPES)
 
 
 def test_finished_arms_are_not_recomputed(stage):

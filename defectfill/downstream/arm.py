@@ -111,7 +111,13 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
 def generation_metrics(
     dataset: AssembledDataset, test_samples: Sequence[DefectSample], config: DownstreamConfig
 ) -> dict | None:
-    """KID and IC-LPIPS of the synthetic defect crops used by this arm (None for a real-only arm)."""
+    """KID and IC-LPIPS of the synthetic defect crops used by this arm (None for a real-only arm).
+
+    Crops: the square around each image's defect mask (changed pixels for generated images).
+    KID: generated crops vs the real *test* defect crops, pooled over classes and per class where
+    both sets have >= 2 crops. IC-LPIPS: per class, generated crops clustered on that class's real
+    *training* defect crops (the references), then averaged over the classes that have a value.
+    """
     from defectfill.data.images import load_image, load_mask
     from defectfill.downstream.manifest import read_generation_manifest
     from defectfill.metrics import generation as gm
@@ -119,32 +125,53 @@ def generation_metrics(
     manifests = [s["path"] for s in dataset.recipe["sources"] if s["kind"] == "generated"]
     if not manifests:
         return None
-    generated = []
+    generated: list[tuple[str, np.ndarray]] = []
     for folder in manifests:
         for item in read_generation_manifest(folder):
-            crop = gm.defect_crop(load_image(item.image), load_mask(item.changed_mask))
-            if crop is not None:
-                generated.append(crop)
-    real_test = [c for s in test_samples if not s.is_good and (c := gm.defect_crop(s.image, s.mask)) is not None]
-    index = [json.loads(line) for line in (dataset.root / "index.jsonl").read_text().splitlines()]
-    references = []
-    for row in index:
+            if (crop := gm.defect_crop(load_image(item.image), load_mask(item.changed_mask))) is not None:
+                generated.append((item.defect_type, crop))
+    real_test = [(s.defect_type, c) for s in test_samples if not s.is_good and (c := gm.defect_crop(s.image, s.mask)) is not None]
+    references: list[tuple[str, np.ndarray]] = []
+    for row in (json.loads(line) for line in (dataset.root / "index.jsonl").read_text().splitlines()):
         if row["origin"] == "real" and row["split"] == "train" and row["defect_type"] != "good":
             image_path = dataset.root / row["file"]
             mask = load_mask(dataset.root / "masks" / "train" / image_path.name)
             if (crop := gm.defect_crop(load_image(image_path), mask)) is not None:
-                references.append(crop)
+                references.append((row["defect_type"], crop))
     evaluation = config.evaluation
     extractor = (
         gm.inception_feature_extractor() if evaluation.feature_extractor == "inception" else gm.random_conv_feature_extractor(config.seed)
     )
     result: dict[str, Any] = {"generated_crops": len(generated), "real_test_crops": len(real_test), "reference_crops": len(references)}
-    if min(len(generated), len(real_test)) >= 2:
-        result["kid"] = gm.kid(real_test, generated, extractor, num_subsets=evaluation.kid_subsets, seed=config.seed)
-    else:
-        result["kid"] = {"kid_x1000": None, "note": "fewer than 2 crops in a set", "feature_extractor": extractor.name}
-    if generated and references:
-        result["ic_lpips"] = gm.ic_lpips(generated, references, gm.lpips_network(evaluation.lpips_net, input_size=evaluation.lpips_size))
+
+    # features once per crop, then KID pooled and per class
+    fake_features = extractor([c for _, c in generated]) if generated else np.zeros((0, 1))
+    real_features = extractor([c for _, c in real_test]) if real_test else np.zeros((0, 1))
+    fake_types = np.array([t for t, _ in generated])
+    real_types = np.array([t for t, _ in real_test])
+
+    def kid_of(real_rows: np.ndarray, fake_rows: np.ndarray) -> dict:
+        if min(len(real_rows), len(fake_rows)) < 2:
+            return {"kid_x1000": None, "note": f"needs >= 2 crops per set, found {len(real_rows)} real, {len(fake_rows)} generated"}
+        return gm.kid_from_features(real_rows, fake_rows, num_subsets=evaluation.kid_subsets, seed=config.seed)
+
+    result["kid"] = {**kid_of(real_features, fake_features), "feature_extractor": extractor.name}
+    result["kid_per_class"] = {
+        t: kid_of(real_features[real_types == t], fake_features[fake_types == t]) for t in config.classes
+    }
+    network = gm.lpips_network(evaluation.lpips_net, input_size=evaluation.lpips_size)
+    per_class = {}
+    for t in config.classes:
+        fakes = [c for kind, c in generated if kind == t]
+        refs = [c for kind, c in references if kind == t]
+        per_class[t] = gm.ic_lpips(fakes, refs, network) if fakes and refs else {"ic_lpips": None}
+    values = [v["ic_lpips"] for v in per_class.values() if v["ic_lpips"] is not None]
+    result["ic_lpips"] = {
+        "ic_lpips": float(np.mean(values)) if values else None,
+        "definition": "per class, then the mean over classes with a value",
+        "lpips_network": network.name,
+    }
+    result["ic_lpips_per_class"] = per_class
     return result
 
 
