@@ -81,7 +81,7 @@ def test_manifest_written_resumed_and_checked(real_defects, good_images, tmp_pat
     assert [line["seed"] for line in lines] == list(range(10, 16))
     assert {line["generator"] for line in lines} == {"cutpaste"}
     items = read_generation_manifest(tmp_path / "gen")
-    image, changed = items[0].load()
+    _, changed = items[0].load()
     assert np.array_equal(mask_to_boxes(changed), items[0].boxes)
 
     # a rerun skips what is done: same lines, same files

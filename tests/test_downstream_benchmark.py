@@ -72,7 +72,7 @@ def test_epoch_times_small_rtdetr_vs_rtdetr_l_and_deeplab(out_dir):
     times = {}
     for name, model in (("rtdetr_small", config.rtdetr.model), ("rtdetr_l", "rtdetr-l.yaml")):
         rt = config.rtdetr
-        rt.model, rt.epochs, rt.imgsz, rt.batch = model, 3, SIZE, 8
+        rt.model, rt.epochs, rt.imgsz, rt.batch = model, 2, SIZE, 8
         record = train_rtdetr(dataset.data_yaml, rt, out_dir / f"timing_{name}", if_exists="skip")
         times[name] = {"seconds_per_epoch": record["seconds_per_epoch"],
                        "median_s_per_epoch": _median_without_last(record["seconds_per_epoch"])}

@@ -42,7 +42,7 @@ from defectfill.data.sample import DefectSample
 from defectfill.downstream.config import AssembleConfig
 from defectfill.downstream.manifest import GeneratedItem, read_generation_manifest
 from defectfill.errors import DataError
-from defectfill.io_utils import atomic_save, atomic_write_json, atomic_write_text
+from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.masks import mask_to_boxes
 
 RECIPE_NAME = "recipe.json"
@@ -124,7 +124,7 @@ def _split_real(real: list[_Entry], fraction: float, rng: np.random.Generator) -
     for defect_type in sorted({e.defect_type for e in real}):
         group = [e for e in real if e.defect_type == defect_type]
         order = rng.permutation(len(group))
-        n_val = int(round(len(group) * fraction)) if len(group) > 1 else 0
+        n_val = round(len(group) * fraction) if len(group) > 1 else 0
         val += [group[i] for i in order[:n_val]]
         train += [group[i] for i in order[n_val:]]
     return train, val

@@ -89,26 +89,26 @@ def train_rtdetr(
     else:
         _check_model_source(config.model)
         model = RTDETR(config.model)
-        args = dict(
-            data=str(Path(data_yaml).resolve()),
-            epochs=config.epochs,
-            batch=config.batch,
-            imgsz=config.imgsz,
-            optimizer=config.optimizer,
-            lr0=config.lr0,
-            device=config.device,
-            amp=config.amp,
-            workers=config.workers,
-            plots=False,
-            val=config.val_every_epoch,
-            project=str(run_dir.parent),
-            name=run_dir.name,
-            exist_ok=True,  # the folder is ours: the checks above keep finished runs safe
-            seed=seed,
-            deterministic=False,  # grid_sample in RT-DETR has no deterministic mode
-            pretrained=Path(config.model).suffix == ".pt",
-            verbose=False,
-        )
+        args = {
+            "data": str(Path(data_yaml).resolve()),
+            "epochs": config.epochs,
+            "batch": config.batch,
+            "imgsz": config.imgsz,
+            "optimizer": config.optimizer,
+            "lr0": config.lr0,
+            "device": config.device,
+            "amp": config.amp,
+            "workers": config.workers,
+            "plots": False,
+            "val": config.val_every_epoch,
+            "project": str(run_dir.parent),
+            "name": run_dir.name,
+            "exist_ok": True,  # the folder is ours: the checks above keep finished runs safe
+            "seed": seed,
+            "deterministic": False,  # grid_sample in RT-DETR has no deterministic mode
+            "pretrained": Path(config.model).suffix == ".pt",
+            "verbose": False,
+        }
         args.update(config.train_overrides)
         model.train(**args)
     weights = run_dir / "weights" / "best.pt"

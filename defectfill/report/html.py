@@ -25,12 +25,20 @@ from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.report import plots
 from defectfill.report.table import markdown_table, rows, verdict
 
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}"
+    "th{background:#eee}td:first-child{text-align:left;font-weight:bold}"
+    ".verdict{font-size:1.2em;background:#f4f8ff;border-left:4px solid #36c;padding:0.6em 1em}"
+)
+
 
 def synthetic_contact_sheet(result: dict, path: Path, max_images: int = 16) -> Path | None:
     """Contact sheet of the first synthetic training images of an arm, their labels outlined."""
+    from PIL import Image
+
     from defectfill.data.images import load_image
     from defectfill.viz import save_contact_sheet
-    from PIL import Image
 
     dataset_dir = Path(result.get("dataset_dir", ""))
     index_path = dataset_dir / "index.jsonl"
@@ -96,15 +104,16 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}"
-        "th{background:#eee}td:first-child{text-align:left;font-weight:bold}.verdict{font-size:1.2em;"
-        "background:#f4f8ff;border-left:4px solid #36c;padding:0.6em 1em}</style></head><body>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         # the verdict may carry **bold** from the markdown form
         f"<p class='verdict'>{html.escape(sentence).replace('**', '')}</p>",
-        f"<p>Test set: {results[0].get('test_images', '?')} real images "
-        f"({results[0].get('test_defect_images', '?')} with defects).</p>" if results else "",
+        (
+            f"<p>Test set: {results[0].get('test_images', '?')} real images "
+            f"({results[0].get('test_defect_images', '?')} with defects).</p>"
+            if results
+            else ""
+        ),
         "<h2>Results</h2>",
         _html_table(results),
         "<h2>Plots</h2>",
