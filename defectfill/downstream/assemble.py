@@ -1,8 +1,10 @@
 """Dataset assembly: real samples + generation manifests -> one training set with its recipe.
 
 Input: real samples (a list of `DefectSample`, or an MVTec-AD category folder whose train split
-is read) and any number of generation folders (format: `defectfill.downstream.manifest`, one JSON
-line per generated image with its changed-pixel mask).
+is read) and any number of generation folders. A generation folder is what every generator
+writes (defined in `defectfill.downstream.manifest`): `manifest.jsonl` with one JSON line per
+generated image, {"image", "changed_mask", "request_mask", "defect_type", "source_image",
+"boxes": [[x0, y0, x1, y1], ...], "score", "seed", "generator"}, paths relative to the folder.
 
 Labels: a real sample's label is its defect mask; a generated image's label is its
 *changed-pixel* mask (what really changed, not what was asked for). Boxes are the minimal

@@ -88,4 +88,5 @@ def pr_curves(results: Sequence[dict], path: str | Path) -> Path | None:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
     axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, Path(path))
