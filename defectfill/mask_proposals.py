@@ -41,8 +41,8 @@ def _rng(rng: Any) -> np.random.Generator:
 def _line(rng: np.random.Generator, ref: float, extent: int, vertical: bool, width_range, length_range) -> np.ndarray:
     """A thin line (optionally wavy by a pixel) of the given relative width / length."""
     s = ref / 256.0
-    width = max(1, int(round(rng.uniform(*width_range) * s)))
-    length = int(round(rng.uniform(*length_range) * extent))
+    width = max(1, round(rng.uniform(*width_range) * s))
+    length = round(rng.uniform(*length_range) * extent)
     length = max(10, min(length, extent))
     canvas = np.zeros((length, width + 2), dtype=bool)
     # a yarn is not perfectly straight: a random walk of at most one pixel either side
@@ -66,7 +66,7 @@ def _blob(rng: np.random.Generator, ref: float, radius_range, min_radius: float,
     theta = rng.uniform(0, np.pi)
     x, y = r * np.cos(angles) * ratio, r * np.sin(angles)
     xr, yr = x * math.cos(theta) - y * math.sin(theta), x * math.sin(theta) + y * math.cos(theta)
-    side = int(math.ceil(2 * np.abs(np.concatenate([xr, yr])).max())) + 3
+    side = math.ceil(2 * np.abs(np.concatenate([xr, yr])).max()) + 3
     canvas = np.zeros((side, side), dtype=np.uint8)
     pts = np.stack([xr + side / 2, yr + side / 2], axis=1).round().astype(np.int32)
     cv2.fillPoly(canvas, [pts], 1)
@@ -137,7 +137,7 @@ def _transform_real(rng: np.random.Generator, mask: np.ndarray, target_ref: floa
     scale = target_ref / float(min(mask.shape)) * rng.uniform(0.75, 1.33)
     angle = 180.0 * rng.integers(0, 2) if oriented else rng.uniform(0, 360)
     h, w = shape.shape
-    pad = int(math.ceil(math.hypot(h, w) / 2)) + 2
+    pad = math.ceil(math.hypot(h, w) / 2) + 2
     canvas = np.pad(shape.astype(np.float32), pad)
     centre = (canvas.shape[1] / 2.0, canvas.shape[0] / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
@@ -220,7 +220,7 @@ def propose_masks(
     if allowed.shape != (height, width):
         raise DataError(f"region is {allowed.shape[1]}x{allowed.shape[0]}, the image {width}x{height}")
     if not allow_border:
-        margin = max(2, int(round(0.02 * min(height, width)))) if margin is None else int(margin)
+        margin = max(2, round(0.02 * min(height, width))) if margin is None else int(margin)
         inner = np.zeros_like(allowed)
         inner[margin : height - margin, margin : width - margin] = True
         allowed = erode(allowed, margin) & inner if region is not None else allowed & inner

@@ -185,19 +185,19 @@ def test_generate_batch_matches_single_calls(model):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(mask=np.zeros((32, 32), bool)), "32x32 .* image is 64x64"),
-        (dict(mask=np.zeros((64, 64), bool)), "mask is empty"),
-        (dict(defect_type="scratch"), r"known defect types: \['hole', 'stain'\]"),
-        (dict(num_candidates=0), "num_candidates must be an integer >= 1"),
-        (dict(num_candidates=2.5), "num_candidates must be an integer >= 1"),
-        (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(strength=0.0), "strength"),
-        (dict(selection_metric="psnr"), "selection_metric 'psnr' is unknown"),
-        (dict(image=np.zeros((64, 64, 5), np.uint8)), "expected an \\(H, W, 3\\) RGB image"),
+        ({"mask": np.zeros((32, 32), bool)}, "32x32 .* image is 64x64"),
+        ({"mask": np.zeros((64, 64), bool)}, "mask is empty"),
+        ({"defect_type": "scratch"}, r"known defect types: \['hole', 'stain'\]"),
+        ({"num_candidates": 0}, "num_candidates must be an integer >= 1"),
+        ({"num_candidates": 2.5}, "num_candidates must be an integer >= 1"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"strength": 0.0}, "strength"),
+        ({"selection_metric": "psnr"}, "selection_metric 'psnr' is unknown"),
+        ({"image": np.zeros((64, 64, 5), np.uint8)}, "expected an \\(H, W, 3\\) RGB image"),
     ],
 )
 def test_bad_requests_raise_generation_errors_naming_the_argument(model, change, match):
-    kw = dict(image=_fabric(), mask=_mask(), defect_type="stain", num_candidates=2, num_inference_steps=STEPS)
+    kw = {"image": _fabric(), "mask": _mask(), "defect_type": "stain", "num_candidates": 2, "num_inference_steps": STEPS}
     kw.update(change)
     image, mask = kw.pop("image"), kw.pop("mask")
     with pytest.raises(GenerationError, match=match):

@@ -30,7 +30,7 @@ from defectfill.data.images import to_mask_array, to_rgb_array
 from defectfill.errors import DataError, DefectfillError, GenerationError, HubError, ModelError
 from defectfill.generator import GenerationResult
 from defectfill.masks import changed_mask, mask_to_boxes
-from defectfill.models.window import Window, crop_image, crop_mask, paste_back, window_around_mask
+from defectfill.models.window import crop_image, crop_mask, paste_back, window_around_mask
 from defectfill.selection import DEFAULT_METRIC, check_metric, score_candidates, select
 
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-inpainting"
@@ -137,7 +137,7 @@ class DefectFill:
         self.change_threshold = float(change_threshold)
         self.feather_px = float(feather_px)
         self.context = float(context)
-        self._prompt_cache: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        self._prompt_cache: dict[tuple, tuple[Any, Any]] = {}
         self.model_dir: Path | None = None  # the folder the weights came from (set by from_pretrained)
         pipeline.set_progress_bar_config(disable=True)
 
@@ -298,13 +298,14 @@ class DefectFill:
 
     def encode_prompt(self, defect_type: str, do_classifier_free_guidance: bool) -> tuple[Any, Any]:
         """(prompt_embeds, negative_prompt_embeds) of "A {object} with {token}", computed once per type."""
-        key = (defect_type, bool(do_classifier_free_guidance))
+        device = self.pipeline._execution_device
+        key = (defect_type, bool(do_classifier_free_guidance), str(device), str(self.pipeline.text_encoder.dtype))
         if key not in self._prompt_cache:
             import torch
 
             with torch.inference_mode():
                 positive, negative = self.pipeline.encode_prompt(
-                    self.prompt(defect_type), self.pipeline._execution_device, 1,
+                    self.prompt(defect_type), device, 1,
                     do_classifier_free_guidance, negative_prompt="" if do_classifier_free_guidance else None,
                 )
             self._prompt_cache[key] = (positive, negative)

@@ -54,17 +54,17 @@ def build_model_card(
     concepts = info.get("concepts", {})
     object_word = info.get("object_word", "fabric")
     rows = "\n".join(f"| `{t}` | `{tok}` | A {object_word} with {tok} |" for t, tok in sorted(concepts.items()))
-    first_type = sorted(concepts)[0] if concepts else "stain"
+    first_type = min(concepts) if concepts else "stain"
     base_note = (f"[`{base}`](https://huggingface.co/{base})" if is_hub_id(base)
                  else f"`{base}` (a local base model: pass `base_model=` when loading)")
     sections = [
         f"# DefectFill: {', '.join(sorted(concepts))} on {object_word}",
         "",
-        "Defect concepts learned with DefectFill (Song et al., *DefectFill: Realistic Defect Generation with "
+        ("Defect concepts learned with DefectFill (Song et al., *DefectFill: Realistic Defect Generation with "
         "Inpainting Diffusion Model for Visual Inspection*, CVPR 2025, arXiv 2503.13985): one text token per "
         "defect type (textual inversion) and LoRA on the UNet attention of an inpainting diffusion model. "
         "It paints defects into a mask on a good image; Low-Fidelity Selection keeps the candidate that differs "
-        "most from the good image.",
+        "most from the good image."),
         "",
         f"- Base model: {base_note}",
         f"- Resolution: {info.get('resolution', 'unknown')} px",
@@ -85,8 +85,8 @@ def build_model_card(
         "result.image, result.changed_mask, result.best_boxes",
         "```",
         "",
-        "Plain diffusers: `pipe.load_lora_weights(repo)` and "
-        f"`pipe.load_textual_inversion(repo, weight_name=\"learned_embeds-{first_type}.safetensors\")`.",
+        ("Plain diffusers: `pipe.load_lora_weights(repo)` and "
+        f"`pipe.load_textual_inversion(repo, weight_name=\"learned_embeds-{first_type}.safetensors\")`."),
         "",
     ]
     if has_samples:

@@ -50,12 +50,12 @@ class Window:
 
 
 def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def _place(center: float, size: int, limit: int) -> int:
     """Start of a span of `size` centred at `center`, clamped inside [0, limit)."""
-    start = int(math.floor(center - size / 2.0))
+    start = math.floor(center - size / 2.0)
     return min(max(0, start), limit - size)
 
 
@@ -81,7 +81,7 @@ def window_around_mask(
     height, width = mask.shape
     bx0, bx1, by0, by1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
     bbox_side = max(bx1 - bx0, by1 - by0)
-    margin = max(min_context_px, int(math.ceil(context * bbox_side)))
+    margin = max(min_context_px, math.ceil(context * bbox_side))
     side = max(resolution, bbox_side + 2 * margin)
     win_h, win_w = min(side, height), min(side, width)
     y0 = _place((by0 + by1) / 2.0, win_h, height)
