@@ -108,7 +108,7 @@ def test_unet_input_is_latent_mask_masked_latent_in_diffusers_order():
     import torch.nn.functional as F
 
     setup = tiny_step_setup(train_text_encoder=False)
-    models, tokens, _, _, batch = setup
+    models, _, _, _, batch = setup
     vae = models.vae
     with torch.no_grad():  # make the VAE posterior deterministic: log-variance -> -30 (std 3e-7)
         vae.quant_conv.weight[4:] = 0

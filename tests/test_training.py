@@ -190,7 +190,7 @@ def test_cli_and_script_train_with_the_same_flags(base_model, dataset_dir, tmp_p
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, str(REPO / "train_scripts" / "train_defectfill.py"), *flags,
                              "--output_dir", str(tmp_path / "script"), "--seed", "5"],
-                            capture_output=True, text=True, env=env, timeout=300)
+                            capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     info = json.loads((tmp_path / "script" / W.INFO_FILE).read_text())
     assert info["training"]["seed"] == 5 and info["training"]["max_train_steps"] == 1

@@ -66,7 +66,7 @@ def _generate(pipe, prompt):
 
 
 def test_folder_layout_and_info(saved_unet_only, base_model):
-    out, _, tokens = saved_unet_only
+    out, _, _ = saved_unet_only
     names = sorted(p.name for p in out.iterdir())
     assert names == ["defectfill.json", "learned_embeds-broken_end.safetensors", "learned_embeds-stain.safetensors",
                      "learned_embeds.safetensors", "pytorch_lora_weights.safetensors"]
@@ -78,7 +78,7 @@ def test_folder_layout_and_info(saved_unet_only, base_model):
 
 
 def test_plain_diffusers_loading_matches_load_concepts_into_pipeline(saved_unet_only, base_model):
-    out, models, tokens = saved_unet_only
+    out, models, _ = saved_unet_only
     ours = _pipe(base_model)
     info = W.load_concepts_into_pipeline(ours, out)
     assert info["concepts"]["stain"] == "<stain>"
