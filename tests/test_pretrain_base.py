@@ -73,6 +73,12 @@ def test_run_writes_a_loadable_inpainting_pipeline(trained: Path):
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(folder), safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.unet.config.in_channels == 9 and pipe.unet.config.sample_size == 8
+    # stored in float16 (size), loaded as float32 by plain from_pretrained
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
     assert pipe.vae_scale_factor == 2
     # the measured scaling factor is written into the VAE config (not SD's 0.18215, not the default 1)
     stats = json.loads((trained / "vae" / "latent_stats.json").read_text())
@@ -111,12 +117,14 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(t
     summary = json.loads((run / "summary.json").read_text())
     assert summary["vae"].get("skipped") and summary["unet"]["step"] == 3
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints", "unet")] == ["unet-000002", "unet-000003"]
-    # data and noise are seeded per step: the resumed step 3 equals the uninterrupted step 3
-    a = load_file(str(run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(trained / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    # data and noise are seeded per step: the resumed step 3 equals the uninterrupted step 3 (fp32)
+    a = load_file(str(run / "checkpoints" / "unet-000003" / "model.safetensors"))
+    b = load_file(str(trained / "checkpoints" / "unet-000003" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     step2 = load_file(str(run / "checkpoints" / "unet-000002" / "model.safetensors"))
     assert not all(torch.equal(a[k], step2[k]) for k in a)  # step 3 did change the weights
+    exported = load_file(str(run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[k], a[k].half()) for k in a)
 
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint(tmp_path: Path):

@@ -19,6 +19,7 @@ data and noise seeded by (seed, stage, step) so resumed runs are identical to un
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -368,9 +369,18 @@ def build_pipeline(unet, vae, text_encoder, tokenizer):
                                    "tokenizer": tokenizer, "scheduler": sd_ddim_scheduler()})
 
 
-def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict | None = None) -> Path:
-    """Save a StableDiffusionInpaintPipeline folder (safetensors) atomically to `target`."""
-    pipe = build_pipeline(unet, vae, text_encoder, tokenizer)
+def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict | None = None,
+                    fp16_weights: bool = True) -> Path:
+    """Save a StableDiffusionInpaintPipeline folder (safetensors) atomically to `target`.
+
+    fp16_weights: store the UNet and VAE weights in float16 (half the size); diffusers'
+    `from_pretrained` loads them back as float32 unless asked otherwise. The text encoder stays
+    float32, because transformers would load float16 weights as float16 (then prompt embeddings
+    and the float32 UNet disagree in dtype).
+    """
+    if fp16_weights:
+        unet, vae = copy.deepcopy(unet).half(), copy.deepcopy(vae).half()
+    pipe = build_pipeline(unet, vae, text_encoder.float(), tokenizer)
 
     def save(tmp: Path) -> None:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
