@@ -84,6 +84,9 @@ class DownstreamRef:
 class BenchConfig:
     name: str = "bench"
     seed: int = 0
+    # torch CPU threads (0: torch's default). On a machine shared with other jobs, 1 thread avoids
+    # OpenMP stalls that made a DefectFill step ~12x slower with 2 threads on 2 busy cores.
+    num_threads: int = 0
     arms: list[str] = field(default_factory=lambda: [REAL_ONLY, "cutpaste", "defectfill"])
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationBudget = field(default_factory=GenerationBudget)
@@ -134,6 +137,8 @@ class BenchConfig:
         for name in ("source_good", "test_good"):
             if getattr(d, name) < 0:
                 problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+        if self.num_threads < 0:
+            problems.append(f"num_threads must be >= 0 (0: torch's default), found {self.num_threads}")
         if self.generation.synthetic_per_class < 1 or self.generation.num_candidates < 1:
             problems.append("generation: synthetic_per_class and num_candidates must be >= 1")
         if self.defectfill.num_inference_steps < 1:
