@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,7 +12,13 @@ from defectfill.data.fabric import render_sample
 from defectfill.data.sample import DefectSample
 from defectfill.downstream.assemble import assemble
 from defectfill.downstream.config import DeepLabConfig, RTDETRConfig, load_downstream_config
-from defectfill.downstream.deeplab import build_deeplab, class_weights, load_deeplab, predict_deeplab, train_deeplab
+from defectfill.downstream.deeplab import (
+    build_deeplab,
+    class_weights,
+    load_deeplab,
+    predict_deeplab,
+    train_deeplab,
+)
 from defectfill.downstream.rtdetr import DONE_NAME, predict_rtdetr, train_rtdetr
 from defectfill.errors import ConfigError, ModelError
 

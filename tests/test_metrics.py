@@ -19,7 +19,6 @@ from defectfill.metrics.generation import (
 )
 from defectfill.metrics.segmentation import f_measure, segmentation_scores
 
-
 # --- pixel F-measure -------------------------------------------------------------------------
 
 def test_f_measure_pooled_over_images_matches_hand_count():

@@ -8,7 +8,6 @@ IC-LPIPS of the synthetic crops the arm trained on (with the feature extractor n
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
