@@ -236,3 +236,18 @@ def test_evaluate_command_writes_results_and_sheets(trained: Path, tmp_path: Pat
     assert sim["n"] == 4 and np.isfinite(sim["psnr_db"]) and np.isfinite(sim["mean_colour_floor_psnr_db"])
     assert set(results["inpaint"]) >= {"model", "blur_fill", "mean_fill"}
     assert (out / "inpaint_sheet.png").stat().st_size > 0 and (out / "vae_sheet.png").stat().st_size > 0
+
+
+def test_export_to_writes_the_newest_checkpoint_as_a_pipeline(trained: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    target = tmp_path / "asset"
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(trained), "--export_to", str(target)]) == 0
+    newest = load_file(str(trained / "checkpoints" / "unet-000003" / "model.safetensors"))
+    exported = load_file(str(target / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[k], newest[k].half()) for k in newest)
+    assert json.loads((target / "training_info.json").read_text())["unet_steps"] == 3
+    assert (target / "model_index.json").is_file() and (target / "tokenizer" / "tokenizer_config.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(empty), "--export_to", str(target)]) == 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,28 +393,21 @@ def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Pa
     """Build the pipeline from a UNet checkpoint of `output_dir` (e.g. a better earlier one)."""
     state = ckpt.read_state(checkpoint)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
-    from safetensors.torch import load_file
-
-    unet.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+    unet.load_state_dict(ckpt._load_safetensors(checkpoint / "model.safetensors"))
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
     vae = load_vae(output_dir / "vae")
     return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]})
 
 
 def export_latest(cfg: PretrainConfig, output_dir: str | Path, target: str | Path) -> Path:
-    """Copy output_dir/pipeline to `target`, or build it from the newest UNet checkpoint if newer."""
+    """Export the newest UNet checkpoint of `output_dir` (with its VAE and text encoder) to `target`."""
     from defectfill.errors import ModelError
 
-    output_dir, target = Path(output_dir), Path(target)
+    output_dir = Path(output_dir)
     found = ckpt.list_checkpoints(output_dir / "checkpoints", "unet")
-    pipeline = output_dir / "pipeline"
-    info = pipeline / "training_info.json"
-    exported_step = json.loads(info.read_text())["unet_steps"] if info.is_file() else -1
-    if found and ckpt.read_state(found[-1])["step"] > exported_step:
-        return export_from_checkpoint(cfg, output_dir, found[-1], target)
-    if exported_step < 0:
-        raise ModelError(f"{output_dir}: no trained pipeline and no UNet checkpoint to export; train first")
-    return ckpt.atomic_save_dir(target, lambda tmp: shutil.copytree(pipeline, tmp, dirs_exist_ok=True))
+    if not found or ckpt.read_state(found[-1])["step"] == 0:
+        raise ModelError(f"{output_dir}: no trained UNet checkpoint to export; train first")
+    return export_from_checkpoint(cfg, output_dir, found[-1], Path(target))
 
 
 # ------------------------------------------------------------------------------------------- run
