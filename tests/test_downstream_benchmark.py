@@ -155,6 +155,7 @@ def test_interleaved_step_times_small_rtdetr_vs_rtdetr_l(out_dir):
     for name, cfg in (("rtdetr_small", config.rtdetr.model), ("rtdetr_l", "rtdetr-l.yaml")):
         model = RTDETRDetectionModel(cfg, nc=len(TYPES), verbose=False)
         model.args = get_cfg()
+        model.nc = len(TYPES)  # what ultralytics' trainer sets from data.yaml
         model.train()
         models[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
     times: dict[str, list[float]] = {name: [] for name in models}
