@@ -129,14 +129,14 @@ def generate_item(generator: Any, item: WorkItem, out_dir: Path, job: Generation
     image, is_gray = load_image_with_info(item.source)
     seed = job.seed + item.index
     rng = np.random.default_rng(seed)
-    request = propose_masks(image.shape[:2], job.defect_type, 1, rng, real_masks=real_masks, mode=job.masks,
-                            allow_border=job.allow_border)[0]
     kwargs = dict(defect_type=job.defect_type, num_candidates=job.num_candidates,
                   num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale, seed=seed,
                   **job.extra_generate_kwargs)
     if job.selection_metric is not None:
         kwargs["selection_metric"] = job.selection_metric
     try:
+        request = propose_masks(image.shape[:2], job.defect_type, 1, rng, real_masks=real_masks, mode=job.masks,
+                                allow_border=job.allow_border)[0]
         result = generator.generate(image, request, **kwargs)
     except DefectfillError as exc:
         raise type(exc)(f"{item.source}: {exc}") from exc
