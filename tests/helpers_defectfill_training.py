@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from defectfill.data.images import save_image, save_mask
 
@@ -90,13 +91,12 @@ def in_memory_samples(types: dict[str, int], size: int = 64, seed: int = 0):
 def tiny_step_setup(train_text_encoder: bool = False, types: dict[str, int] | None = None, batch_size: int = 2):
     """Tiny models made trainable + a dataset and one collated batch: what one training step needs."""
     import torch
+    from diffusers import DDPMScheduler
 
     from defectfill.models.components import get_dummy_components
     from defectfill.models.concepts import default_token
     from defectfill.training.data import DefectFillDataset
     from defectfill.training.model import DefectFillModels, make_trainable
-
-    from diffusers import DDPMScheduler
 
     c = get_dummy_components(seed=0, sample_size=8)
     models = DefectFillModels(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"],
@@ -115,3 +115,15 @@ def tiny_step_setup(train_text_encoder: bool = False, types: dict[str, int] | No
     picks = (first_of_type + [i for i in range(len(dataset)) if i not in first_of_type])[:batch_size]
     batch = torch.utils.data.default_collate([dataset[(i, draw)] for draw, i in enumerate(picks)])
     return models, tokens, guard, dataset, batch
+
+
+@pytest.fixture(autouse=False)
+def single_torch_thread():
+    """One torch thread while a test runs (restored after): on a shared 2-core machine a 2-thread
+    op waits for its descheduled twin, and the tiny training steps got ~8x slower under load."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

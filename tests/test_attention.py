@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_defectfill_training import tiny_step_setup
+from helpers_defectfill_training import single_torch_thread, tiny_step_setup  # noqa: F401
 
 from defectfill.errors import ModelError
 from defectfill.losses import LossWeights
@@ -16,6 +16,8 @@ from defectfill.models.attention import (
     is_decoder_cross_attention,
 )
 from defectfill.training.step import defectfill_step
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

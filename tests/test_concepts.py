@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_defectfill_training import tiny_step_setup
+from helpers_defectfill_training import single_torch_thread, tiny_step_setup  # noqa: F401
 
 from defectfill.errors import ConfigError
 from defectfill.losses import LossWeights
@@ -16,6 +16,8 @@ from defectfill.models.concepts import (
     initializer_word_for,
 )
 from defectfill.training.step import defectfill_step
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_tokens_added_and_rows_seeded_from_words():

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers_defectfill_training import make_base_model, make_mvtec_dataset, tiny_config, tiny_step_setup
+from helpers_defectfill_training import (  # noqa: F401
+    make_base_model,
+    make_mvtec_dataset,
+    single_torch_thread,
+    tiny_config,
+    tiny_step_setup,
+)
 
 from defectfill.errors import ConfigError, DataError, ModelError
 from defectfill.losses import LossWeights, NonFiniteLossError
@@ -23,6 +29,8 @@ from defectfill.training.data import DefectFillDataset, StepBatchSampler
 from defectfill.training.step import defectfill_step
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +58,38 @@ def _state(trainer):
 
 @pytest.mark.slow
 def test_tiny_run_lowers_the_loss_and_writes_the_model(base_model, dataset_dir, tmp_path):
+    """50 steps of the tiny config (learning rates raised: the base model here is random, so the
+    LoRA has to move far to change its predictions)."""
     out_dir = tmp_path / "run"
     config = tiny_config(base_model, dataset_dir, out_dir, max_train_steps=50, checkpointing_steps=25,
                          checkpoints_total_limit=1, validation_steps=50, num_validation_images=2,
-                         report_to="tensorboard")
+                         report_to="tensorboard", learning_rate=3e-2, text_encoder_lr=6e-3, embedding_lr=0.15)
     trainer = DefectFillTrainer(config)
-    base_before = {n: p.detach().clone() for n, p in trainer.models.unet.named_parameters() if "lora_" not in n}
+    m = trainer.models
+    base_before = {n: p.detach().clone() for n, p in m.unet.named_parameters() if "lora_" not in n}
+    # a fixed evaluation: 4 batches x 4 (noise, timestep) draws, the same before and after training
+    batches = [torch.utils.data.default_collate([trainer.dataset[(i % len(trainer.dataset), 10**6 + 2 * j + i)]
+                                                 for i in range(2)]) for j in range(4)]
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            return float(np.mean([
+                float(defectfill_step(m.unet, m.vae, m.text_encoder, m.noise_scheduler, b, trainer.tokens.ids,
+                                      weights=trainer.loss_weights, object_alpha=0.3,
+                                      generator=torch.Generator().manual_seed(100 + 4 * j + k)).total)
+                for j, b in enumerate(batches) for k in range(4)]))
+
+    eval_before = evaluate()
     assert trainer.train() == out_dir
+    eval_after = evaluate()
     log = read_loss_log(out_dir)
     assert [r["step"] for r in log] == list(range(1, 51))
     total = [r["loss"] for r in log]
     first, last = float(np.mean(total[:10])), float(np.mean(total[-10:]))
-    print(f"mean total loss, steps 1-10: {first:.4f}, steps 41-50: {last:.4f}")
+    print(f"mean total loss, steps 1-10: {first:.4f}, steps 41-50: {last:.4f}; "
+          f"fixed evaluation before: {eval_before:.4f}, after: {eval_after:.4f}")
     assert last < first
+    assert eval_after < eval_before
     for record in log:
         assert {"loss_defect", "loss_object", "loss_attention", "lr"} <= set(record)
     # outputs: the model, one checkpoint kept (limit 1), config, sample grid, TensorBoard events
@@ -176,6 +203,39 @@ def test_nan_loss_raises_instead_of_skipping():
         defectfill_step(models.unet, models.vae, models.text_encoder, models.noise_scheduler, batch, tokens.ids,
                         weights=LossWeights(), object_alpha=0.3, generator=torch.Generator().manual_seed(0),
                         backward=lambda loss: loss.backward())
+
+
+def test_step_losses_use_the_defect_mask_for_both_terms():
+    """L_def and L_obj of a step are the loss functions applied with the DEFECT mask (M' from M,
+    not from the random boxes M_rand that the object pass inpaints)."""
+    import torch.nn.functional as F
+
+    from defectfill.losses import defect_loss, object_loss
+
+    models, tokens, _, _, batch = tiny_step_setup()
+    out = defectfill_step(models.unet, models.vae, models.text_encoder, models.noise_scheduler, batch, tokens.ids,
+                          weights=LossWeights(), object_alpha=0.3, generator=torch.Generator().manual_seed(0))
+    b = batch["pixel_values"].shape[0]
+    pred_defect, pred_object = out.noise_pred[:b], out.noise_pred[b:]
+    defect_latent = batch["defect_mask_latent"]
+    boxes_latent = F.interpolate(batch["box_mask"], size=defect_latent.shape[-2:])
+    assert torch.allclose(out.defect, defect_loss(pred_defect, out.target, defect_latent))
+    assert torch.allclose(out.object, object_loss(pred_object, out.target, defect_latent, 0.3))
+    assert not torch.allclose(out.object, object_loss(pred_object, out.target, boxes_latent, 0.3))
+    assert not torch.equal(defect_latent, boxes_latent)
+
+
+def test_bf16_mixed_precision_keeps_trainable_weights_in_float32(base_model, dataset_dir, tmp_path):
+    trainer = DefectFillTrainer(tiny_config(base_model, dataset_dir, tmp_path / "bf16", mixed_precision="bf16",
+                                            max_train_steps=1))
+    assert trainer.weight_dtype == torch.bfloat16
+    unet = trainer.models.unet.module if hasattr(trainer.models.unet, "module") else trainer.models.unet
+    dtypes = {("lora" if "lora_" in n else "base"): p.dtype for n, p in unet.named_parameters()}
+    assert dtypes == {"lora": torch.float32, "base": torch.bfloat16}
+    assert trainer.models.text_encoder.get_input_embeddings().weight.dtype == torch.float32
+    assert next(trainer.models.vae.parameters()).dtype == torch.bfloat16
+    trainer.train()
+    assert all(np.isfinite(r["loss"]) for r in read_loss_log(tmp_path / "bf16"))
 
 
 def test_cli_and_script_train_with_the_same_flags(base_model, dataset_dir, tmp_path):

@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_defectfill_training import make_base_model, tiny_step_setup
+from helpers_defectfill_training import make_base_model, single_torch_thread, tiny_step_setup  # noqa: F401
 from PIL import Image
 
 from defectfill.errors import ModelError
 from defectfill.models import weights as W
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _trained_like(train_text_encoder: bool):

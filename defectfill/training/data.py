@@ -171,7 +171,7 @@ class DefectFillDataset(Dataset):
         mask = mask[y0 : y0 + size, x0 : x0 + size]
         if self.random_flip and float(torch.rand((), generator=generator)) < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+        return np.array(image, copy=True), np.array(mask, copy=True)  # writable, contiguous
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, draw = key

@@ -115,6 +115,11 @@ class DefectFillTrainer:
 
         self.config = config = config.validate()
         self.output_dir = Path(config.output_dir)
+        # accelerate keeps the precision in a process-wide singleton; a second training in the same
+        # process (the demo, tests) may ask for another one. The process group (PartialState) stays.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
         self.accelerator = accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
