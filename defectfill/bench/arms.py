@@ -241,6 +241,27 @@ def resolve_base_model(ctx: ArmContext) -> tuple[str, bool]:
     return str(build_random_base(folder, ctx.config.seed)), True
 
 
+def drop_random_base_results(ctx: ArmContext) -> bool:
+    """When the defectfill arm was computed on the random fallback base and a real base is now
+    available, delete what depends on it (trained concepts, generated images, the arm's results),
+    so that this run recomputes them on the real base. Returns whether anything was deleted."""
+    import shutil
+
+    status = defectfill_base_status(ctx.out_dir)
+    if not status or not status.get("random_base"):
+        return False
+    cfg = ctx.config.defectfill
+    local = resolve_path(cfg.base_model, Path(ctx.config.source).parent if ctx.config.source else None)
+    if local is None or not (local / "model_index.json").is_file():
+        return False
+    print(f"[bench] the defectfill arm was computed on the random fallback base; {local} exists now: "
+          "recomputing its training, generation and downstream arm", file=sys.stderr, flush=True)
+    for folder in (ctx.work_dir("defectfill"), ctx.out_dir / "generated" / "defectfill",
+                   ctx.out_dir / "arms" / "defectfill"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
 def train_concepts(ctx: ArmContext, base_model: str, random_base: bool) -> Path:
     """Train the DefectFill concepts on the source defects (skipped when already trained)."""
     from defectfill.training.trainer import train_defectfill

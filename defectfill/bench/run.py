@@ -29,6 +29,7 @@ from defectfill.bench.arms import (
     ArmContext,
     StageLog,
     defectfill_base_status,
+    drop_random_base_results,
     generate_arm,
     plan_requests,
 )
@@ -181,6 +182,8 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
 
     # 2. synthetic data: the same requests for every synthetic arm
     ctx = ArmContext(config, out_dir, data, stages=stages)
+    if "defectfill" in config.arms:
+        drop_random_base_results(ctx)
     manifests: dict[str, Path] = {}
     if config.synthetic_arms:
         requests = plan_requests(config, data)
