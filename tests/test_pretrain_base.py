@@ -251,3 +251,11 @@ def test_export_to_writes_the_newest_checkpoint_as_a_pipeline(trained: Path, tmp
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _script_main(["--config", str(TEST_CONFIG), "--output_dir", str(empty), "--export_to", str(target)]) == 1
+
+
+def test_real_tint_makes_grey_crops_coloured_within_bounds():
+    grey = np.full((8, 16, 16, 3), 200, np.uint8)
+    tinted = pdata.tint(grey, np.random.default_rng(0), 0.25)
+    assert tinted.shape == grey.shape and tinted.dtype == np.uint8
+    assert (tinted.astype(int).std(axis=-1) > 1).all()  # no longer grey
+    assert tinted.min() >= 150 and tinted.max() <= 250  # gains within 1 +- 0.25

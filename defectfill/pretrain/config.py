@@ -30,6 +30,9 @@ class DataConfig:
     eval_seed_start: int = 1_000_000  # held-out simulator seeds start here (training seeds: 0..)
     real_dir: str | None = None  # folder with images/ + annotations/ (defect masks); good regions used
     real_fraction: float = 0.25  # share of each batch cut from the real images
+    # Real crops are exactly grey; a per-crop random per-channel gain in [1 - t, 1 + t] keeps them from
+    # teaching the encoder to drop colour (with grey crops in the mix the VAE outputs grey).
+    real_tint: float = 0.0
     real_eval_images: int = 6  # the last N real images (sorted by name) are held out for evaluation
     stain_margin: int = 8  # crops keep this many pixels away from any annotated defect
 

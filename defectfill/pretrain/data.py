@@ -141,9 +141,15 @@ def sample_crops(
     return np.stack(crops), words
 
 
+def tint(images: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Multiply each image's channels by random gains in [1 - amount, 1 + amount] (uint8 in, uint8 out)."""
+    gains = 1.0 + rng.uniform(-amount, amount, size=(len(images), 1, 1, 3))
+    return np.clip(images * gains, 0, 255).round().astype(np.uint8)
+
+
 def sample_mixed_crops(
     simulator: list[FabricImage], real: list[FabricImage], real_fraction: float, rng: np.random.Generator,
-    n: int, size: int,
+    n: int, size: int, real_tint: float = 0.0,
 ) -> tuple[np.ndarray, list[str]]:
     """A batch with round(n * real_fraction) real crops (none without real images), the rest simulated."""
     n_real = int(round(n * real_fraction)) if real else 0
@@ -151,7 +157,8 @@ def sample_mixed_crops(
     if n - n_real:
         parts.append(sample_crops(simulator, rng, n - n_real, size))
     if n_real:
-        parts.append(sample_crops(real, rng, n_real, size))
+        crops, words = sample_crops(real, rng, n_real, size)
+        parts.append((tint(crops, rng, real_tint) if real_tint > 0 else crops, words))
     images = np.concatenate([p[0] for p in parts])
     words = [w for p in parts for w in p[1]]
     return images, words

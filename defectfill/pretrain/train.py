@@ -103,7 +103,8 @@ def build_pools(cfg: PretrainConfig, split: str = "train", render=None, images_p
 
 
 def batch(cfg: PretrainConfig, pools: Pools, rng: np.random.Generator, n: int, size: int):
-    images, words = pdata.sample_mixed_crops(pools.simulator, pools.real, cfg.data.real_fraction, rng, n, size)
+    images, words = pdata.sample_mixed_crops(pools.simulator, pools.real, cfg.data.real_fraction, rng, n, size,
+                                             cfg.data.real_tint)
     return pdata.to_model_tensor(images), words
 
 
