@@ -120,6 +120,15 @@ def test_text_encoder_lora_round_trip(tmp_path, base_model):
         bare = _pipe(base_model).text_encoder(torch.where(ids >= 49408, 320, ids))[0]
     assert torch.allclose(loaded, expected, atol=1e-5)
     assert not torch.allclose(loaded, bare, atol=1e-3)
+    # plain diffusers reads the same text-encoder LoRA and embeddings
+    plain = _pipe(base_model)
+    plain.load_lora_weights(str(out))
+    for defect_type in tokens.tokens:
+        plain.load_textual_inversion(str(out), weight_name=f"learned_embeds-{defect_type}.safetensors")
+    with torch.no_grad():
+        assert torch.allclose(plain.text_encoder(plain.tokenizer(prompt, padding="max_length", max_length=77,
+                                                                 return_tensors="pt").input_ids)[0], expected,
+                              atol=1e-5)
 
 
 def test_loading_twice_into_one_pipeline_is_refused(saved_unet_only, base_model):

@@ -107,10 +107,8 @@ class CrossAttentionCaptureProcessor:
         # The selection runs even when not recording: gradient checkpointing re-runs this forward in
         # backward and requires the same autograd ops as the first run.
         probs = attention_probs.view(-1, heads, *attention_probs.shape[1:])  # (B, heads, Q, L)
-        rows = store.rows.to(probs.device)
-        kept = probs.index_select(0, rows)  # (R, heads, Q, L)
-        index = store.token_index.to(probs.device).view(-1, 1, 1, 1).expand(-1, heads, kept.shape[2], 1)
-        token_probs = kept.gather(3, index).squeeze(3)  # (R, heads, Q)
+        # one indexing op: token_probs[r, h, q] = probs[rows[r], h, q, token_index[r]] -> (R, heads, Q)
+        token_probs = probs[store.rows.to(probs.device), :, :, store.token_index.to(probs.device)]
         if store.recording:
             store.maps[self.name] = token_probs  # no detach: L_attn needs the gradient
 

@@ -214,39 +214,11 @@ def load_concepts_into_pipeline(pipe, model_dir: str | Path) -> dict[str, Any]:
 
 
 def _load_lora(pipe, model_dir: Path, info: dict[str, Any]) -> None:
-    """UNet LoRA through diffusers (`unet.load_lora_adapter`, rank/alpha from the file header);
-    text-encoder LoRA through peft directly (transformers' adapter integration needs a newer peft
-    than this environment has), the same keys `pipe.load_lora_weights` would read."""
-    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
-    from peft import LoraConfig, inject_adapter_in_model
-    from peft.utils import set_peft_model_state_dict
-    from safetensors import safe_open
-
-    path = model_dir / LORA_WEIGHTS
+    """The plain diffusers call (rank and alpha come from the file header)."""
     try:
-        pipe.unet.load_lora_adapter(str(model_dir), weight_name=LORA_WEIGHTS, prefix="unet")
+        pipe.load_lora_weights(str(model_dir), weight_name=LORA_WEIGHTS)
     except Exception as exc:
         raise ModelError(
-            f"{path}: cannot be loaded into the UNet of {type(pipe).__name__} ({exc}); is the base model the one "
-            f"in {INFO_FILE} ({info.get('base_model')})?"
+            f"{model_dir / LORA_WEIGHTS}: cannot be loaded into {type(pipe).__name__} ({exc}); is the base model "
+            f"the one in {INFO_FILE} ({info.get('base_model')})?"
         ) from exc
-    state = _load_safetensors(path)
-    text_state = {k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")}
-    if not text_state:
-        return
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    packed = json.loads(header.get("lora_adapter_metadata", "{}"))
-    config = {k[len("text_encoder."):]: v for k, v in packed.items() if k.startswith("text_encoder.")}
-    if not config:
-        raise ModelError(f"{path}: text-encoder LoRA without its adapter config in the header; re-save the model")
-    config.pop("peft_type", None)
-    config.pop("task_type", None)
-    lora_config = LoraConfig(**{k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__})
-    text_encoder = pipe.text_encoder
-    inject_adapter_in_model(lora_config, text_encoder, adapter_name="default")
-    peft_state = convert_state_dict_to_peft(convert_state_dict_to_diffusers(text_state))
-    result = set_peft_model_state_dict(text_encoder, peft_state, adapter_name="default")
-    if getattr(result, "unexpected_keys", None):
-        raise ModelError(f"{path}: text-encoder LoRA keys {result.unexpected_keys[:3]} do not fit this text encoder")
-    text_encoder.requires_grad_(False)
