@@ -95,6 +95,13 @@ def test_plain_diffusers_loading_matches_load_concepts_into_pipeline(saved_unet_
     assert np.allclose(a, b, atol=1e-6)
     bare = _generate(_pipe(base_model), "A fabric with stain")
     assert not np.allclose(a, bare, atol=1e-3), "the loaded concepts must change the output"
+    # a loaded pipeline (adapter "default_0") saves back to the same weights
+    again = W.save_concepts(out.parent / "again", ours.unet, ours.text_encoder, ours.tokenizer, info["concepts"],
+                            {k: v for k, v in info.items() if k != "concepts"})
+    from safetensors.torch import load_file
+
+    first, second = load_file(str(out / W.LORA_WEIGHTS)), load_file(str(again / W.LORA_WEIGHTS))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     # the embedding rows are the trained ones
     ids = ours.tokenizer([prompt], padding="max_length", max_length=77, return_tensors="pt").input_ids
     trained_ids = models.tokenizer([prompt], padding="max_length", max_length=77, return_tensors="pt").input_ids

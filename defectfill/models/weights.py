@@ -46,21 +46,30 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def _adapter_name(model) -> str | None:
+    """"default" (training), or the single adapter a pipeline loaded ("default_0" from load_lora_weights)."""
+    configs = getattr(model, "peft_config", None) or {}
+    if "default" in configs:
+        return "default"
+    return next(iter(configs)) if len(configs) == 1 else None
+
+
 def _lora_state(model) -> dict[str, torch.Tensor] | None:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     model = _unwrap(model)
-    if not getattr(model, "peft_config", None):
+    name = _adapter_name(model)
+    if name is None:
         return None
-    state = get_peft_model_state_dict(model)
+    state = get_peft_model_state_dict(model, adapter_name=name)
     return {k: v.detach().float().cpu().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
 
 
 def _lora_metadata(model) -> dict[str, Any] | None:
     model = _unwrap(model)
-    config = getattr(model, "peft_config", {}).get("default")
-    return config.to_dict() if config is not None else None
+    name = _adapter_name(model)
+    return model.peft_config[name].to_dict() if name is not None else None
 
 
 def save_concepts(
