@@ -7,6 +7,8 @@ mean nothing: the tests check shapes, coordinates and the stitching arithmetic).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,7 @@ from defectfill.realdata.strips import (
     tile_training_set,
 )
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STRIP = (64, 1024)  # H, W
 TILING = StripTiling(tile=64, overlap=16, keep_good_ratio=0.25)
 
@@ -80,17 +83,11 @@ def strip_arm(strips, tmp_path_factory):
     config = DownstreamConfig(
         classes=["stain", "hole"], models=["deeplab", "rtdetr"], seed=0,
         deeplab=DeepLabConfig(epochs=1, batch_size=8, image_size=64, device="cpu"),
-        rtdetr=RTDETRConfig(model=str(_rtdetr_yaml()), epochs=1, batch=8, imgsz=64),
+        rtdetr=RTDETRConfig(model=str(CONFIGS / "rtdetr_small.yaml"), epochs=1, batch=8, imgsz=64),
         evaluation=EvaluationConfig(generation_metrics=False),
     )
     out = tmp_path_factory.mktemp("strip-arm")
     return run_strip_arm("real_only", strips["train"], strips["test"], config, TILING, out), out, config
-
-
-def _rtdetr_yaml():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[1] / "configs" / "rtdetr_small.yaml"
 
 
 def test_strip_arm_reports_strip_and_tile_level_scores(strip_arm, strips):
@@ -126,7 +123,7 @@ def test_deeplab_strip_maps_are_stitched_tile_probabilities(strip_arm, strips):
     assert np.array_equal(maps[0], (total / count).argmax(0))
     # without overlap the stitched map is the per-tile argmax side by side
     no_overlap = StripTiling(tile=64, overlap=0)
-    tiles0, offsets0 = tile_image(strip, 64, 0)
+    tiles0, _ = tile_image(strip, 64, 0)
     side_by_side = np.concatenate([p.argmax(0) for p in deeplab_tile_probabilities(model, tiles0, 64)], axis=1)
     assert np.array_equal(predict_deeplab_strips(model, [strip], no_overlap, 64)[0], side_by_side)
 
@@ -137,7 +134,7 @@ def test_rtdetr_strip_boxes_are_in_strip_coordinates(strip_arm, strips):
     from defectfill.downstream.rtdetr import DONE_NAME, predict_rtdetr
     from defectfill.metrics.detection import box_iou
 
-    _, out, config = strip_arm
+    _, out, _ = strip_arm
     weights = json.loads((out / "real_only" / "rtdetr" / DONE_NAME).read_text())["weights"]
     strip = strips["test"][0].image
     merged = predict_rtdetr_strips(weights, [strip], TILING, imgsz=64, conf=0.001)[0]
@@ -173,7 +170,7 @@ def tiny_defectfill(tmp_path_factory):
     tiles, _ = tile_training_set([_strip("plain", "stain", 1), _strip("plain", "stain", 3)], TILING, seed=0)
     write_masks([t for t in tiles if not t.is_good], root / "data")
     config = load_train_config(
-        _rtdetr_yaml().parent / "defectfill_tiny.yaml", pretrained_model_name_or_path=str(base),
+        CONFIGS / "defectfill_tiny.yaml", pretrained_model_name_or_path=str(base),
         train_data_dir=str(root / "data"), output_dir=str(root / "model"), max_train_steps=2, lr_warmup_steps=1,
         checkpointing_steps=1000, validation_steps=0, report_to="none")
     train_defectfill(config)

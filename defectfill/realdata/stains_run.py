@@ -232,8 +232,8 @@ class Request:
 
 def plan_requests(train: list[DefectSample], config: RealStainsConfig, seed: int) -> list[Request]:
     """`per_image` requests per training image; mask k of image i from a generator seeded (seed, i, k)."""
-    from defectfill.masks import dilate
     from defectfill.mask_proposals import propose_masks
+    from defectfill.masks import dilate
 
     g = config.generation
     real_masks = [s.mask for s in train if not s.is_good]
@@ -476,8 +476,8 @@ def run_real_stains(config: RealStainsConfig, out_dir: str | Path) -> dict[str, 
         "train_good": [s.meta["name"] for s in train if s.is_good], "test_good": [s.meta["name"] for s in test if s.is_good],
     })
     generators: dict[str, Any] = {}
-    notes: list[str] = [f"{len(train)} training / {len(test)} test images ({config.data.split} split of sorted stems), "
-                        f"resized to {config.data.image_size} px"]
+    notes: list[str] = [(f"{len(train)} training / {len(test)} test images ({config.data.split} split of sorted "
+                         f"stems), resized to {config.data.image_size} px")]
     generator_records: dict[str, dict] = {}
     per_seed: dict[int, dict[str, dict]] = {}
     seconds: dict[str, float] = {}
