@@ -95,6 +95,8 @@ def test_bench_refuses_a_different_config_in_the_same_folder(tmp_path):
     other = load_bench_config(CONFIGS / "bench_micro.yaml", {"generation.synthetic_per_class": 3})
     with pytest.raises(ConfigError, match="generation"):
         _check_same_config(other, tmp_path)
+    # arms are independent folders: one may be added or left out in a later run of the same folder
+    _check_same_config(load_bench_config(CONFIGS / "bench_micro.yaml", {"arms": ["real_only", "cutpaste"]}), tmp_path)
 
 
 @pytest.mark.parametrize("name", ["bench_micro.yaml", "bench_demo.yaml", "bench_gpu.yaml"])

@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 RANDOM_BASE_WARNING = (
     "DefectFill ran on a RANDOM tiny base model because the offline base model {base!r} was not found: "
     "its synthetic defects are noise and the defectfill arm's figures are MEANINGLESS. Build the base "
-    "(defectfill pretrain-base, lands in assets/base-fabric-inpaint) or point defectfill.base_model at "
-    "a diffusers inpainting model, then delete {folder} and rerun."
+    "(defectfill pretrain-base, into assets/base-fabric-inpaint) or point defectfill.base_model at a "
+    "diffusers inpainting model, then run the same command again: the defectfill arm ({folder}) is then "
+    "recomputed on the real base, the other arms are kept."
 )
 
 

@@ -45,12 +45,16 @@ SUMMARY_NAME = "bench.json"
 GOAL_POINTS = {REAL_ONLY: 10.0, "cutpaste": 5.0}
 
 
+# fields that may change between runs in one folder: arms are independent folders (an arm can be
+# added or left out later); threads change speed, not results
+_RESUMABLE_FIELDS = ("source", "arms", "num_threads")
+
+
 def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
     path = out_dir / CONFIG_NAME
-    current = {k: v for k, v in to_dict(config).items() if k != "source"}
+    current = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE_FIELDS}
     if path.is_file():
-        saved = yaml.safe_load(path.read_text()) or {}
-        saved.pop("source", None)
+        saved = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in _RESUMABLE_FIELDS}
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(
