@@ -510,8 +510,11 @@ def run_real_stains(config: RealStainsConfig, out_dir: str | Path) -> dict[str, 
             notes.append("DefectFill ran on a RANDOM tiny base (the offline base was missing): its stains are noise "
                          "and the defectfill row is plumbing, not a result")
         else:
-            notes.append(f"DefectFill base: {record['base_model']}; concept trained once (seed {config.concept_seed}) "
-                         f"for {record['max_train_steps']} steps on {record['crops']} stain windows")
+            info_path = Path(record["base_model"]) / "training_info.json"  # written by the base's pretraining
+            base_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+            steps = f" (UNet trained {base_info['unet_steps']} steps)" if "unet_steps" in base_info else ""
+            notes.append(f"DefectFill base: {record['base_model']}{steps}; concept trained once (seed "
+                         f"{config.concept_seed}) for {record['max_train_steps']} steps on {record['crops']} stain windows")
     first = config.seeds[0]
     generated = {a: out_dir / f"seed-{first}" / "generated" / a for a in config.arms if a != REAL_ONLY}
     sheet = write_stain_contact_sheet(train, generated, out_dir / "contact_sheet.png") if train else None
