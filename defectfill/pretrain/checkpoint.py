@@ -154,6 +154,3 @@ def resolve_resume(root: str | Path, resume: str | None, stage: str) -> Path | N
         raise ModelError(f"--resume_from_checkpoint {resume}: no such checkpoint folder; pass 'latest' or a folder")
     return path if read_state(path)["stage"] == stage else None
 
-
-__all__ = ["atomic_save_dir", "save_checkpoint", "load_checkpoint", "list_checkpoints",
-           "read_state", "resolve_resume"]

@@ -152,7 +152,7 @@ def sample_mixed_crops(
     n: int, size: int, real_tint: float = 0.0,
 ) -> tuple[np.ndarray, list[str]]:
     """A batch with round(n * real_fraction) real crops (none without real images), the rest simulated."""
-    n_real = int(round(n * real_fraction)) if real else 0
+    n_real = round(n * real_fraction) if real else 0
     parts = []
     if n - n_real:
         parts.append(sample_crops(simulator, rng, n - n_real, size))

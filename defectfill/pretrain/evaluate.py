@@ -20,15 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from defectfill.pretrain import data as pdata
 from defectfill.pretrain.config import PretrainConfig
-
-
-def _windows(cfg: PretrainConfig, pool: list, n: int, size: int, seed: int) -> np.ndarray:
-    images, _ = pdata.sample_crops(pool, np.random.default_rng([seed, 99]), n, size, flip=False)
-    return images
 
 
 def eval_windows(cfg: PretrainConfig, n: int, size: int, render=None, images_per_texture: int = 4):
@@ -75,7 +69,7 @@ def vae_metrics(vae, images: np.ndarray) -> dict[str, float]:
         "mean_colour_floor_psnr_db": float(psnr_np(floor, images).mean()),
         "chroma_std_true": chroma_std(images),
         "chroma_std_recon": chroma_std(recon),
-        "n": int(len(images)),
+        "n": len(images),
     }
 
 

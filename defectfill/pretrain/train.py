@@ -144,7 +144,7 @@ def _train_loop(
 
     t0 = time.monotonic()
     step = start_step
-    base_lrs = [g["initial_lr"] if "initial_lr" in g else train_cfg.learning_rate for g in optimizer.param_groups]
+    base_lrs = [train_cfg.learning_rate for _ in optimizer.param_groups]  # the schedule, not the saved lr
     bar = tqdm(total=train_cfg.max_train_steps, initial=step, desc=stage, disable=not accelerator.is_main_process,
                mininterval=5.0)
     model.train()
