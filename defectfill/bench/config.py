@@ -100,6 +100,7 @@ class BenchConfig:
     def validate(self) -> BenchConfig:
         from defectfill.bench.arms import ARM_GENERATORS
         from defectfill.data.fabric import check_defect_type, check_texture
+        from defectfill.errors import DataError
 
         d = self.data
         problems = []
@@ -117,7 +118,7 @@ class BenchConfig:
                 check_texture(texture, "data.*_textures")
             for defect_type in d.defect_types:
                 check_defect_type(defect_type, "data.defect_types")
-        except Exception as exc:  # DataError: re-raised as a config problem
+        except DataError as exc:  # re-raised below as a config problem
             problems.append(str(exc))
         overlap = sorted(set(d.source_textures) & set(d.target_textures))
         if overlap:

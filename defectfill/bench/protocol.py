@@ -74,7 +74,7 @@ def simulate_protocol(config: BenchConfig, data_dir: str | Path) -> BenchData:
 
     d = config.data
     data_dir = Path(data_dir)
-    common = dict(size=d.image_size, seed=config.seed, gray=d.gray)
+    common = {"size": d.image_size, "seed": config.seed, "gray": d.gray}
     source = data_dir / "source"
     for texture, count in zip(d.source_textures, _shares(d.source_defects_per_type, len(d.source_textures))):
         simulate_dataset(source, [texture], d.defect_types, n_good_train=d.source_good, n_good_test=0,
