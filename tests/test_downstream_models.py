@@ -52,6 +52,13 @@ def test_resnet50_output_stride_8_and_16():
     assert class_weights(DeepLabConfig(), 3).tolist() == [1.0, 9.0, 9.0]
 
 
+def test_mobilenet_batchnorm_tracks_the_data_from_random_init():
+    # torchvision's 0.01 momentum left eval-mode predictions all background after ~100 steps
+    model = build_deeplab(DeepLabConfig(arch="mobilenet_v3_large"), num_classes=2)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1}
+
+
 def test_backbone_loaded_from_a_local_file(tmp_path):
     from safetensors.torch import save_file
     from torchvision.models import mobilenet_v3_large

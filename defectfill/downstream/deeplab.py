@@ -74,6 +74,14 @@ def build_deeplab(config: DeepLabConfig, num_classes: int) -> nn.Module:
 
     if config.arch == "mobilenet_v3_large":
         model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+        # torchvision's MobileNetV3 BatchNorm momentum is 0.01 (ImageNet-length training): after a
+        # few hundred steps from random init the running statistics are still far from the data and
+        # the eval-mode model predicts background everywhere (measured on real stains at step 120:
+        # train mode found 1968 of 2332 stain pixels, eval mode 0). PyTorch's default 0.1 tracks the
+        # data within tens of steps (eval mode then found 1450 of 2332).
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
     else:
         dilation = [False, True, True] if config.output_stride == 8 else [False, False, True]
         backbone = resnet50(weights=None, replace_stride_with_dilation=dilation)
