@@ -152,3 +152,16 @@ def test_save_image_and_mask_round_trip_atomically(tmp_path):
     assert set(np.unique(np.asarray(Image.open(tmp_path / "out" / "m.png")))) == {0, 255}
     np.testing.assert_array_equal(load_mask(tmp_path / "out" / "m.png"), BOX)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["i.png", "m.png"]
+
+
+def test_unreadable_image_is_a_data_error_after_ultralytics_patched_pil(tmp_path):
+    # ultralytics replaces PIL.Image.open on import; an unknown file then raised ModuleNotFoundError
+    import ultralytics.utils.patches  # noqa: F401
+
+    from defectfill.data.images import load_image
+    from defectfill.errors import DataError
+
+    bad = tmp_path / "noise.png"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(DataError, match="not a readable image"):
+        load_image(bad)

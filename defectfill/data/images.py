@@ -71,7 +71,9 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # force decoding now, so truncated files fail here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
+        # ImportError: once ultralytics is imported it patches PIL.Image.open to retry unknown
+        # files with the optional pi-heif plugin, which raises ModuleNotFoundError when absent.
         raise DataError(
             f"{path}: not a readable image ({exc}); re-export it as PNG/JPEG or remove it from the dataset"
         ) from exc
