@@ -20,9 +20,21 @@ os.environ.update(
     }
 )
 
-import pytest  # noqa: E402
+import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One torch thread for the whole run: the models here are tiny, and on a shared 2-core machine
+    two threads ran 4-12x slower than one (OpenMP stalls; measured by several modules' authors)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -27,15 +27,6 @@ SIZE = 64
 CONFIG = "configs/downstream_tiny.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # shared 2-core machine: one torch thread is several times faster than two under load
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     samples = [DefectSample(*render_sample("plain", t, s, SIZE), defect_type=t) for t in TYPES for s in range(4)]

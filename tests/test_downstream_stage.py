@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from defectfill.cli import main as cli_main
 from defectfill.data.fabric import simulate_dataset
@@ -21,16 +20,6 @@ from gan_baselines.cutpaste import CutPaste
 
 TYPES = ["stain", "hole"]
 SIZE = 96
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared; two torch threads on a busy machine run several
-    # times slower than one (measured: 0.5 s vs 1.6-11 s per DeepLab step).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

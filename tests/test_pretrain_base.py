@@ -45,15 +45,6 @@ def _config_with(tmp_path: Path, name: str, **stage_steps: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """1 torch thread: on the shared 2-core CI machine it is several times faster than 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("base") / "run"
