@@ -102,6 +102,12 @@ def write_mvtec(samples: Sequence[DefectSample], root: str | Path, split: str | 
     return root
 
 
+def yolo_line(class_index: int, box: Sequence[float], width: int, height: int) -> str:
+    """One YOLO label line: `class cx cy w h`, normalised to the image, 6 decimals."""
+    x0, y0, x1, y1 = box
+    return f"{class_index} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
+
+
 def _yolo_yaml_text(root: Path, class_names: Sequence[str]) -> str:
     splits = {s: f"images/{s}" for s in ("train", "val", "test") if (root / "images" / s).is_dir()}
     if not splits:
@@ -148,10 +154,7 @@ def write_yolo(
         boxes, classes = sample_labels(sample)
         lines = []
         for (x0, y0, x1, y1), cls in zip(boxes, classes):
-            idx = _class_index(class_names, cls, f"sample {name}")
-            lines.append(
-                f"{idx} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
-            )
+            lines.append(yolo_line(_class_index(class_names, cls, f"sample {name}"), (x0, y0, x1, y1), w, h))
         save_image(root / "images" / split / f"{name}.png", sample.image)
         atomic_write_text(root / "labels" / split / f"{name}.txt", "".join(line + "\n" for line in lines))
     atomic_write_text(existing, _yolo_yaml_text(root, class_names))

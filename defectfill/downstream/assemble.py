@@ -41,6 +41,7 @@ import yaml
 
 from defectfill.data.images import save_image
 from defectfill.data.sample import DefectSample
+from defectfill.data.writers import yolo_line
 from defectfill.downstream.config import AssembleConfig
 from defectfill.downstream.manifest import GeneratedItem, read_generation_manifest
 from defectfill.errors import DataError
@@ -109,11 +110,7 @@ def _check_classes(entries: Sequence[_Entry], classes: Sequence[str]) -> None:
 
 
 def _yolo_lines(boxes: np.ndarray, class_index: int, width: int, height: int) -> list[str]:
-    lines = []
-    for x0, y0, x1, y1 in boxes:
-        cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-        lines.append(f"{class_index} {cx:.6f} {cy:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
-    return lines
+    return [yolo_line(class_index, box, width, height) for box in boxes]
 
 
 def _split_real(real: list[_Entry], fraction: float, rng: np.random.Generator) -> tuple[list[_Entry], list[_Entry]]:
