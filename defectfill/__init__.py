@@ -25,4 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'defectfill' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["DefectFill", "DefectGenerator", "DefectSample", "DefectfillError", "GenerationResult", "__version__"]

@@ -45,7 +45,8 @@ def write_clip_tokenizer_files(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bpe_path = Path(open_clip.__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_path) as f:
+        lines = f.read().decode("utf-8").split("\n")
     merges = lines[1 : _NUM_MERGES + 1]
     vocab = list(_bytes_to_unicode().values())
     vocab += [v + "</w>" for v in vocab]
