@@ -208,15 +208,18 @@ def load_deeplab(out_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, d
 
 
 @torch.no_grad()
-def predict_deeplab(model: nn.Module, images: Sequence[np.ndarray], image_size: int, batch_size: int = 8) -> list[np.ndarray]:
-    """(H, W) int64 class maps at each input's own size (logits upsampled bilinearly, then argmax)."""
+def deeplab_logits(model: nn.Module, images: Sequence[np.ndarray], image_size: int, batch_size: int = 8):
+    """Yield (C, H, W) logits at each input's own size: the model runs at `image_size`, its logits
+    are upsampled bilinearly back to the image (or tile) they came from."""
     model.eval()
     device = next(model.parameters()).device
-    out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         logits = model(torch.stack([image_to_tensor(im, image_size) for im in chunk]).to(device))["out"]
         for image, logit in zip(chunk, logits):
-            upsampled = F.interpolate(logit[None], size=image.shape[:2], mode="bilinear", align_corners=False)
-            out.append(upsampled[0].argmax(0).cpu().numpy().astype(np.int64))
-    return out
+            yield F.interpolate(logit[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+
+
+def predict_deeplab(model: nn.Module, images: Sequence[np.ndarray], image_size: int, batch_size: int = 8) -> list[np.ndarray]:
+    """(H, W) int64 class maps at each input's own size (upsampled logits, then argmax)."""
+    return [logit.argmax(0).cpu().numpy().astype(np.int64) for logit in deeplab_logits(model, images, image_size, batch_size)]

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from defectfill.data.sample import DefectSample
 from defectfill.data.tiling import TilingStats, merge_boxes_from_tiles, stitch_masks, tile_image, tile_sample
@@ -106,22 +105,12 @@ def tile_test_set(strips: Sequence[DefectSample], tiling: StripTiling) -> list[D
 
 
 # ------------------------------------------------------------------------------ inference
-@torch.no_grad()
 def deeplab_tile_probabilities(model: torch.nn.Module, tiles: Sequence[np.ndarray], image_size: int,
                                batch_size: int = 8) -> list[np.ndarray]:
     """Per tile (C, th, tw) float32 class probabilities (softmax of the logits at tile size)."""
-    from defectfill.downstream.datasets import image_to_tensor
+    from defectfill.downstream.deeplab import deeplab_logits
 
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(tiles), batch_size):
-        chunk = tiles[start : start + batch_size]
-        logits = model(torch.stack([image_to_tensor(t, image_size) for t in chunk]).to(device))["out"]
-        for tile, logit in zip(chunk, logits):
-            resized = F.interpolate(logit[None], size=tile.shape[:2], mode="bilinear", align_corners=False)[0]
-            out.append(resized.softmax(0).cpu().numpy().astype(np.float32))
-    return out
+    return [logit.softmax(0).cpu().numpy().astype(np.float32) for logit in deeplab_logits(model, tiles, image_size, batch_size)]
 
 
 def predict_deeplab_strips(model: torch.nn.Module, strips: Sequence[np.ndarray], tiling: StripTiling,
