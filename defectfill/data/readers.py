@@ -404,6 +404,19 @@ def _decode_segmentation(segm: Any, h: int, w: int, where: str) -> np.ndarray | 
         raise DataError(f"{where}: malformed segmentation ({exc}); re-export the annotation") from exc
 
 
+def _labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes: bool, image_path: Path,
+                     is_gray: bool, meta: dict, report) -> DefectSample:
+    """A COCO/YOLO image with labels: its type is the class covering the largest area; the per-box
+    classes stay in meta["box_classes"]; box-only labels (mask = filled boxes) are flagged."""
+    if from_boxes:
+        meta["mask_from_boxes"] = True
+        report.note("mask_from_boxes", image_path)
+    meta["box_classes"] = classes
+    kind = max(sorted(area_by_class), key=lambda c: area_by_class[c])
+    return DefectSample(image, mask, kind, source=image_path, boxes=np.asarray(boxes, dtype=np.int64),
+                        is_gray=is_gray, meta=meta)
+
+
 def read_coco(
     json_path: str | Path,
     images_dir: str | Path | None = None,
@@ -494,13 +507,8 @@ def read_coco(
             samples.append(DefectSample(image, np.zeros((h, w), bool), "good", source=image_path,
                                         is_gray=is_gray, meta=meta))
             continue
-        if from_boxes:
-            meta["mask_from_boxes"] = True
-            report.note("mask_from_boxes", image_path)
-        meta["box_classes"] = classes
-        kind = max(sorted(area_by_class), key=lambda c: area_by_class[c])
-        samples.append(DefectSample(image, mask, kind, source=image_path, boxes=np.asarray(boxes, dtype=np.int64),
-                                    is_gray=is_gray, meta=meta))
+        samples.append(_labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes, image_path,
+                                        is_gray, meta, report))
     report.warn_new()
     return samples
 
@@ -642,13 +650,8 @@ def read_yolo(
             if not boxes:
                 samples.append(DefectSample(image, mask, "good", source=image_path, is_gray=is_gray, meta=meta))
                 continue
-            if from_boxes:
-                meta["mask_from_boxes"] = True
-                report.note("mask_from_boxes", image_path)
-            meta["box_classes"] = classes
-            kind = max(sorted(areas), key=lambda c: areas[c])
-            samples.append(DefectSample(image, mask, kind, source=image_path, boxes=np.asarray(boxes, dtype=np.int64),
-                                        is_gray=is_gray, meta=meta))
+            samples.append(_labelled_sample(image, mask, boxes, classes, areas, from_boxes, image_path,
+                                            is_gray, meta, report))
     report.warn_new()
     return samples
 

@@ -183,6 +183,16 @@ def _save(accelerator, root, stage, step, model, optimizer, total_limit, extra_s
                              extra=extra_state, total_limit=total_limit)
 
 
+def _resume_stage(root: Path, resume: str | None, stage: str, model, optimizer, accelerator) -> int:
+    """Load the stage's checkpoint named by `resume` into model + optimizer; the step to start at."""
+    path = _prepare_resume(root, resume, stage)
+    if path is None:
+        return 0
+    start = int(ckpt.load_checkpoint(path, model, optimizer)["step"])
+    accelerator.print(f"resumed {stage} from {path} at step {start}")
+    return start
+
+
 # ---------------------------------------------------------------------------------------- stage 1
 def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
               deadline: float | None) -> StageResult:
@@ -190,11 +200,7 @@ def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, 
     vae = base_model.build_vae(cfg.model.vae, seed=cfg.seed)
     tc = cfg.vae
     optimizer = make_optimizer(vae.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
-    start = 0
-    path = _prepare_resume(root, resume, "vae")
-    if path is not None:
-        start = int(ckpt.load_checkpoint(path, vae, optimizer)["step"])
-        accelerator.print(f"resumed vae from {path} at step {start}")
+    start = _resume_stage(root, resume, "vae", vae, optimizer, accelerator)
     vae, optimizer = accelerator.prepare(vae, optimizer)
 
     def compute_loss(step: int):
@@ -325,11 +331,7 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size,
                                  seed=cfg.seed)
     optimizer = make_optimizer(unet.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
-    start = 0
-    path = _prepare_resume(root, resume, "unet")
-    if path is not None:
-        start = int(ckpt.load_checkpoint(path, unet, optimizer)["step"])
-        accelerator.print(f"resumed unet from {path} at step {start}")
+    start = _resume_stage(root, resume, "unet", unet, optimizer, accelerator)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     scheduler = sd_ddim_scheduler()
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
