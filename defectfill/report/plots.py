@@ -11,6 +11,16 @@ from defectfill.io_utils import atomic_save
 from defectfill.report.table import class_names
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (reports are written on headless machines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -21,10 +31,7 @@ def _save(fig, path: Path) -> Path:
 
 def f_measure_bars(results: Sequence[dict], path: str | Path) -> Path | None:
     """Grouped bars: one group per defect class, one bar per arm (n/a classes left empty)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = class_names(results)
     arms = [r for r in results if r.get("deeplab")]
@@ -45,10 +52,7 @@ def f_measure_bars(results: Sequence[dict], path: str | Path) -> Path | None:
 
 
 def map_bars(results: Sequence[dict], path: str | Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     arms = [r for r in results if r.get("rtdetr") and r["rtdetr"].get("mAP50") is not None]
     if not arms:
@@ -66,10 +70,7 @@ def map_bars(results: Sequence[dict], path: str | Path) -> Path | None:
 
 def pr_curves(results: Sequence[dict], path: str | Path) -> Path | None:
     """Precision vs recall at IoU 0.5 per class (COCO 101-point interpolation), one line per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     arms = [r for r in results if (r.get("rtdetr") or {}).get("pr_curve_iou50")]
     names = sorted({n for r in arms for n, c in r["rtdetr"]["pr_curve_iou50"].items() if c is not None})
