@@ -206,14 +206,22 @@ def test_fills_and_texture_statistic():
     outside = np.ones((64, 64), bool)
     outside[16:40, 20:44] = False
     features = ev.RandomFeatures(seed=0)
+    truth = image[16:40, 20:44]
     for fill in (ev.mean_fill(image, box), ev.blur_fill(image, box)):
         assert np.array_equal(fill[outside], image[outside])
-        assert ev.box_scores(features, fill, image, box)["texture_distance"] > 0.05
-    assert ev.texture_distance(features, image[16:40, 20:44], image[16:40, 20:44]) == 0.0
-    # another crop of the same fabric is closer in texture than its flat mean
-    other = image[30:54, 34:58]
+        scores = ev.box_scores(features, fill, image, box)
+        assert scores["texture_distance"] > 0.5 and scores["spectrum_distance"] > 0.5
+    # a flat fill carries no texture: both statistics are exactly 1, whatever its colour
     flat = ev.mean_fill(image, box)[16:40, 20:44]
-    assert ev.texture_distance(features, other, image[16:40, 20:44]) < ev.texture_distance(features, flat, image[16:40, 20:44])
+    assert ev.texture_distance(features, flat, truth) == pytest.approx(1.0)
+    assert ev.spectrum_distance(flat, truth) == pytest.approx(1.0)
+    assert ev.texture_distance(features, truth, truth) == 0.0 and ev.spectrum_distance(truth, truth) == 0.0
+    # another crop of the same fabric (other phase) is closer than a flat fill and than another fabric
+    other = image[30:54, 34:58]
+    foreign = render_fabric("check", 5, size=64)[16:40, 20:44]
+    for distance in (lambda a, b: ev.texture_distance(features, a, b), ev.spectrum_distance):
+        assert distance(other, truth) < distance(flat, truth)
+        assert distance(other, truth) < distance(foreign, truth)
 
 
 def test_evaluate_command_writes_results_and_sheets(trained: Path, tmp_path: Path):

@@ -5,13 +5,19 @@
   colour), and the chroma spread (does colour survive?).
 - Inpainting: on held-out good windows, a random box is inpainted by the pipeline and, for
   reference, by a *blur fill* (normalised Gaussian convolution of the surround) and a *mean fill*
-  (the surround's mean colour). Inside the box we compare each fill with the ground truth by
-    texture distance  D = ‖G(f) − G(g)‖_F / ‖G(g)‖_F,  G(·) = Gram matrix (C×C, divided by the
-    number of pixels) of the features of a fixed, seeded random conv net (3 layers of 3×3 conv +
-    ReLU, 32 channels, on [-1,1] input), taken over the box's pixels,
-  (lower is better: 0 = the same second-order texture statistics), plus SSIM and PSNR in the box.
-  A pixel-exact fill is impossible (the weave's phase is unknown), so D judges texture, SSIM/PSNR
-  judge structure/brightness agreement.
+  (the surround's mean colour). Inside the box each fill f is compared with the ground truth g by
+  two texture statistics that ignore the weave's phase (a pixel-exact fill is impossible):
+    texture distance   D = ‖C(f) − C(g)‖_F / ‖C(g)‖_F,   C(·) = covariance (C×C) over the box's
+                       pixels of the features of a fixed, seeded random conv net (3 layers of 3×3
+                       conv + ReLU, 32 channels, on [-1,1] input): a Gram matrix of *centred*
+                       features, as texture synthesis uses;
+    spectrum distance  S = ‖P(f) − P(g)‖₂ / ‖P(g)‖₂,   P(·) = power spectrum |FFT(hann·(x − x̄))|²
+                       per channel (period and orientation of the weave, not its phase).
+  Both are 0 for identical statistics and exactly 1 for any flat fill (no texture at all), so a
+  fill scores below 1 only by carrying the fabric's texture. SSIM and PSNR in the box are printed
+  too (structure / brightness agreement). The uncentred Gram distance of the first evaluations is
+  kept as `gram_distance_uncentred`: on ReLU features of [-1,1] input it is dominated by mean
+  brightness, so a flat mean fill scored best on it (it measured colour, not texture).
 """
 
 from __future__ import annotations
@@ -132,16 +138,52 @@ class RandomFeatures(torch.nn.Module):
         self.net = torch.nn.Sequential(*layers).requires_grad_(False)
 
     @torch.no_grad()
+    def features(self, patch: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 -> (C, h·w) features."""
+        return self.net(pdata.to_model_tensor(patch[None]))[0].flatten(1)
+
     def gram(self, patch: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 -> (C, C) Gram matrix of the features, divided by the number of positions."""
-        f = self.net(pdata.to_model_tensor(patch[None]))[0].flatten(1)
+        """Uncentred Gram matrix (C, C) of the features, divided by the number of positions."""
+        f = self.features(patch)
+        return f @ f.T / f.shape[1]
+
+    def covariance(self, patch: np.ndarray) -> torch.Tensor:
+        """Gram matrix (C, C) of the features centred over the positions: their covariance."""
+        f = self.features(patch)
+        f = f - f.mean(dim=1, keepdim=True)
         return f @ f.T / f.shape[1]
 
 
+def _relative(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖; 0 when both vanish, 1 when only a does."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    norm = float(b.norm())
+    if norm < 1e-12:
+        return 0.0 if float(a.norm()) < 1e-12 else 1.0
+    return float((a - b).norm()) / norm
+
+
 def texture_distance(features: RandomFeatures, fill: np.ndarray, truth: np.ndarray) -> float:
-    """‖G(fill) − G(truth)‖_F / ‖G(truth)‖_F over the box crops."""
-    g_fill, g_true = features.gram(fill), features.gram(truth)
-    return float((g_fill - g_true).norm() / g_true.norm().clamp_min(1e-8))
+    """‖C(fill) − C(truth)‖_F / ‖C(truth)‖_F, C = covariance of random conv features over the crops."""
+    return _relative(features.covariance(fill), features.covariance(truth))
+
+
+def gram_distance_uncentred(features: RandomFeatures, fill: np.ndarray, truth: np.ndarray) -> float:
+    """The first evaluations' statistic (uncentred Gram); measures brightness more than texture."""
+    return _relative(features.gram(fill), features.gram(truth))
+
+
+def power_spectrum(patch: np.ndarray) -> np.ndarray:
+    """|FFT(hann · (x − mean))|² per channel of an (h, w, 3) uint8 crop, values in [0, 1]."""
+    x = patch.astype(np.float64) / 255.0
+    x = x - x.mean(axis=(0, 1), keepdims=True)
+    window = np.outer(np.hanning(x.shape[0]), np.hanning(x.shape[1]))[..., None]
+    return np.abs(np.fft.fft2(x * window, axes=(0, 1))) ** 2
+
+
+def spectrum_distance(fill: np.ndarray, truth: np.ndarray) -> float:
+    """‖P(fill) − P(truth)‖₂ / ‖P(truth)‖₂ over the crops' power spectra (phase-free texture)."""
+    return _relative(power_spectrum(fill), power_spectrum(truth))
 
 
 def box_scores(features: RandomFeatures, filled: np.ndarray, truth: np.ndarray, box: tuple[int, ...]) -> dict:
@@ -152,6 +194,8 @@ def box_scores(features: RandomFeatures, filled: np.ndarray, truth: np.ndarray, 
     win = min(7, (min(a.shape[:2]) - 1) // 2 * 2 + 1)  # SSIM's odd window, shrunk for tiny boxes
     return {
         "texture_distance": texture_distance(features, a, b),
+        "spectrum_distance": spectrum_distance(a, b),
+        "gram_distance_uncentred": gram_distance_uncentred(features, a, b),
         "ssim": float(structural_similarity(a, b, channel_axis=2, data_range=255, win_size=win)),
         "psnr_db": float(psnr_np(a[None], b[None])[0]),
     }
@@ -224,13 +268,15 @@ def evaluate_pipeline(cfg: PretrainConfig, pipeline_dir: str | Path, output_dir:
              "mean_fill": np.stack([mean_fill(w, b) for w, b in zip(sim, boxes)])}
     features = RandomFeatures(seed=0)
     results["inpaint"] = {}
-    for name, filled in fills.items():
-        scores = [box_scores(features, f, t, b) for f, t, b in zip(filled, sim, boxes)]
-        results["inpaint"][name] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-        results["inpaint"][name]["texture_distance_median"] = float(np.median([s["texture_distance"] for s in scores]))
-    wins = [box_scores(features, m, t, b)["texture_distance"] < box_scores(features, f, t, b)["texture_distance"]
-            for m, f, t, b in zip(fills["model"], fills["blur_fill"], sim, boxes)]
-    results["inpaint"]["model_beats_blur_fill_fraction"] = float(np.mean(wins))
+    scores = {name: [box_scores(features, f, t, b) for f, t, b in zip(filled, sim, boxes)] for name, filled in fills.items()}
+    for name, rows in scores.items():
+        results["inpaint"][name] = {k: float(np.mean([s[k] for s in rows])) for k in rows[0]}
+        for k in ("texture_distance", "spectrum_distance"):
+            results["inpaint"][name][f"{k}_median"] = float(np.median([s[k] for s in rows]))
+    for k in ("texture_distance", "spectrum_distance"):
+        for ref in ("blur_fill", "mean_fill"):
+            wins = [m[k] < r[k] for m, r in zip(scores["model"], scores[ref])]
+            results["inpaint"][f"model_beats_{ref}_{k}_fraction"] = float(np.mean(wins))
     images, masks, captions = [], [], []
     for k in range(min(sheet_rows, len(sim))):
         x0, y0, x1, y1 = boxes[k]
