@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,17 @@ def test_assemble_writes_consistent_labels_and_recipe(real, generated, tmp_path)
     coco = json.loads((tmp_path / "data" / "coco_train.json").read_text())
     assert len(coco["images"]) == 12
     assert sum(len(row["boxes"]) for row in train) == len(coco["annotations"])
+    # COCO segmentations are the label pixels of each box: their union is the class mask
+    from faster_coco_eval.core import mask as coco_mask
+
+    for image in coco["images"]:
+        class_mask = np.asarray(Image.open(tmp_path / "data" / "masks" / "train" / Path(image["file_name"]).name))
+        union = np.zeros_like(class_mask, dtype=bool)
+        for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            decoded = coco_mask.decode(ann["segmentation"]).astype(bool)
+            assert ann["area"] == int(decoded.sum()) and (class_mask[decoded] == ann["category_id"]).all()
+            union |= decoded
+        assert np.array_equal(union, class_mask > 0)
     assert load_assembled(tmp_path / "data").classes == TYPES
 
 

@@ -27,7 +27,10 @@ from defectfill.errors import DataError
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.masks import mask_to_boxes
 
-__all__ = ["class_names_of", "sample_labels", "write_coco", "write_masks", "write_mvtec", "write_yolo"]
+__all__ = [
+    "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "sample_labels", "write_coco",
+    "write_masks", "write_mvtec", "write_yolo", "yolo_line",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -169,6 +172,42 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
+def coco_annotations(
+    mask: np.ndarray, boxes: np.ndarray, category_ids: Sequence[int], image_id: int, first_id: int,
+    box_only: bool = False,
+) -> list[dict[str, Any]]:
+    """COCO annotations of one image: bbox [x, y, w, h] in pixels, segmentation = the mask inside the
+    box as compressed RLE (empty when `box_only`: the mask is only the filled boxes), area = its pixel
+    count (the box area when box-only); ids count up from `first_id`."""
+    h, w = mask.shape
+    out = []
+    for k, ((x0, y0, x1, y1), category_id) in enumerate(zip(np.asarray(boxes).tolist(), category_ids)):
+        inside = np.zeros((h, w), dtype=bool)
+        inside[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        out.append({
+            "id": first_id + k, "image_id": image_id, "category_id": int(category_id),
+            "bbox": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
+            "area": int((x1 - x0) * (y1 - y0)) if box_only else int(inside.sum()),
+            "iscrowd": 0, "segmentation": [] if box_only else _rle(inside),
+        })
+    return out
+
+
+def coco_categories(class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Category ids 1..K in the order of `class_names`."""
+    return [{"id": k + 1, "name": n, "supercategory": "defect"} for k, n in enumerate(class_names)]
+
+
+def class_index_mask(mask: np.ndarray, boxes: np.ndarray, class_indices: Sequence[int]) -> np.ndarray:
+    """(H, W) uint8: 0 background, k + 1 where the mask is set inside a box of class k."""
+    if len(class_indices) and max(class_indices) > 253:
+        raise DataError(f"class-index masks: {max(class_indices) + 1} classes do not fit in 8 bits (at most 254)")
+    index = np.zeros(mask.shape, dtype=np.uint8)
+    for (x0, y0, x1, y1), k in zip(np.asarray(boxes).tolist(), class_indices):
+        index[y0:y1, x0:x1][mask[y0:y1, x0:x1]] = k + 1
+    return index
+
+
 def write_coco(
     samples: Sequence[DefectSample],
     json_path: str | Path,
@@ -199,23 +238,10 @@ def write_coco(
         image_id = i + 1
         images.append({"id": image_id, "file_name": file_ref, "width": w, "height": h})
         boxes, classes = sample_labels(sample)
-        box_only = bool(sample.meta.get("mask_from_boxes"))
-        for (x0, y0, x1, y1), cls in zip(boxes, classes):
-            inside = np.zeros((h, w), dtype=bool)
-            inside[y0:y1, x0:x1] = sample.mask[y0:y1, x0:x1]
-            area = int((x1 - x0) * (y1 - y0)) if box_only else int(inside.sum())
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": _class_index(class_names, cls, f"sample {name}") + 1,
-                    "bbox": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
-                    "area": area,
-                    "iscrowd": 0,
-                    "segmentation": [] if box_only else _rle(inside),
-                }
-            )
-    categories = [{"id": k + 1, "name": n, "supercategory": "defect"} for k, n in enumerate(class_names)]
+        ids = [_class_index(class_names, cls, f"sample {name}") + 1 for cls in classes]
+        annotations += coco_annotations(sample.mask, boxes, ids, image_id, len(annotations) + 1,
+                                        box_only=bool(sample.meta.get("mask_from_boxes")))
+    categories = coco_categories(class_names)
     atomic_write_json(json_path, {"images": images, "annotations": annotations, "categories": categories})
     return json_path
 
@@ -244,14 +270,8 @@ def write_masks(
         if not index_masks:
             save_mask(root / "masks" / f"{name}.png", sample.mask)
             continue
-        if len(class_names) > 254:
-            raise DataError(f"index_masks: {len(class_names)} classes do not fit in 8-bit masks (at most 254)")
-        index = np.zeros(sample.size, dtype=np.uint8)
         boxes, classes = sample_labels(sample)
-        for (x0, y0, x1, y1), cls in zip(boxes, classes):
-            k = _class_index(class_names, cls, f"sample {name}") + 1
-            inside = sample.mask[y0:y1, x0:x1]
-            index[y0:y1, x0:x1][inside] = k
-        save_image(root / "masks" / f"{name}.png", index)
+        indices = [_class_index(class_names, cls, f"sample {name}") for cls in classes]
+        save_image(root / "masks" / f"{name}.png", class_index_mask(sample.mask, boxes, indices))
     atomic_write_json(root / "defects.json", {"classes": class_names, "types": types})
     return root

@@ -17,7 +17,7 @@ Output folder (all files written atomically):
     images/{train,val}/<name>.png        RGB images
     labels/{train,val}/<name>.txt        YOLO labels: `class cx cy w h`, normalised (ultralytics)
     masks/{train,val}/<name>.png         class-index masks: 0 background, i+1 = classes[i] (DeepLabV3)
-    coco_{train,val}.json                COCO boxes (category id i+1 = classes[i])
+    coco_{train,val}.json                COCO boxes + RLE masks (category id i+1 = classes[i])
     data.yaml                            ultralytics dataset file (absolute `path`)
     index.jsonl                          one line per image: split, origin (real|synthetic), source
     recipe.json                          sources, counts per class, real:synthetic ratio, seeds
@@ -41,7 +41,7 @@ import yaml
 
 from defectfill.data.images import save_image
 from defectfill.data.sample import DefectSample
-from defectfill.data.writers import yolo_line
+from defectfill.data.writers import class_index_mask, coco_annotations, coco_categories, yolo_line
 from defectfill.downstream.config import AssembleConfig
 from defectfill.downstream.manifest import GeneratedItem, read_generation_manifest
 from defectfill.errors import DataError
@@ -107,10 +107,6 @@ def _check_classes(entries: Sequence[_Entry], classes: Sequence[str]) -> None:
             f"the data holds defect types {dict(unknown)} (type: image count) that the config does not name; "
             f"configured classes are {list(classes)}; add them to `classes` or remove those images"
         )
-
-
-def _yolo_lines(boxes: np.ndarray, class_index: int, width: int, height: int) -> list[str]:
-    return [yolo_line(class_index, box, width, height) for box in boxes]
 
 
 def _split_real(real: list[_Entry], fraction: float, rng: np.random.Generator) -> tuple[list[_Entry], list[_Entry]]:
@@ -189,7 +185,7 @@ def assemble(
     names = {"real": 0, "synthetic": 0}
     written: dict[int, str] = {}  # one name per image, also when val repeats the real training images
     for split, entries in splits.items():
-        coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+        coco = {"images": [], "annotations": [], "categories": coco_categories(classes)}
         for entry in entries:
             if entry.sample is not None:
                 image, mask = entry.sample.image, entry.sample.mask
@@ -212,19 +208,17 @@ def assemble(
             area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             stats["zero_area_boxes_dropped"] += int((area <= 0).sum())
             boxes = boxes[area > 0]
-            class_mask = np.where(mask, class_index + 1, 0).astype(np.uint8) if is_defect else np.zeros(mask.shape, np.uint8)
+            class_mask = class_index_mask(mask, boxes, [class_index] * len(boxes))
 
             save_image(out_dir / "images" / split / f"{name}.png", image)
             save_image(out_dir / "masks" / split / f"{name}.png", class_mask)
             atomic_write_text(out_dir / "labels" / split / f"{name}.txt",
-                              "".join(line + "\n" for line in _yolo_lines(boxes, class_index, width, height)))
+                              "".join(yolo_line(class_index, box, width, height) + "\n" for box in boxes))
             image_id = len(coco["images"]) + 1
             coco["images"].append({"id": image_id, "file_name": f"images/{split}/{name}.png", "width": width, "height": height})
-            for x0, y0, x1, y1 in boxes.tolist():
-                coco["annotations"].append({
-                    "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": class_index + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-                })
+            box_only = entry.sample is not None and bool(entry.sample.meta.get("mask_from_boxes"))
+            coco["annotations"] += coco_annotations(mask, boxes, [class_index + 1] * len(boxes), image_id,
+                                                    len(coco["annotations"]) + 1, box_only=box_only or not mask.any())
             counts[split][entry.origin][entry.defect_type] += 1
             index_lines.append(json.dumps({
                 "file": f"images/{split}/{name}.png", "split": split, "origin": entry.origin,
