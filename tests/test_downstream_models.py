@@ -82,6 +82,46 @@ def test_deeplab_trains_saves_and_predicts(dataset, tmp_path):
     assert train_deeplab(dataset.root, TYPES, config, tmp_path / "deeplab", if_exists="skip") == loaded_info
 
 
+def test_deeplab_interrupted_between_epochs_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch):
+    from defectfill.downstream import deeplab
+
+    config = DeepLabConfig(epochs=3, batch_size=4, image_size=SIZE, device="cpu")
+    original = deeplab._save_resume_state
+    seen: dict[str, dict[int, dict]] = {}
+
+    def spy(run: str, stop_after: int | None = None):
+        def save(folder, model, optimizer, scheduler, generator, progress):
+            original(folder, model, optimizer, scheduler, generator, progress)
+            seen.setdefault(run, {})[progress["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+            if progress["epoch"] == stop_after:
+                raise KeyboardInterrupt  # the job is killed right after this epoch's state is on disk
+        return save
+
+    torch.manual_seed(123)  # the global RNG state before the call must not matter
+    monkeypatch.setattr(deeplab, "_save_resume_state", spy("straight"))
+    straight = train_deeplab(dataset.root, TYPES, config, tmp_path / "straight", seed=5)
+    monkeypatch.setattr(deeplab, "_save_resume_state", spy("killed", stop_after=1))
+    with pytest.raises(KeyboardInterrupt):
+        train_deeplab(dataset.root, TYPES, config, tmp_path / "resumed", seed=5)
+    assert (tmp_path / "resumed" / "last" / "state.json").is_file() and not (tmp_path / "resumed" / "best.json").exists()
+    torch.manual_seed(999)
+    monkeypatch.setattr(deeplab, "_save_resume_state", spy("resumed"))
+    resumed = train_deeplab(dataset.root, TYPES, config, tmp_path / "resumed", seed=5)
+    assert sorted(seen["resumed"]) == [2, 3]  # epoch 1 was not trained again
+    for epoch in (2, 3):
+        for name, tensor in seen["straight"][epoch].items():
+            assert torch.equal(tensor, seen["resumed"][epoch][name]), f"epoch {epoch}: {name} differs after resume"
+    assert resumed["best_epoch"] == straight["best_epoch"] and resumed["best_val"] == straight["best_val"]
+    assert not (tmp_path / "resumed" / "last").exists()  # removed once the training is finished
+    # a damaged resume state is refused by name, nothing trained over it
+    monkeypatch.setattr(deeplab, "_save_resume_state", spy("broken", stop_after=1))
+    with pytest.raises(KeyboardInterrupt):
+        train_deeplab(dataset.root, TYPES, config, tmp_path / "broken", seed=5)
+    (tmp_path / "broken" / "last" / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="optimizer.safetensors"):
+        train_deeplab(dataset.root, TYPES, config, tmp_path / "broken", seed=5)
+
+
 def test_rtdetr_small_trains_predicts_and_never_clobbers(dataset, tmp_path):
     model_yaml = load_downstream_config(CONFIG).rtdetr.model
     config = RTDETRConfig(model=model_yaml, epochs=1, batch=4, imgsz=SIZE)

@@ -44,7 +44,11 @@ def load_class_mask(path: Path, num_classes: int) -> np.ndarray:
 
 
 class SegmentationFolder(torch.utils.data.Dataset):
-    """images/<split>/*.png with masks/<split>/*.png of an assembled dataset."""
+    """images/<split>/*.png with masks/<split>/*.png of an assembled dataset.
+
+    Training flips are drawn from (seed, epoch, index), not from a running generator: the same in
+    every DataLoader worker and after a resume. Call `set_epoch` before each epoch.
+    """
 
     def __init__(self, root: str | Path, split: str, num_classes: int, image_size: int, train: bool = False, seed: int = 0):
         self.root = Path(root)
@@ -54,7 +58,11 @@ class SegmentationFolder(torch.utils.data.Dataset):
         self.num_classes = num_classes
         self.image_size = image_size
         self.train = train
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,9 +72,10 @@ class SegmentationFolder(torch.utils.data.Dataset):
         image = load_image(path)
         mask = load_class_mask(self.root / "masks" / path.parent.name / path.name, self.num_classes)
         if self.train:
-            if self.rng.random() < 0.5:
+            flip_x, flip_y = np.random.default_rng([self.seed, self.epoch, index]).random(2) < 0.5
+            if flip_x:
                 image, mask = image[:, ::-1], mask[:, ::-1]
-            if self.rng.random() < 0.5:
+            if flip_y:
                 image, mask = image[::-1], mask[::-1]
         image = np.ascontiguousarray(image)
         size = self.image_size

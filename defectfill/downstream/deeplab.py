@@ -14,11 +14,16 @@
   through torch.utils.tensorboard; after each epoch the model is scored on the validation split
   (pixel F-measure, `defectfill.metrics.segmentation`) and the best is kept as
   `best.safetensors` + `best.json` (its config, classes, epoch, scores).
+- Resume: after each epoch the whole training state is written to `last/` (model, optimizer,
+  scheduler, RNG states, best-so-far; safetensors + JSON, folder replaced atomically). A training
+  interrupted between epochs continues from there and ends with the same weights as an
+  uninterrupted one; `last/` is removed once `best.json` is written.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -38,6 +43,7 @@ from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
 
 CHECKPOINT = "best.safetensors"
 CHECKPOINT_INFO = "best.json"
+RESUME_DIR = "last"
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -112,6 +118,49 @@ def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[
     return scores_from_counts(counts, classes)
 
 
+def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
+                       progress: dict) -> None:
+    """Everything needed to continue after this epoch, in `folder` (replaced atomically)."""
+    from safetensors.torch import save_file
+
+    from defectfill.pretrain.checkpoint import atomic_save_dir, optimizer_tensors
+
+    model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, groups = optimizer_tensors(optimizer)
+    rng = {"torch_rng": torch.get_rng_state(), "loader_rng": generator.get_state()}
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+    def save(tmp: Path) -> None:
+        save_file(model_sd, str(tmp / "model.safetensors"))
+        save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        atomic_write_json(tmp / "state.json", {**progress, "param_groups": groups, "scheduler": sched})
+
+    atomic_save_dir(folder, save)
+
+
+def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> dict:
+    """Restore a `last/` folder written by `_save_resume_state`; returns its progress record."""
+    from defectfill.pretrain.checkpoint import load_safetensors, restore_optimizer
+
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        model.load_state_dict(load_safetensors(folder / "model.safetensors"))
+        restore_optimizer(optimizer, load_safetensors(folder / "optimizer.safetensors"), state["param_groups"])
+        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        rng = load_safetensors(folder / "rng.safetensors")
+        torch.set_rng_state(rng["torch_rng"])
+        generator.set_state(rng["loader_rng"])
+    except ModelError:
+        raise
+    except (OSError, json.JSONDecodeError, KeyError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"{folder}: cannot resume DeepLabV3 training from it ({type(exc).__name__}: {str(exc)[:200]}); delete "
+            "the folder to start this training again"
+        ) from exc
+    return state
+
+
 def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
     """Train on `dataset_root` (an assembled folder); returns the record written to best.json."""
     from safetensors.torch import save_file
@@ -147,8 +196,15 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     weights = class_weights(config, num_classes).to(device)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
 
-    best_score, record, epoch_seconds, step = -1.0, None, [], 0
-    for epoch in range(1, config.epochs + 1):
+    best_score, record, epoch_seconds, step, first_epoch = -1.0, None, [], 0, 1
+    resume_dir = out_dir / RESUME_DIR
+    if (resume_dir / "state.json").is_file():
+        progress = _load_resume_state(resume_dir, model, optimizer, scheduler, loader_generator)
+        best_score, record = progress["best_score"], progress["record"]
+        epoch_seconds, step, first_epoch = progress["epoch_seconds"], progress["step"], progress["epoch"] + 1
+        tqdm.write(f"deeplab: resumed {out_dir} after epoch {progress['epoch']}")
+    for epoch in range(first_epoch, config.epochs + 1):
+        train_set.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         progress = tqdm(train_loader, desc=f"deeplab epoch {epoch}/{config.epochs}", leave=False)
@@ -175,6 +231,9 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_save(out_dir / CHECKPOINT, lambda tmp, s=state: save_file(s, str(tmp)))
             record = {"epoch": epoch, "val": scores}
+        _save_resume_state(resume_dir, model, optimizer, scheduler, loader_generator,
+                           {"epoch": epoch, "step": step, "best_score": best_score, "record": record,
+                            "epoch_seconds": epoch_seconds})
     writer.close()
     info = {
         "weights": str(out_dir / CHECKPOINT),
@@ -189,6 +248,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
         "seed": seed,
     }
     atomic_write_json(info_path, info)  # last: marks a finished training
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return info
 
 

@@ -44,7 +44,8 @@ def atomic_save_dir(target: str | Path, save) -> Path:
     return target
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """An optimizer's state as flat tensors "<param index>.<name>" (for safetensors) + its param groups."""
     sd = optimizer.state_dict()
     tensors = {}
     for index, state in sd["state"].items():
@@ -61,7 +62,7 @@ def save_checkpoint(
 
     root = Path(root)
     model_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    opt_tensors, groups = _optimizer_tensors(optimizer)
+    opt_tensors, groups = optimizer_tensors(optimizer)
 
     def save(tmp: Path) -> None:
         save_file(model_sd, str(tmp / "model.safetensors"))
@@ -104,7 +105,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -118,11 +119,20 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+def restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], param_groups: list[dict]) -> None:
+    """The inverse of `optimizer_tensors`."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        index, _, name = key.partition(".")
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore `model` and `optimizer` from checkpoint folder `path`; returns its state.json."""
     path = Path(path)
     state = read_state(path)
-    model_sd = _load_safetensors(path / "model.safetensors")
+    model_sd = load_safetensors(path / "model.safetensors")
     try:
         model.load_state_dict(model_sd, strict=True)
     except RuntimeError as exc:
@@ -130,13 +140,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
             f"{path}/model.safetensors does not fit the configured model ({str(exc)[:300]}); resume with the "
             "config the checkpoint was trained with"
         ) from exc
-    flat = _load_safetensors(path / "optimizer.safetensors")
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in flat.items():
-        index, _, name = key.partition(".")
-        opt_state.setdefault(int(index), {})[name] = value
+    flat = load_safetensors(path / "optimizer.safetensors")
     try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+        restore_optimizer(optimizer, flat, state["param_groups"])
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{path}: optimizer state does not fit the model ({exc}); resume with the same config") from exc
     return state

@@ -396,7 +396,7 @@ def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Pa
     """Build the pipeline from a UNet checkpoint of `output_dir` (e.g. a better earlier one)."""
     state = ckpt.read_state(checkpoint)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
-    unet.load_state_dict(ckpt._load_safetensors(checkpoint / "model.safetensors"))
+    unet.load_state_dict(ckpt.load_safetensors(checkpoint / "model.safetensors"))
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
     vae = load_vae(output_dir / "vae")
     return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]})
