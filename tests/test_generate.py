@@ -160,6 +160,19 @@ def test_small_mask_on_a_long_strip_is_generated_in_a_window(model):
         assert cand.shape == strip.shape and np.array_equal(cand[~mask], strip[~mask])
 
 
+def test_far_apart_defects_on_a_strip_are_generated_in_their_own_windows(model):
+    strip = _fabric(64, 1024, seed=3)
+    mask = _mask(64, 1024, box=(30, 40, 20, 30)) | _mask(64, 1024, box=(10, 22, 980, 1000))
+    result = _run(model, strip, mask, num_candidates=2)
+    assert len(result.meta["windows"]) == 2 and result.meta["window"] == result.meta["windows"][0]
+    assert all(w["gen_size"] == [64, 64] for w in result.meta["windows"])  # not shrunk to fit both
+    left, right = mask.copy(), mask.copy()
+    left[:, 512:], right[:, :512] = False, False
+    for cand, changed in zip(result.candidates, result.changed_masks):
+        assert np.array_equal(cand[~mask], strip[~mask])
+        assert (changed & left).any() and (changed & right).any()
+
+
 def test_large_mask_and_mask_touching_the_border_work(model):
     image = _fabric(160, 96, seed=4)
     big = _mask(160, 96, box=(0, 150, 0, 96))  # larger than the 64-px resolution, touches 3 borders

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from defectfill.errors import GenerationError
-from defectfill.models.window import crop_image, crop_mask, feather_weights, paste_back, window_around_mask
+from defectfill.models.window import (
+    crop_image,
+    crop_mask,
+    feather_weights,
+    paste_back,
+    window_around_mask,
+    windows_for_mask,
+)
 
 
 def _mask(shape, y0, y1, x0, x1):
@@ -85,3 +92,35 @@ def test_paste_back_refuses_a_mask_outside_the_window():
     other = _mask((200, 200), 150, 160, 150, 160)
     with pytest.raises(GenerationError, match="outside the generation window"):
         paste_back(np.zeros((200, 200, 3), np.uint8), np.zeros((64, 64, 3), np.uint8), w, mask | other)
+
+
+def test_far_apart_defects_get_one_full_resolution_window_each():
+    mask = _mask((256, 4096), 100, 130, 40, 70) | _mask((256, 4096), 20, 40, 3900, 3930)
+    one = window_around_mask(mask, resolution=64, multiple=8)
+    assert one.scale < 0.1  # a single window would shrink each defect to a few generated pixels
+    groups = windows_for_mask(mask, resolution=64, multiple=8)
+    assert len(groups) == 2
+    for (w, part), (y0, x0) in zip(groups, [(20, 3900), (100, 40)]):  # row-major order
+        assert w.scale == 1.0 and (w.width, w.height) == (64, 64)
+        assert part[y0, x0] and not (part & ~mask).any() and part[w.y0 : w.y1, w.x0 : w.x1].sum() == part.sum()
+    assert np.array_equal(groups[0][1] | groups[1][1], mask) and not (groups[0][1] & groups[1][1]).any()
+
+
+def test_nearby_components_share_a_window_and_windows_never_overlap():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((256, 1024), bool)
+    mask[50:54, 100:104] = mask[60:64, 120:124] = True  # 16 px apart: one group
+    for _ in range(12):
+        y, x = rng.integers(0, 250), rng.integers(0, 1018)
+        mask[y : y + 5, x : x + 5] = True
+    groups = windows_for_mask(mask, resolution=64, multiple=8)
+    assert np.array_equal(np.logical_or.reduce([g for _, g in groups]), mask)
+    together = [g for _, g in groups if g[50, 100]]
+    assert len(together) == 1 and together[0][60, 120]
+    for i, (a, _) in enumerate(groups):
+        for b, _ in groups[i + 1 :]:
+            assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1)
+    speckle = rng.random((256, 1024)) < 0.02  # hundreds of groups: one request, one window
+    assert len(windows_for_mask(speckle, resolution=64, multiple=8)) == 1
+    with pytest.raises(GenerationError, match="mask is empty"):
+        windows_for_mask(np.zeros((64, 64), bool), resolution=64)

@@ -30,7 +30,7 @@ from defectfill.data.images import to_mask_array, to_rgb_array
 from defectfill.errors import DataError, DefectfillError, GenerationError, HubError, ModelError
 from defectfill.generator import GenerationResult
 from defectfill.masks import changed_mask, mask_to_boxes
-from defectfill.models.window import crop_image, crop_mask, paste_back, window_around_mask
+from defectfill.models.window import crop_image, crop_mask, paste_back, windows_for_mask
 from defectfill.selection import DEFAULT_METRIC, check_metric, score_candidates, select
 
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-inpainting"
@@ -376,19 +376,21 @@ class DefectFill:
                                          guidance_scale, strength)
         metric = check_metric(selection_metric or self.selection_metric)
         is_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-        # 2. window around the mask at the model's resolution
-        window = window_around_mask(request, self.resolution, self.size_multiple, context=self.context)
-        window_image, window_mask = crop_image(rgb, window), crop_mask(request, window)
+        # 2. windows around the mask's groups of nearby defects, at the model's resolution
+        groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context)
         # 3. encode the prompt (cached per defect type)
         embeds = self.encode_prompt(defect_type, guidance_scale > 1.0)
-        # 4. k candidates in one batched call
         generator, seed = self._make_generator(generator, seed)
-        generated = self.generate_candidates(window_image, window_mask, embeds, num_candidates,
-                                             num_inference_steps, guidance_scale, strength, generator)
-        if is_gray:
-            generated = _luminance(generated)
-        # 5. paste back inside the request mask only
-        candidates = [paste_back(rgb, g, window, request, self.feather_px) for g in generated]
+        candidates = [rgb] * num_candidates
+        for window, group_mask in groups:
+            # 4. k candidates of this window in one batched call
+            generated = self.generate_candidates(crop_image(rgb, window), crop_mask(group_mask, window), embeds,
+                                                 num_candidates, num_inference_steps, guidance_scale, strength,
+                                                 generator)
+            if is_gray:
+                generated = _luminance(generated)
+            # 5. paste back inside this group's part of the request mask only
+            candidates = [paste_back(c, g, window, group_mask, self.feather_px) for c, g in zip(candidates, generated)]
         # 6. Low-Fidelity Selection
         scores = score_candidates(rgb, candidates, request, metric)
         selected = select(scores, min(top_k, len(candidates)))
@@ -398,7 +400,8 @@ class DefectFill:
         return GenerationResult(
             candidates=candidates, scores=scores, selected=selected, request_mask=request,
             changed_masks=changed, boxes=boxes, defect_type=defect_type, selection_metric=metric,
-            meta={"seed": seed, "prompt": self.prompt(defect_type), "window": window.as_dict(),
+            meta={"seed": seed, "prompt": self.prompt(defect_type), "window": groups[0][0].as_dict(),
+                  "windows": [w.as_dict() for w, _ in groups],
                   "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
                   "strength": float(strength), "is_gray": is_gray, "generator": self.name},
         )

@@ -91,6 +91,54 @@ def window_around_mask(
     return Window(x0, y0, x0 + win_w, y0 + win_h, gen_h, gen_w)
 
 
+def _overlap(a: Window, b: Window) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def windows_for_mask(
+    mask: np.ndarray,
+    resolution: int,
+    multiple: int = 8,
+    context: float = 0.25,
+    min_context_px: int = 8,
+    max_groups: int = 64,
+) -> list[tuple[Window, np.ndarray]]:
+    """Split `mask` into groups of nearby defects, each with its own window: [(window, group_mask)].
+
+    One window for the whole mask would, for defects far apart (two knots at the two ends of a
+    4096-px strip), be shrunk until each defect is a few generated pixels. Instead every connected
+    component (8-connectivity) gets its `window_around_mask`; components whose windows overlap are
+    merged and the merged group's window recomputed, until no two windows overlap. Groups are
+    ordered by their first pixel (row-major). With more than `max_groups` groups after merging,
+    the whole mask is one window (a speckle mask is one request, not hundreds).
+    """
+    binary = np.asarray(mask, bool)
+    if not binary.any():
+        raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
+    count, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+    groups = [labels == k for k in range(1, count)]
+    if len(groups) > 4 * max_groups:
+        groups = [binary]
+    windows = [window_around_mask(g, resolution, multiple, context, min_context_px) for g in groups]
+    merged = True
+    while merged and len(groups) > 1:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if _overlap(windows[i], windows[j]):
+                    groups[i] = groups[i] | groups.pop(j)
+                    windows.pop(j)
+                    windows[i] = window_around_mask(groups[i], resolution, multiple, context, min_context_px)
+                    merged = True
+                    break
+            if merged:
+                break
+    if len(groups) > max_groups:
+        return [(window_around_mask(binary, resolution, multiple, context, min_context_px), binary)]
+    order = sorted(range(len(groups)), key=lambda k: int(np.flatnonzero(groups[k])[0]))
+    return [(windows[k], groups[k]) for k in order]
+
+
 def crop_image(image: np.ndarray, window: Window) -> np.ndarray:
     """(H, W, 3) uint8 -> the window resized to (gen_height, gen_width, 3) uint8."""
     crop = image[window.y0 : window.y1, window.x0 : window.x1]

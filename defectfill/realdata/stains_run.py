@@ -198,20 +198,17 @@ def load_split(config: RealStainsConfig) -> tuple[list[DefectSample], list[Defec
 
 def concept_training_crops(samples: list[DefectSample], resolution: int, multiple: int = 8,
                            context: float = 0.25) -> list[DefectSample]:
-    """One crop per stain component: the window `DefectFill.generate` would work in for it
-    (`window_around_mask` at `resolution`), resized to the generation size, with the whole mask
-    inside it; training on these shows the concept its stains at the scale it generates them."""
-    from defectfill.masks import connected_components
-    from defectfill.models.window import crop_image, crop_mask, window_around_mask
+    """One crop per group of nearby stains: the window `DefectFill.generate` works in for it
+    (`windows_for_mask` at `resolution`), resized to the generation size, with the mask inside it;
+    training on these shows the concept its stains at the scale it generates them."""
+    from defectfill.models.window import crop_image, crop_mask, windows_for_mask
 
     crops = []
     for sample in samples:
         if sample.is_good or not sample.mask.any():
             continue
-        labels, count = connected_components(sample.mask)
-        for k in range(1, count + 1):
-            window = window_around_mask(labels == k, resolution, multiple, context=context)
-            mask = crop_mask(sample.mask, window)
+        for k, (window, group) in enumerate(windows_for_mask(sample.mask, resolution, multiple, context=context), 1):
+            mask = crop_mask(group, window)
             if min(window.gen_height, window.gen_width) < resolution:
                 continue  # image smaller than the model resolution on one side
             crops.append(DefectSample(crop_image(sample.image, window), mask, sample.defect_type, source=sample.source,
