@@ -258,3 +258,34 @@ def test_real_tint_makes_grey_crops_coloured_within_bounds():
     assert tinted.shape == grey.shape and tinted.dtype == np.uint8
     assert (tinted.astype(int).std(axis=-1) > 1).all()  # no longer grey
     assert tinted.min() >= 150 and tinted.max() <= 250  # gains within 1 +- 0.25
+
+
+def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric():
+    """The asset the demo and the tiny configs use: safe files only, the size cap, the stock
+    diffusers pipeline (4 latent channels, 9-channel UNet), and a VAE clearly above the
+    mean-colour floor on held-out simulator windows (a broken or untrained export fails here)."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    from defectfill.data.fabric import render_fabric
+
+    folder = ROOT / "assets" / "base-fabric-inpaint"
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"}]
+    assert sum(p.stat().st_size for p in files) < 40 * 2**20
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    assert pipe.unet.config.in_channels == 9 and pipe.vae.config.latent_channels == 4
+    assert pipe.unet.dtype == torch.float32 and pipe.vae.dtype == torch.float32
+    windows = np.stack([render_fabric(t, 1_000_000 + k, size=256)[64:128, 96:160]
+                        for k, t in enumerate(["plain", "twill", "check", "rib"])])
+    psnr = ev.psnr_np(ev.reconstruct(pipe.vae, windows), windows).mean()
+    floor = ev.psnr_np(ev.mean_colour_floor(windows), windows).mean()
+    print(f"shipped VAE on 4 held-out windows: {psnr:.2f} dB, mean-colour floor {floor:.2f} dB")
+    assert psnr > floor + 4.0
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 16:40] = 255
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompt="a photo of twill fabric", image=Image.fromarray(windows[1]), mask_image=Image.fromarray(mask),
+               height=64, width=64, num_inference_steps=2, guidance_scale=4.0, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images[0]
+    assert out.shape == (64, 64, 3) and np.isfinite(out).all()

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluate", type=Path, default=None, metavar="PIPELINE_DIR",
                         help="evaluate this pipeline folder on held-out data instead of training")
     parser.add_argument("--num_eval", type=int, default=64, help="held-out windows per evaluation set")
+    parser.add_argument("--eval_guidance_scale", type=float, default=4.0,
+                        help="classifier-free guidance of the evaluation's inpainting (1 = none)")
     parser.add_argument("--num_threads", type=int, default=None,
                         help="torch CPU threads; on a shared, busy CPU 1 is several times faster than 2")
 
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate is not None:
         from defectfill.pretrain.evaluate import evaluate_pipeline
 
-        results = evaluate_pipeline(cfg, args.evaluate, args.output_dir, n=args.num_eval)
+        results = evaluate_pipeline(cfg, args.evaluate, args.output_dir, n=args.num_eval,
+                                    guidance_scale=args.eval_guidance_scale)
         print(json.dumps(results, indent=1))
         return 0
     if args.export_to is not None:
