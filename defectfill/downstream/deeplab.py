@@ -17,7 +17,8 @@
 - Resume: after each epoch the whole training state is written to `last/` (model, optimizer,
   scheduler, RNG states, best-so-far; safetensors + JSON, folder replaced atomically). A training
   interrupted between epochs continues from there and ends with the same weights as an
-  uninterrupted one; `last/` is removed once `best.json` is written.
+  uninterrupted one on CPU (tested); on CUDA the AMP loss scale and the CUDA RNG are not saved, so
+  a resumed GPU run is close, not identical. `last/` is removed once `best.json` is written.
 """
 
 from __future__ import annotations
