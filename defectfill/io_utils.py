@@ -55,6 +55,22 @@ def atomic_save(target: str | Path, save: Callable[[Path], None]) -> None:
         save(tmp)
 
 
+def load_safetensors(path: str | Path, fix: str, kind: str = "safetensors file") -> dict:
+    """The tensors of a safetensors file; a missing or damaged file raises ModelError naming the
+    file and `fix` (what the user should do about it, in the caller's words)."""
+    from safetensors.torch import load_file
+
+    from defectfill.errors import ModelError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; {fix}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
+        raise ModelError(f"{path}: corrupted {kind} ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
 class Manifest:
     """Append-only JSONL manifest: one record (dict) per finished unit of work.
 

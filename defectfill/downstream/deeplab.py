@@ -39,7 +39,7 @@ from defectfill.config import from_dict
 from defectfill.downstream.config import DeepLabConfig
 from defectfill.downstream.datasets import SegmentationFolder, image_to_tensor
 from defectfill.errors import ModelError
-from defectfill.io_utils import atomic_save, atomic_write_json
+from defectfill.io_utils import atomic_save, atomic_write_json, load_safetensors
 from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
 
 CHECKPOINT = "best.safetensors"
@@ -142,14 +142,15 @@ def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, gen
 
 def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> dict:
     """Restore a `last/` folder written by `_save_resume_state`; returns its progress record."""
-    from defectfill.pretrain.checkpoint import load_safetensors, restore_optimizer
+    from defectfill.pretrain.checkpoint import restore_optimizer
 
+    fix = f"delete the folder {folder} to start this training again"
     try:
         state = json.loads((folder / "state.json").read_text())
-        model.load_state_dict(load_safetensors(folder / "model.safetensors"))
-        restore_optimizer(optimizer, load_safetensors(folder / "optimizer.safetensors"), state["param_groups"])
+        model.load_state_dict(load_safetensors(folder / "model.safetensors", fix))
+        restore_optimizer(optimizer, load_safetensors(folder / "optimizer.safetensors", fix), state["param_groups"])
         scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
-        rng = load_safetensors(folder / "rng.safetensors")
+        rng = load_safetensors(folder / "rng.safetensors", fix)
         torch.set_rng_state(rng["torch_rng"])
         generator.set_state(rng["loader_rng"])
     except ModelError:

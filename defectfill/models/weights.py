@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from defectfill.errors import ModelError
-from defectfill.io_utils import atomic_save, atomic_write_json
+from defectfill.io_utils import atomic_save, atomic_write_json, load_safetensors
 
 FORMAT_VERSION = 1
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -128,14 +128,7 @@ def save_concepts(
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-        raise ModelError(
-            f"{path}: corrupted safetensors file ({type(exc).__name__}: {exc}); re-save or re-download the model"
-        ) from exc
+    return load_safetensors(path, fix="re-save or re-download the model")
 
 
 # accelerate's own training-state files in a checkpoint folder (optimizer, scheduler, RNG, scaler);

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from defectfill import io_utils
 from defectfill.errors import ModelError
 from defectfill.io_utils import atomic_write_json
 
@@ -106,17 +107,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise ModelError(f"{path}: missing from the checkpoint; delete the folder to resume from an older checkpoint")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-        raise ModelError(
-            f"{path}: corrupted checkpoint file ({type(exc).__name__}: {exc}); delete the folder {path.parent} to "
-            "resume from an older checkpoint, or start without --resume_from_checkpoint"
-        ) from exc
+    """A tensor file of checkpoint folder `path.parent` (a damaged one: ModelError saying what to do)."""
+    return io_utils.load_safetensors(
+        path, fix=f"delete the folder {path.parent} to resume from an older checkpoint, or start without "
+        "--resume_from_checkpoint", kind="checkpoint file")
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], param_groups: list[dict]) -> None:
