@@ -73,13 +73,27 @@ def window_around_mask(
     256 high) and shifted to stay inside it. The window is generated with its longer side equal to
     `resolution`, both sides rounded to `multiple` (what the VAE and UNet accept).
     """
-    if resolution < multiple:
-        raise GenerationError(f"resolution {resolution} is smaller than the size multiple {multiple}")
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
-    height, width = mask.shape
-    bx0, bx1, by0, by1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return window_around_box(bbox, mask.shape, resolution, multiple, context, min_context_px)
+
+
+def window_around_box(
+    bbox: tuple[int, int, int, int],
+    shape: tuple[int, ...],
+    resolution: int,
+    multiple: int = 8,
+    context: float = 0.25,
+    min_context_px: int = 8,
+) -> Window:
+    """`window_around_mask` for a mask whose bounding box is `bbox` (x0, y0, x1, y1) in an image of
+    `shape` (H, W): the window depends on the box only."""
+    if resolution < multiple:
+        raise GenerationError(f"resolution {resolution} is smaller than the size multiple {multiple}")
+    height, width = shape[:2]
+    bx0, by0, bx1, by1 = bbox
     bbox_side = max(bx1 - bx0, by1 - by0)
     margin = max(min_context_px, math.ceil(context * bbox_side))
     side = max(resolution, bbox_side + 2 * margin)
@@ -93,6 +107,11 @@ def window_around_mask(
 
 def _overlap(a: Window, b: Window) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _first_overlap(windows: list[Window]) -> tuple[int, int] | None:
+    n = len(windows)
+    return next(((i, j) for i in range(n) for j in range(i + 1, n) if _overlap(windows[i], windows[j])), None)
 
 
 def windows_for_mask(
@@ -115,28 +134,27 @@ def windows_for_mask(
     binary = np.asarray(mask, bool)
     if not binary.any():
         raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
-    count, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
-    groups = [labels == k for k in range(1, count)]
-    if len(groups) > 4 * max_groups:
-        groups = [binary]
-    windows = [window_around_mask(g, resolution, multiple, context, min_context_px) for g in groups]
-    merged = True
-    while merged and len(groups) > 1:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                if _overlap(windows[i], windows[j]):
-                    groups[i] = groups[i] | groups.pop(j)
-                    windows.pop(j)
-                    windows[i] = window_around_mask(groups[i], resolution, multiple, context, min_context_px)
-                    merged = True
-                    break
-            if merged:
-                break
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    if count - 1 > 4 * max_groups:  # a speckle mask: skip the pairwise merging
+        return [(window_around_mask(binary, resolution, multiple, context, min_context_px), binary)]
+    # groups as (component labels, bounding box); a window depends on the box only
+    groups = [([k], (x, y, x + w, y + h)) for k, (x, y, w, h, _) in enumerate(stats[1:].tolist(), 1)]
+
+    def window_of(box):
+        return window_around_box(box, binary.shape, resolution, multiple, context, min_context_px)
+
+    windows = [window_of(box) for _, box in groups]
+    while (pair := _first_overlap(windows)) is not None:
+        i, j = pair
+        (labels_i, a), (labels_j, b) = groups[i], groups.pop(j)
+        groups[i] = (labels_i + labels_j, (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
+        windows.pop(j)
+        windows[i] = window_of(groups[i][1])
     if len(groups) > max_groups:
         return [(window_around_mask(binary, resolution, multiple, context, min_context_px), binary)]
-    order = sorted(range(len(groups)), key=lambda k: int(np.flatnonzero(groups[k])[0]))
-    return [(windows[k], groups[k]) for k in order]
+    parts = [np.isin(labels, members) for members, _ in groups]
+    order = sorted(range(len(groups)), key=lambda k: int(np.flatnonzero(parts[k])[0]))
+    return [(windows[k], parts[k]) for k in order]
 
 
 def crop_image(image: np.ndarray, window: Window) -> np.ndarray:
