@@ -122,22 +122,11 @@ def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[
 def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
                        progress: dict) -> None:
     """Everything needed to continue after this epoch, in `folder` (replaced atomically)."""
-    from safetensors.torch import save_file
+    from defectfill.pretrain.checkpoint import save_training_state
 
-    from defectfill.pretrain.checkpoint import atomic_save_dir, optimizer_tensors
-
-    model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_tensors, groups = optimizer_tensors(optimizer)
+    scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     rng = {"torch_rng": torch.get_rng_state(), "loader_rng": generator.get_state()}
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-
-    def save(tmp: Path) -> None:
-        save_file(model_sd, str(tmp / "model.safetensors"))
-        save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-        save_file(rng, str(tmp / "rng.safetensors"))
-        atomic_write_json(tmp / "state.json", {**progress, "param_groups": groups, "scheduler": sched})
-
-    atomic_save_dir(folder, save)
+    save_training_state(folder, model, optimizer, {**progress, "scheduler": scheduler_state}, {"rng": rng})
 
 
 def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> dict:

@@ -55,22 +55,33 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, sd["param_groups"]
 
 
-def save_checkpoint(
-    root: str | Path, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    extra: dict[str, Any] | None = None, total_limit: int | None = None,
+def save_training_state(
+    folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
+    """Write `folder` atomically: model.safetensors, optimizer.safetensors, state.json (`state` + the
+    optimizer's param groups) and one `<name>.safetensors` per entry of `tensors` (e.g. RNG states)."""
     from safetensors.torch import save_file
 
-    root = Path(root)
-    model_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, groups = optimizer_tensors(optimizer)
 
     def save(tmp: Path) -> None:
         save_file(model_sd, str(tmp / "model.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        atomic_write_json(tmp / "state.json", {"stage": stage, "step": step, "param_groups": groups, **(extra or {})})
+        save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        for name, extra in (tensors or {}).items():
+            save_file(extra, str(tmp / f"{name}.safetensors"))
+        atomic_write_json(tmp / "state.json", {**state, "param_groups": groups})
 
-    path = atomic_save_dir(root / f"{stage}-{step:06d}", save)
+    return atomic_save_dir(folder, save)
+
+
+def save_checkpoint(
+    root: str | Path, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any] | None = None, total_limit: int | None = None,
+) -> Path:
+    root = Path(root)
+    path = save_training_state(root / f"{stage}-{step:06d}", model, optimizer, {"stage": stage, "step": step, **(extra or {})})
     if total_limit:
         for old in list_checkpoints(root, stage)[:-total_limit]:
             shutil.rmtree(old, ignore_errors=True)
