@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
+from defectfill import checkpoints as ckpt
 from defectfill.config import load_config
 from defectfill.errors import ConfigError, DataError, ModelError
-from defectfill.pretrain import checkpoint as ckpt
 from defectfill.pretrain import data as pdata
 from defectfill.pretrain import evaluate as ev
 from defectfill.pretrain.config import PretrainConfig
@@ -289,3 +289,53 @@ def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric(
                height=64, width=64, num_inference_steps=2, guidance_scale=4.0, output_type="np",
                generator=torch.Generator().manual_seed(0)).images[0]
     assert out.shape == (64, 64, 3) and np.isfinite(out).all()
+
+
+def test_zero_terminal_snr_needs_v_prediction(tmp_path: Path):
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    data["unet"]["zero_terminal_snr"] = True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="v_prediction"):
+        load_config(PretrainConfig, bad)
+
+
+def test_v_prediction_with_zero_terminal_snr_trains_and_ships_its_scheduler(trained: Path, tmp_path: Path):
+    from diffusers import DDPMScheduler
+
+    out = tmp_path / "vpred"
+    out.mkdir()
+    for part in ("vae", "text_encoder"):  # reuse the trained VAE: only the UNet stage runs
+        shutil.copytree(trained / part, out / part)
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    data["unet"].update(max_train_steps=2, prediction_type="v_prediction", zero_terminal_snr=True)
+    config = tmp_path / "vpred.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert _script_main(["--config", str(config), "--output_dir", str(out), "--resume_from_checkpoint", "latest"]) == 0
+    sched = json.loads((out / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction" and sched["rescale_betas_zero_snr"] is True
+    assert sched["timestep_spacing"] == "trailing"
+    # DefectFill's trainer loads the base's scheduler this way: it inherits the parameterisation
+    ddpm = DDPMScheduler.from_pretrained(str(out / "pipeline"), subfolder="scheduler")
+    assert ddpm.config.prediction_type == "v_prediction"
+    assert float(ddpm.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-12)
+    # the default (SD-2-inpainting's) schedule keeps a signal leak at the last step
+    default = json.loads((trained / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert default["prediction_type"] == "epsilon" and not default.get("rescale_betas_zero_snr")
+    # sampling starts from pure noise at t = 999 and gives a finite image
+    pipe = ev.load_pipeline(out / "pipeline")
+    pipe.scheduler.set_timesteps(4)
+    assert int(pipe.scheduler.timesteps[0]) == 999
+    windows = np.random.default_rng(0).integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
+    filled = ev.inpaint_windows(pipe, windows, [(4, 4, 12, 12)], ["a photo of plain fabric"], seed=0, steps=2,
+                                guidance_scale=1.0)
+    assert filled.shape == windows.shape and not np.array_equal(filled[0, 4:12, 4:12], windows[0, 4:12, 4:12])
+
+
+def test_colour_error_is_the_distance_between_mean_colours():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[..., 0] = 3
+    b[..., 1] = 4
+    assert ev.colour_error(a, b) == pytest.approx(5.0)
+    assert ev.colour_error(b, b) == 0.0

@@ -122,7 +122,7 @@ def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[
 def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
                        progress: dict) -> None:
     """Everything needed to continue after this epoch, in `folder` (replaced atomically)."""
-    from defectfill.pretrain.checkpoint import save_training_state
+    from defectfill.checkpoints import save_training_state
 
     scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     rng = {"torch_rng": torch.get_rng_state(), "loader_rng": generator.get_state()}
@@ -131,7 +131,7 @@ def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, gen
 
 def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> dict:
     """Restore a `last/` folder written by `_save_resume_state`; returns its progress record."""
-    from defectfill.pretrain.checkpoint import restore_optimizer
+    from defectfill.checkpoints import restore_optimizer
 
     fix = f"delete the folder {folder} to start this training again"
     try:

@@ -76,13 +76,19 @@ def build_clip_tokenizer(out_dir: str | Path | None = None):
     return CLIPTokenizer.from_pretrained(str(src), pad_token="!", model_max_length=77)
 
 
-def sd_ddim_scheduler():
-    """DDIM with Stable Diffusion's beta schedule (scaled_linear 0.00085 -> 0.012, 1000 steps)."""
+def sd_ddim_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False):
+    """DDIM with Stable Diffusion's beta schedule (scaled_linear 0.00085 -> 0.012, 1000 steps).
+
+    zero_terminal_snr: rescale the betas so the last step is pure noise and sample with "trailing"
+    timesteps (starting at t = 999), as Lin et al. prescribe; pair it with v_prediction.
+    """
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=0 if zero_terminal_snr else 1,
+        prediction_type=prediction_type, rescale_betas_zero_snr=zero_terminal_snr,
+        timestep_spacing="trailing" if zero_terminal_snr else "leading",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from defectfill.errors import ConfigError
 from defectfill.models.base_model import TextEncoderArch, UNetArch, VAEArch
 
 
@@ -59,7 +60,7 @@ class VAETrainConfig:
 
 @dataclass
 class UNetTrainConfig:
-    """Stage 2: 9-channel inpainting UNet, eps-prediction, SD betas, random masks, CFG dropout."""
+    """Stage 2: 9-channel inpainting UNet, SD betas, random masks, CFG dropout."""
 
     max_train_steps: int = 3000
     train_batch_size: int = 16
@@ -76,6 +77,20 @@ class UNetTrainConfig:
     mask_stroke_probability: float = 0.35
     mask_full_probability: float = 0.1  # the rest: 2-4 boxes
     checkpointing_steps: int = 250
+    # SD-2-inpainting's parameterisation is epsilon on SD's betas, whose last step still holds
+    # sqrt(0.0047) = 7 % of the image: a model can read the colour under the mask from that leak in
+    # training, and at inference (pure noise) it reads noise instead. zero_terminal_snr rescales the
+    # betas so the last step is pure noise (Lin et al., "Common diffusion noise schedules and sample
+    # steps are flawed"); it needs v_prediction and samples with "trailing" timesteps.
+    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    zero_terminal_snr: bool = False
+
+    def __post_init__(self):
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"unet.prediction_type={self.prediction_type!r}: use epsilon or v_prediction")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ConfigError("unet.zero_terminal_snr needs unet.prediction_type: v_prediction (epsilon is "
+                              "undefined where the input is pure noise)")
 
 
 @dataclass

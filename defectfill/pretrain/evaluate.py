@@ -186,6 +186,12 @@ def spectrum_distance(fill: np.ndarray, truth: np.ndarray) -> float:
     return _relative(power_spectrum(fill), power_spectrum(truth))
 
 
+def colour_error(fill: np.ndarray, truth: np.ndarray) -> float:
+    """Euclidean distance (0-255 units) between the mean RGB colours of two crops."""
+    diff = fill.reshape(-1, 3).astype(np.float64).mean(0) - truth.reshape(-1, 3).astype(np.float64).mean(0)
+    return float(np.linalg.norm(diff))
+
+
 def box_scores(features: RandomFeatures, filled: np.ndarray, truth: np.ndarray, box: tuple[int, ...]) -> dict:
     from skimage.metrics import structural_similarity
 
@@ -198,6 +204,7 @@ def box_scores(features: RandomFeatures, filled: np.ndarray, truth: np.ndarray, 
         "gram_distance_uncentred": gram_distance_uncentred(features, a, b),
         "ssim": float(structural_similarity(a, b, channel_axis=2, data_range=255, win_size=win)),
         "psnr_db": float(psnr_np(a[None], b[None])[0]),
+        "colour_error": colour_error(a, b),
     }
 
 
@@ -271,7 +278,7 @@ def evaluate_pipeline(cfg: PretrainConfig, pipeline_dir: str | Path, output_dir:
     scores = {name: [box_scores(features, f, t, b) for f, t, b in zip(filled, sim, boxes)] for name, filled in fills.items()}
     for name, rows in scores.items():
         results["inpaint"][name] = {k: float(np.mean([s[k] for s in rows])) for k in rows[0]}
-        for k in ("texture_distance", "spectrum_distance"):
+        for k in ("texture_distance", "spectrum_distance", "colour_error"):
             results["inpaint"][name][f"{k}_median"] = float(np.median([s[k] for s in rows]))
     for k in ("texture_distance", "spectrum_distance"):
         for ref in ("blur_fill", "mean_fill"):

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defectfill import checkpoints as ckpt
 from defectfill.config import to_dict
 from defectfill.errors import ConfigError, DataError
 from defectfill.io_utils import atomic_write_json
 from defectfill.models import base_model
-from defectfill.pretrain import checkpoint as ckpt
 from defectfill.pretrain import data as pdata
 from defectfill.pretrain.config import PretrainConfig
 
@@ -333,7 +333,7 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     optimizer = make_optimizer(unet.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
     start = _resume_stage(root, resume, "unet", unet, optimizer, accelerator)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    scheduler = sd_ddim_scheduler()
+    scheduler = sd_ddim_scheduler(tc.prediction_type, tc.zero_terminal_snr)
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
 
     def compute_loss(step: int):
@@ -351,29 +351,32 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         pred = unet(torch.cat([noisy, latent_mask, masked_latents], dim=1), t, embed(prompts)).sample
-        loss = F.mse_loss(pred.float(), noise)
+        target = noise if tc.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+        loss = F.mse_loss(pred.float(), target)
         return loss, {}
 
     result = _train_loop(accelerator, "unet", unet, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
                          compute_loss)
     if accelerator.is_main_process and result.step > 0:
         export_pipeline(accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, output_dir / "pipeline",
-                        info={"unet_steps": result.step, "unet_finished": result.finished})
+                        info={"unet_steps": result.step, "unet_finished": result.finished}, scheduler=scheduler)
     accelerator.wait_for_everyone()
     return result
 
 
 # ----------------------------------------------------------------------------------------- export
-def build_pipeline(unet, vae, text_encoder, tokenizer):
+def build_pipeline(unet, vae, text_encoder, tokenizer, scheduler=None):
     from defectfill.models.components import build_inpaint_pipeline, sd_ddim_scheduler
 
     return build_inpaint_pipeline({"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(),
-                                   "tokenizer": tokenizer, "scheduler": sd_ddim_scheduler()})
+                                   "tokenizer": tokenizer, "scheduler": scheduler or sd_ddim_scheduler()})
 
 
 def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict | None = None,
-                    fp16_weights: bool = True) -> Path:
+                    fp16_weights: bool = True, scheduler=None) -> Path:
     """Save a StableDiffusionInpaintPipeline folder (safetensors) atomically to `target`.
+
+    scheduler: the one the UNet was trained with (default: SD's epsilon DDIM).
 
     fp16_weights: store the UNet and VAE weights in float16 (half the size); diffusers'
     `from_pretrained` loads them back as float32 unless asked otherwise. The text encoder stays
@@ -382,7 +385,7 @@ def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict
     """
     if fp16_weights:
         unet, vae = copy.deepcopy(unet).half(), copy.deepcopy(vae).half()
-    pipe = build_pipeline(unet, vae, text_encoder.float(), tokenizer)
+    pipe = build_pipeline(unet, vae, text_encoder.float(), tokenizer, scheduler)
 
     def save(tmp: Path) -> None:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
@@ -394,12 +397,16 @@ def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict
 
 def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Path, target: Path) -> Path:
     """Build the pipeline from a UNet checkpoint of `output_dir` (e.g. a better earlier one)."""
+    from defectfill.models.components import sd_ddim_scheduler
+
     state = ckpt.read_state(checkpoint)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
     unet.load_state_dict(ckpt.load_safetensors(checkpoint / "model.safetensors"))
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
     vae = load_vae(output_dir / "vae")
-    return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]})
+    scheduler = sd_ddim_scheduler(cfg.unet.prediction_type, cfg.unet.zero_terminal_snr)
+    return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]},
+                           scheduler=scheduler)
 
 
 def export_latest(cfg: PretrainConfig, output_dir: str | Path, target: str | Path) -> Path:

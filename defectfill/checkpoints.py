@@ -1,4 +1,4 @@
-"""Resumable checkpoints of the base-model pretraining, in safe formats only.
+"""Resumable training checkpoints in safe formats only (base-model pretraining, DeepLabV3).
 
 A checkpoint is a folder `checkpoints/<stage>-<step:06d>/` holding
 - `model.safetensors`: the trained module's state dict,
