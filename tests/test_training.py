@@ -254,3 +254,24 @@ def test_cli_and_script_train_with_the_same_flags(base_model, dataset_dir, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     info = json.loads((tmp_path / "script" / W.INFO_FILE).read_text())
     assert info["training"]["seed"] == 5 and info["training"]["max_train_steps"] == 1
+
+
+def test_prediction_target_follows_the_base_schedulers_parameterisation():
+    from diffusers import DDPMScheduler
+
+    from defectfill.training.step import prediction_target
+
+    latents, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0, 500, 999])
+    eps = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    assert torch.equal(prediction_target(eps, latents, noise, t), noise)
+    v = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                      prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    a = v.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = a.sqrt() * noise - (1 - a).sqrt() * latents
+    assert torch.allclose(prediction_target(v, latents, noise, t), expected, atol=1e-6)
+    # zero terminal SNR: at t = 999 the input is pure noise and the target is -x0
+    assert torch.allclose(prediction_target(v, latents, noise, t)[2], -latents[2], atol=1e-6)
+    sample = DDPMScheduler(prediction_type="sample")
+    with pytest.raises(ModelError, match="epsilon or v_prediction"):
+        prediction_target(sample, latents, noise, t)

@@ -314,6 +314,7 @@ def inpainting_inputs(vae, x: torch.Tensor, mask: torch.Tensor, scaling_factor: 
 def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
                deadline: float | None) -> StageResult:
     from defectfill.models.components import sd_ddim_scheduler
+    from defectfill.training.step import prediction_target
 
     root = output_dir / "checkpoints"
     vae = load_vae(output_dir / "vae").to(accelerator.device).requires_grad_(False)
@@ -351,8 +352,7 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         pred = unet(torch.cat([noisy, latent_mask, masked_latents], dim=1), t, embed(prompts)).sample
-        target = noise if tc.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-        loss = F.mse_loss(pred.float(), target)
+        loss = F.mse_loss(pred.float(), prediction_target(scheduler, latents, noise, t))
         return loss, {}
 
     result = _train_loop(accelerator, "unet", unet, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
