@@ -86,7 +86,7 @@ def sd_ddim_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool 
 
     return DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        clip_sample=False, set_alpha_to_one=False, steps_offset=0 if zero_terminal_snr else 1,
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,  # "trailing" ignores the offset
         prediction_type=prediction_type, rescale_betas_zero_snr=zero_terminal_snr,
         timestep_spacing="trailing" if zero_terminal_snr else "leading",
     )
