@@ -347,3 +347,52 @@ def test_colour_error_is_the_distance_between_mean_colours():
     b[..., 1] = 4
     assert ev.colour_error(a, b) == pytest.approx(5.0)
     assert ev.colour_error(b, b) == 0.0
+
+
+def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(trained: Path, tmp_path: Path):
+    """A VAE leg that trains only the decoder keeps the latents, so the UNet of the first run is
+    exported unchanged with the new VAE (--unet_checkpoint)."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    data["vae"].update(max_train_steps=2, init_from=str(trained / "vae"), train_decoder_only=True, learning_rate=1e-2)
+    data["unet"]["max_train_steps"] = 0
+    config = tmp_path / "decoder.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "decoder"
+    assert _script_main(["--config", str(config), "--output_dir", str(out)]) == 0
+    before = AutoencoderKL.from_pretrained(str(trained / "vae")).state_dict()
+    after = AutoencoderKL.from_pretrained(str(out / "vae")).state_dict()
+    kept = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    trained_keys = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in trained_keys)
+    old_stats = json.loads((trained / "vae" / "latent_stats.json").read_text())
+    new_stats = json.loads((out / "vae" / "latent_stats.json").read_text())
+    assert new_stats["scaling_factor"] == pytest.approx(old_stats["scaling_factor"], rel=1e-6)
+
+    unet_checkpoint = trained / "checkpoints" / "unet-000003"
+    target = tmp_path / "asset"
+    assert _script_main(["--config", str(config), "--output_dir", str(out), "--export_to", str(target),
+                         "--unet_checkpoint", str(unet_checkpoint)]) == 0
+    exported = load_file(str(target / "unet" / "diffusion_pytorch_model.safetensors"))
+    original = load_file(str(unet_checkpoint / "model.safetensors"))
+    assert all(torch.equal(exported[k], original[k].half()) for k in original)
+    vae = AutoencoderKL.from_pretrained(str(target / "vae")).state_dict()
+    assert all(torch.equal(vae[k], after[k].half().float()) for k in trained_keys)
+
+
+def test_decoder_only_needs_a_vae_of_the_same_architecture(trained: Path, tmp_path: Path, capsys):
+    data = yaml.safe_load(TEST_CONFIG.read_text())
+    data["vae"]["train_decoder_only"] = True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="init_from"):
+        load_config(PretrainConfig, bad)
+    data["vae"]["init_from"] = str(trained / "vae")
+    data["model"]["vae"]["block_out_channels"] = [8, 8]
+    bad.write_text(yaml.safe_dump(data))
+    assert _script_main(["--config", str(bad), "--output_dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "its architecture differs from model.vae" in err and str(trained / "vae") in err

@@ -3,6 +3,7 @@
     defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base [--max_minutes 60]
     defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base --resume_from_checkpoint latest
     defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base --export_to assets/base-fabric-inpaint
+        [--unet_checkpoint runs/other/checkpoints/unet-006000]
     defectfill pretrain-base --config configs/base_tiny.yaml --evaluate assets/base-fabric-inpaint --output_dir runs/base-eval
 
 Training runs the VAE stage, then the inpainting UNet stage, and saves a
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real_dir", default=None, help="overrides data.real_dir (real fabric: images/ + annotations/)")
     parser.add_argument("--export_to", type=Path, default=None,
                         help="copy the trained pipeline (or the newest UNet checkpoint's) to this folder and stop")
+    parser.add_argument("--unet_checkpoint", type=Path, default=None,
+                        help="with --export_to: this UNet checkpoint folder (e.g. another run's, trained on the "
+                             "same latents) instead of output_dir's newest")
     parser.add_argument("--evaluate", type=Path, default=None, metavar="PIPELINE_DIR",
                         help="evaluate this pipeline folder on held-out data instead of training")
     parser.add_argument("--num_eval", type=int, default=64, help="held-out windows per evaluation set")
@@ -64,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=1))
         return 0
     if args.export_to is not None:
-        from defectfill.pretrain.train import export_latest
+        from defectfill.pretrain.train import export_from_checkpoint, export_latest
 
-        path = export_latest(cfg, args.output_dir, args.export_to)
+        if args.unet_checkpoint is not None:
+            path = export_from_checkpoint(cfg, args.output_dir, args.unet_checkpoint, args.export_to)
+        else:
+            path = export_latest(cfg, args.output_dir, args.export_to)
         print(f"exported {path}")
         return 0
     from defectfill.pretrain.train import run_pretraining

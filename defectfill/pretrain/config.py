@@ -56,6 +56,15 @@ class VAETrainConfig:
     chroma_weight: float = 1.0  # extra L1 on x - mean_c(x): keeps colour (grey real crops pull it out)
     checkpointing_steps: int = 200
     scale_samples: int = 512  # crops encoded to measure the latent scaling factor
+    # Continue from a trained VAE folder (diffusers layout, same architecture as model.vae) ...
+    init_from: str | None = None
+    # ... training only its decoder (+ post_quant_conv): the encoder and so the latents stay as they
+    # are, and a UNet trained on them stays valid (as SD's ft-MSE VAE was made).
+    train_decoder_only: bool = False
+
+    def __post_init__(self):
+        if self.train_decoder_only and not self.init_from:
+            raise ConfigError("vae.train_decoder_only needs vae.init_from: the trained VAE whose encoder to keep")
 
 
 @dataclass

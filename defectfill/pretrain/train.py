@@ -199,7 +199,13 @@ def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, 
     root = output_dir / "checkpoints"
     vae = base_model.build_vae(cfg.model.vae, seed=cfg.seed)
     tc = cfg.vae
-    optimizer = make_optimizer(vae.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
+    if tc.init_from:
+        init_vae_from(vae, Path(tc.init_from))
+    if tc.train_decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
     start = _resume_stage(root, resume, "vae", vae, optimizer, accelerator)
     vae, optimizer = accelerator.prepare(vae, optimizer)
 
@@ -235,6 +241,18 @@ def measure_scaling_factor(vae, cfg: PretrainConfig, pools: Pools) -> dict[str, 
     z = torch.cat(zs)
     std = float(z.std())
     return {"latent_mean": float(z.mean()), "latent_std": std, "scaling_factor": 1.0 / std}
+
+
+def init_vae_from(vae, folder: Path) -> None:
+    """Copy the weights of the trained VAE folder `folder` into `vae` (same architecture)."""
+    source = load_vae(folder)
+    try:
+        vae.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"vae.init_from={folder}: its architecture differs from model.vae ({str(exc).splitlines()[0]}); "
+            "use the model.vae of the run that trained it"
+        ) from exc
 
 
 def finish_vae(cfg: PretrainConfig, vae, pools: Pools, target: Path) -> dict[str, float]:
