@@ -36,13 +36,22 @@ def _script_main(argv: list[str]) -> int:
     return module.main(argv)
 
 
-def _config_with(tmp_path: Path, name: str, **stage_steps: int) -> Path:
+def _config_file(tmp_path: Path, name: str, **sections: dict) -> Path:
+    """configs/base_test.yaml with `section={key: value}` updates (dotted sections: "model.vae"
+    via `**{"model.vae": {...}}`), written to tmp_path / name."""
     data = yaml.safe_load(TEST_CONFIG.read_text())
-    for stage, steps in stage_steps.items():
-        data[stage]["max_train_steps"] = steps
+    for section, values in sections.items():
+        node = data
+        for key in section.split("."):
+            node = node[key]
+        node.update(values)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def _config_with(tmp_path: Path, name: str, **stage_steps: int) -> Path:
+    return _config_file(tmp_path, name, **{stage: {"max_train_steps": steps} for stage, steps in stage_steps.items()})
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +151,7 @@ def test_corrupted_checkpoint_gives_a_clear_error(trained: Path, tmp_path: Path,
 
 
 def test_unknown_config_key_is_rejected(tmp_path: Path):
-    data = yaml.safe_load(TEST_CONFIG.read_text())
-    data["vae"]["learning_rat"] = 1e-3
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data))
+    bad = _config_file(tmp_path, "bad.yaml", vae={"learning_rat": 1e-3})
     with pytest.raises(ConfigError, match="learning_rat"):
         load_config(PretrainConfig, bad)
 
@@ -300,10 +306,7 @@ def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric(
 
 
 def test_zero_terminal_snr_needs_v_prediction(tmp_path: Path):
-    data = yaml.safe_load(TEST_CONFIG.read_text())
-    data["unet"]["zero_terminal_snr"] = True
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data))
+    bad = _config_file(tmp_path, "bad.yaml", unet={"zero_terminal_snr": True})
     with pytest.raises(ConfigError, match="v_prediction"):
         load_config(PretrainConfig, bad)
 
@@ -315,10 +318,8 @@ def test_v_prediction_with_zero_terminal_snr_trains_and_ships_its_scheduler(trai
     out.mkdir()
     for part in ("vae", "text_encoder"):  # reuse the trained VAE: only the UNet stage runs
         shutil.copytree(trained / part, out / part)
-    data = yaml.safe_load(TEST_CONFIG.read_text())
-    data["unet"].update(max_train_steps=2, prediction_type="v_prediction", zero_terminal_snr=True)
-    config = tmp_path / "vpred.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = _config_file(tmp_path, "vpred.yaml",
+                          unet={"max_train_steps": 2, "prediction_type": "v_prediction", "zero_terminal_snr": True})
     assert _script_main(["--config", str(config), "--output_dir", str(out), "--resume_from_checkpoint", "latest"]) == 0
     sched = json.loads((out / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == "v_prediction" and sched["rescale_betas_zero_snr"] is True
@@ -355,11 +356,9 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    data = yaml.safe_load(TEST_CONFIG.read_text())
-    data["vae"].update(max_train_steps=2, init_from=str(trained / "vae"), train_decoder_only=True, learning_rate=1e-2)
-    data["unet"]["max_train_steps"] = 0
-    config = tmp_path / "decoder.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = _config_file(tmp_path, "decoder.yaml", unet={"max_train_steps": 0},
+                          vae={"max_train_steps": 2, "init_from": str(trained / "vae"), "train_decoder_only": True,
+                               "learning_rate": 1e-2})
     out = tmp_path / "decoder"
     assert _script_main(["--config", str(config), "--output_dir", str(out)]) == 0
     before = AutoencoderKL.from_pretrained(str(trained / "vae")).state_dict()
@@ -384,15 +383,11 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
 
 
 def test_decoder_only_needs_a_vae_of_the_same_architecture(trained: Path, tmp_path: Path, capsys):
-    data = yaml.safe_load(TEST_CONFIG.read_text())
-    data["vae"]["train_decoder_only"] = True
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data))
+    bad = _config_file(tmp_path, "bad.yaml", vae={"train_decoder_only": True})
     with pytest.raises(ConfigError, match="init_from"):
         load_config(PretrainConfig, bad)
-    data["vae"]["init_from"] = str(trained / "vae")
-    data["model"]["vae"]["block_out_channels"] = [8, 8]
-    bad.write_text(yaml.safe_dump(data))
+    bad = _config_file(tmp_path, "bad.yaml", vae={"train_decoder_only": True, "init_from": str(trained / "vae")},
+                       **{"model.vae": {"block_out_channels": [8, 8]}})
     assert _script_main(["--config", str(bad), "--output_dir", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "its architecture differs from model.vae" in err and str(trained / "vae") in err
