@@ -282,8 +282,8 @@ def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric(
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
     assert pipe.unet.config.in_channels == 9 and pipe.vae.config.latent_channels == 4
     assert pipe.unet.dtype == torch.float32 and pipe.vae.dtype == torch.float32
-    windows = np.stack([render_fabric(t, 1_000_000 + k, size=256)[64:128, 96:160]
-                        for k, t in enumerate(["plain", "twill", "check", "rib"])])
+    textures = ["plain", "twill", "check", "rib"]
+    windows = np.stack([render_fabric(t, 1_000_000 + k, size=256)[64:128, 96:160] for k, t in enumerate(textures)])
     psnr = ev.psnr_np(ev.reconstruct(pipe.vae, windows), windows).mean()
     floor = ev.psnr_np(ev.mean_colour_floor(windows), windows).mean()
     print(f"shipped VAE on 4 held-out windows: {psnr:.2f} dB, mean-colour floor {floor:.2f} dB")
@@ -298,7 +298,7 @@ def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric(
     # the fill takes its colour from the fabric around it: version 2 (epsilon on SD's betas, which
     # leak 7 % of the image at the last step) missed by 85-89 RGB units on these windows
     box = (16, 20, 40, 44)
-    filled = ev.inpaint_windows(pipe, windows, [box] * 4, [f"a photo of {t} fabric" for t in ["plain", "twill", "check", "rib"]],
+    filled = ev.inpaint_windows(pipe, windows, [box] * 4, [f"a photo of {t} fabric" for t in textures],
                                 seed=0, steps=10, guidance_scale=1.0)
     errors = [ev.colour_error(f[20:44, 16:40], w[20:44, 16:40]) for f, w in zip(filled, windows)]
     print("shipped fills' colour error:", np.round(errors, 1))

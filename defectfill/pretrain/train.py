@@ -331,7 +331,6 @@ def inpainting_inputs(vae, x: torch.Tensor, mask: torch.Tensor, scaling_factor: 
 
 def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
                deadline: float | None) -> StageResult:
-    from defectfill.models.components import sd_ddim_scheduler
     from defectfill.training.step import prediction_target
 
     root = output_dir / "checkpoints"
@@ -352,7 +351,7 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     optimizer = make_optimizer(unet.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
     start = _resume_stage(root, resume, "unet", unet, optimizer, accelerator)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    scheduler = sd_ddim_scheduler(tc.prediction_type, tc.zero_terminal_snr)
+    scheduler = unet_scheduler(cfg)
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
 
     def compute_loss(step: int):
@@ -376,25 +375,32 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     result = _train_loop(accelerator, "unet", unet, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
                          compute_loss)
     if accelerator.is_main_process and result.step > 0:
-        export_pipeline(accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, output_dir / "pipeline",
-                        info={"unet_steps": result.step, "unet_finished": result.finished}, scheduler=scheduler)
+        export_pipeline(accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, scheduler, output_dir / "pipeline",
+                        info={"unet_steps": result.step, "unet_finished": result.finished})
     accelerator.wait_for_everyone()
     return result
 
 
+def unet_scheduler(cfg: PretrainConfig):
+    """The noise scheduler the UNet trains with and ships with (its parameterisation: `cfg.unet`)."""
+    from defectfill.models.components import sd_ddim_scheduler
+
+    return sd_ddim_scheduler(cfg.unet.prediction_type, cfg.unet.zero_terminal_snr)
+
+
 # ----------------------------------------------------------------------------------------- export
-def build_pipeline(unet, vae, text_encoder, tokenizer, scheduler=None):
-    from defectfill.models.components import build_inpaint_pipeline, sd_ddim_scheduler
+def build_pipeline(unet, vae, text_encoder, tokenizer, scheduler):
+    from defectfill.models.components import build_inpaint_pipeline
 
     return build_inpaint_pipeline({"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(),
-                                   "tokenizer": tokenizer, "scheduler": scheduler or sd_ddim_scheduler()})
+                                   "tokenizer": tokenizer, "scheduler": scheduler})
 
 
-def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict | None = None,
-                    fp16_weights: bool = True, scheduler=None) -> Path:
+def export_pipeline(unet, vae, text_encoder, tokenizer, scheduler, target: Path, info: dict | None = None,
+                    fp16_weights: bool = True) -> Path:
     """Save a StableDiffusionInpaintPipeline folder (safetensors) atomically to `target`.
 
-    scheduler: the one the UNet was trained with (default: SD's epsilon DDIM).
+    scheduler: the one the UNet was trained with (`unet_scheduler(cfg)`).
 
     fp16_weights: store the UNet and VAE weights in float16 (half the size); diffusers'
     `from_pretrained` loads them back as float32 unless asked otherwise. The text encoder stays
@@ -414,17 +420,15 @@ def export_pipeline(unet, vae, text_encoder, tokenizer, target: Path, info: dict
 
 
 def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Path, target: Path) -> Path:
-    """Build the pipeline from a UNet checkpoint of `output_dir` (e.g. a better earlier one)."""
-    from defectfill.models.components import sd_ddim_scheduler
-
+    """Build the pipeline from a UNet checkpoint (of `output_dir`, e.g. a better earlier one, or of a
+    run trained on the same latents) with `output_dir`'s VAE and text encoder."""
     state = ckpt.read_state(checkpoint)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
     unet.load_state_dict(ckpt.load_safetensors(checkpoint / "model.safetensors"))
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
     vae = load_vae(output_dir / "vae")
-    scheduler = sd_ddim_scheduler(cfg.unet.prediction_type, cfg.unet.zero_terminal_snr)
-    return export_pipeline(unet, vae, text_encoder, tokenizer, target, info={"unet_steps": state["step"]},
-                           scheduler=scheduler)
+    return export_pipeline(unet, vae, text_encoder, tokenizer, unet_scheduler(cfg), target,
+                           info={"unet_steps": state["step"]})
 
 
 def export_latest(cfg: PretrainConfig, output_dir: str | Path, target: str | Path) -> Path:
