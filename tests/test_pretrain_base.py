@@ -358,7 +358,7 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
 
     config = _config_file(tmp_path, "decoder.yaml", unet={"max_train_steps": 0},
                           vae={"max_train_steps": 2, "init_from": str(trained / "vae"), "train_decoder_only": True,
-                               "learning_rate": 1e-2})
+                               "learning_rate": 1e-2, "resolutions": [16, 32]})
     out = tmp_path / "decoder"
     assert _script_main(["--config", str(config), "--output_dir", str(out)]) == 0
     before = AutoencoderKL.from_pretrained(str(trained / "vae")).state_dict()
@@ -391,3 +391,18 @@ def test_decoder_only_needs_a_vae_of_the_same_architecture(trained: Path, tmp_pa
     assert _script_main(["--config", str(bad), "--output_dir", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "its architecture differs from model.vae" in err and str(trained / "vae") in err
+
+
+def test_mixed_crop_sides_keep_the_pixel_budget_and_are_seeded():
+    from defectfill.pretrain.config import VAETrainConfig
+
+    single = VAETrainConfig(train_batch_size=8, resolution=64)
+    rng = np.random.default_rng(0)
+    assert single.crop_plan(rng) == (8, 64)
+    assert rng.integers(1 << 30) == np.random.default_rng(0).integers(1 << 30)  # draws nothing: old runs replay
+    mixed = VAETrainConfig(train_batch_size=8, resolution=64, resolutions=[64, 96, 128])
+    plans = {mixed.crop_plan(np.random.default_rng(seed)) for seed in range(40)}
+    assert plans == {(8, 64), (4, 96), (2, 128)}
+    assert mixed.crop_plan(np.random.default_rng(7)) == mixed.crop_plan(np.random.default_rng(7))
+    with pytest.raises(ConfigError, match="resolutions"):
+        VAETrainConfig(resolutions=[])

@@ -210,7 +210,9 @@ def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, 
     vae, optimizer = accelerator.prepare(vae, optimizer)
 
     def compute_loss(step: int):
-        x, _ = batch(cfg, pools, step_rng(cfg.seed, "vae", step), tc.train_batch_size, tc.resolution)
+        rng = step_rng(cfg.seed, "vae", step)
+        n, side = tc.crop_plan(rng)
+        x, _ = batch(cfg, pools, rng, n, side)
         x = x.to(accelerator.device)
         model = accelerator.unwrap_model(vae)
         mean = model.encode(x).latent_dist.mean
