@@ -106,6 +106,23 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def add_set_argument(parser, example: str) -> None:
+    """The `--set KEY=VALUE` option of the commands that read a config (collected in args.overrides)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field, dotted keys, YAML values (e.g. {example})")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set` items -> {dotted key: YAML-parsed value} for `load_config`'s overrides."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.image_size=128")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
     """Read YAML file `path` into dataclass `cls`; `overrides` (dotted keys) win over the file."""
     path = Path(path)

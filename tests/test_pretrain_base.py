@@ -356,11 +356,12 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    config = _config_file(tmp_path, "decoder.yaml", unet={"max_train_steps": 0},
-                          vae={"max_train_steps": 2, "init_from": str(trained / "vae"), "train_decoder_only": True,
-                               "learning_rate": 1e-2, "resolutions": [16, 32]})
+    config = _config_file(tmp_path, "decoder.yaml", vae={"max_train_steps": 2, "learning_rate": 1e-2})
     out = tmp_path / "decoder"
-    assert _script_main(["--config", str(config), "--output_dir", str(out)]) == 0
+    leg = ["--set", "unet.max_train_steps=0", "--set", f"vae.init_from={trained / 'vae'}",
+           "--set", "vae.train_decoder_only=true", "--set", "vae.resolutions=[16, 32]"]
+    assert _script_main(["--config", str(config), "--output_dir", str(out), *leg]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["vae"]["resolutions"] == [16, 32]
     before = AutoencoderKL.from_pretrained(str(trained / "vae")).state_dict()
     after = AutoencoderKL.from_pretrained(str(out / "vae")).state_dict()
     kept = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
@@ -373,7 +374,7 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
 
     unet_checkpoint = trained / "checkpoints" / "unet-000003"
     target = tmp_path / "asset"
-    assert _script_main(["--config", str(config), "--output_dir", str(out), "--export_to", str(target),
+    assert _script_main(["--config", str(config), "--output_dir", str(out), *leg, "--export_to", str(target),
                          "--unet_checkpoint", str(unet_checkpoint)]) == 0
     exported = load_file(str(target / "unet" / "diffusion_pytorch_model.safetensors"))
     original = load_file(str(unet_checkpoint / "model.safetensors"))

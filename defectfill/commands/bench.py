@@ -15,26 +15,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from defectfill.errors import ConfigError
+from defectfill.config import add_set_argument, parse_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="bench YAML (configs/bench_*.yaml)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/bench-<config name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, dotted keys, YAML values (e.g. generation.synthetic_per_class=10)")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.image_size=128")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    add_set_argument(parser, "generation.synthetic_per_class=10")
 
 
 def run_config(config_path: Path, out: Path | None, overrides: dict[str, Any] | None = None) -> int:

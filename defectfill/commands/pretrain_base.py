@@ -4,6 +4,8 @@
     defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base --resume_from_checkpoint latest
     defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base --export_to assets/base-fabric-inpaint
         [--unet_checkpoint runs/other/checkpoints/unet-006000]
+    defectfill pretrain-base --config configs/base_tiny.yaml --output_dir runs/base/leg --set unet.max_train_steps=0 \
+        --set vae.init_from=runs/base/prev/vae --set vae.train_decoder_only=true   # a decoder-only VAE leg
     defectfill pretrain-base --config configs/base_tiny.yaml --evaluate assets/base-fabric-inpaint --output_dir runs/base-eval
 
 Training runs the VAE stage, then the inpainting UNet stage, and saves a
@@ -17,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from defectfill.config import add_set_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="pretraining config (configs/base_*.yaml)")
@@ -28,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop cleanly (with a checkpoint) after this many minutes; continue with --resume")
     parser.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     parser.add_argument("--real_dir", default=None, help="overrides data.real_dir (real fabric: images/ + annotations/)")
+    add_set_argument(parser, "vae.init_from=runs/base/run5/vae")
     parser.add_argument("--export_to", type=Path, default=None,
                         help="copy the trained pipeline (or the newest UNet checkpoint's) to this folder and stop")
     parser.add_argument("--unet_checkpoint", type=Path, default=None,
@@ -43,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace):
-    from defectfill.config import load_config
+    from defectfill.config import load_config, parse_overrides
     from defectfill.pretrain.config import PretrainConfig
 
-    overrides = {}
+    overrides = parse_overrides(args.overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.real_dir is not None:

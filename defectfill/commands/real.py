@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from defectfill.config import add_set_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="real-data YAML (configs/bench_real_stains.yaml)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, dotted keys, YAML values (e.g. seeds=[0,1])")
+    add_set_argument(parser, "seeds=[0,1]")
 
 
 def run(args: argparse.Namespace) -> int:
-    from defectfill.commands.bench import parse_overrides
+    from defectfill.config import parse_overrides
     from defectfill.env import offline_env
     from defectfill.realdata.stains_run import load_real_stains_config, run_real_stains
 
