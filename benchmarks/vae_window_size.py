@@ -54,7 +54,7 @@ def main() -> None:
     print("side  simulator  real")
     for side in args.sizes:
         windows, _ = ev.eval_windows(cfg, args.n, side)
-        real = ev.vae_metrics(vae, windows["real"])["psnr_db"] if windows["real"] is not None else float("nan")
+        real = float("nan") if windows["real"] is None else ev.vae_metrics(vae, windows["real"])["psnr_db"]
         print(f"{side:4d}  {ev.vae_metrics(vae, windows['simulator'])['psnr_db']:9.2f}  {real:5.2f}")
     windows, words = ev.eval_windows(cfg, args.n, 64)
     sim = windows["simulator"]
@@ -64,7 +64,8 @@ def main() -> None:
     by_texture = defaultdict(list)
     for word, value in zip(words, whole):
         by_texture[word].append(value)
-    print("per texture (64 px): " + ", ".join(f"{w} {np.mean(v):.2f} ({len(v)})" for w, v in sorted(by_texture.items())))
+    parts = [f"{word} {np.mean(values):.2f} ({len(values)})" for word, values in sorted(by_texture.items())]
+    print("per texture (64 px): " + ", ".join(parts))
 
 
 if __name__ == "__main__":
