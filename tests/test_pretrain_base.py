@@ -156,6 +156,19 @@ def test_unknown_config_key_is_rejected(tmp_path: Path):
         load_config(PretrainConfig, bad)
 
 
+def test_set_overrides_read_numbers_as_yaml_1_1_does_not(tmp_path: Path):
+    from defectfill.config import parse_overrides
+
+    overrides = parse_overrides(["vae.learning_rate=2e-4", "vae.resolutions=[64, 96]"])
+    assert overrides["vae.learning_rate"] == "2e-4"  # PyYAML: no dot, no float
+    cfg = load_config(PretrainConfig, TEST_CONFIG, overrides=overrides)
+    assert cfg.vae.learning_rate == 2e-4 and cfg.vae.resolutions == [64, 96]
+    with pytest.raises(ConfigError, match="vae.learning_rate: expected a number"):
+        load_config(PretrainConfig, TEST_CONFIG, overrides=parse_overrides(["vae.learning_rate=fast"]))
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["vae.learning_rate"])
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_final_fraction():
     assert lr_factor(0, 10, 100, 0.05) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100, 0.05) == pytest.approx(1.0)
@@ -283,11 +296,18 @@ def test_shipped_base_model_loads_in_the_stock_pipeline_and_reconstructs_fabric(
     assert pipe.unet.config.in_channels == 9 and pipe.vae.config.latent_channels == 4
     assert pipe.unet.dtype == torch.float32 and pipe.vae.dtype == torch.float32
     textures = ["plain", "twill", "check", "rib"]
-    windows = np.stack([render_fabric(t, 1_000_000 + k, size=256)[64:128, 96:160] for k, t in enumerate(textures)])
+    fabrics = [render_fabric(t, 1_000_000 + k, size=256) for k, t in enumerate(textures)]
+    windows = np.stack([f[64:128, 96:160] for f in fabrics])
     psnr = ev.psnr_np(ev.reconstruct(pipe.vae, windows), windows).mean()
     floor = ev.psnr_np(ev.mean_colour_floor(windows), windows).mean()
-    print(f"shipped VAE on 4 held-out windows: {psnr:.2f} dB, mean-colour floor {floor:.2f} dB")
+    large = np.stack([f[64:192, 64:192] for f in fabrics])
+    psnr_large = ev.psnr_np(ev.reconstruct(pipe.vae, large), large).mean()
+    print(f"shipped VAE on 4 held-out windows: {psnr:.2f} dB (128 px: {psnr_large:.2f} dB), "
+          f"mean-colour floor {floor:.2f} dB")
     assert psnr > floor + 4.0
+    # DefectFill inpaints 96-128 px windows: version 3's VAE, trained on 32-px crops only, lost
+    # 1.1 dB on these from 64 to 128 px (GroupNorm over the whole image); version 4 loses 0.4
+    assert psnr_large > psnr - 0.75
     mask = np.zeros((64, 64), np.uint8)
     mask[20:44, 16:40] = 255
     pipe.set_progress_bar_config(disable=True)
@@ -356,10 +376,11 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
-    config = _config_file(tmp_path, "decoder.yaml", vae={"max_train_steps": 2, "learning_rate": 1e-2})
+    config = _config_file(tmp_path, "decoder.yaml", vae={"max_train_steps": 2})
     out = tmp_path / "decoder"
     leg = ["--set", "unet.max_train_steps=0", "--set", f"vae.init_from={trained / 'vae'}",
-           "--set", "vae.train_decoder_only=true", "--set", "vae.resolutions=[16, 32]"]
+           "--set", "vae.learning_rate=1e-2", "--set", "vae.train_decoder_only=true",
+           "--set", "vae.resolutions=[16, 32]"]
     assert _script_main(["--config", str(config), "--output_dir", str(out), *leg]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["vae"]["resolutions"] == [16, 32]
     before = AutoencoderKL.from_pretrained(str(trained / "vae")).state_dict()
