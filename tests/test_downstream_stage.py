@@ -71,6 +71,8 @@ def test_stage_numbers_come_from_real_training_and_evaluation(stage):
     assert "offline substitute" in generation["kid"]["feature_extractor"]
     assert "lpips alex" in generation["ic_lpips"]["lpips_network"]
     assert set(generation["kid_per_class"]) == set(TYPES) and set(generation["ic_lpips_per_class"]) == set(TYPES)
+    assert set(generation["contrast"]["real_test"]) == set(TYPES)
+    assert set(generation["contrast"]["generated"]) <= set(TYPES) and generation["contrast"]["generated"]
 
 
 def test_finished_arms_are_not_recomputed(stage):

@@ -8,6 +8,7 @@ import pytest
 from defectfill.errors import DataError
 from defectfill.metrics.detection import ImageBoxes, box_iou, coco_map, detection_scores, image_level_rates
 from defectfill.metrics.generation import (
+    defect_contrast,
     defect_crop,
     ic_lpips,
     inception_feature_extractor,
@@ -195,3 +196,19 @@ def test_defect_crop_is_square_around_the_mask():
     crop = defect_crop(image, mask, margin=0.25)
     assert crop.shape == (30, 30, 3)  # longest side 20, grown by 2 * 25 %
     assert defect_crop(image, np.zeros((64, 64), bool)) is None
+
+
+def test_defect_contrast_is_signed_and_uses_only_the_ring():
+    image = np.full((40, 40, 3), 120, np.uint8)
+    image[:5] = 0  # far from the defect: outside the ring, must not count
+    mask = np.zeros((40, 40), bool)
+    mask[16:24, 16:24] = True
+    dark = image.copy()
+    dark[mask] = 80
+    assert defect_contrast(dark, mask) == pytest.approx(-40.0)
+    light = image.copy()
+    light[mask] = 200
+    assert defect_contrast(light, mask) == pytest.approx(80.0)
+    assert defect_contrast(image[..., 0], mask) == pytest.approx(0.0)  # greyscale input
+    assert defect_contrast(image, np.zeros((40, 40), bool)) is None
+    assert defect_contrast(image, np.ones((40, 40), bool)) is None  # no ring left

@@ -124,6 +124,9 @@ def test_real_stains_run_end_to_end(hsst_stains_dir, tmp_path):
     assert summary["generators"]["defectfill"]["random_base"] is True
     assert any("RANDOM tiny base" in note for note in summary["notes"])
     assert (out / "contact_sheet.png").is_file() and "defectfill" in (out / "table.md").read_text()
+    # the sign of the stains: generated contrast per arm, the real test stains' in a note
+    assert stats["cutpaste"]["contrast"]["n"] == 2 and "contrast" not in stats["real_only"]
+    assert any(note.startswith("contrast:") and "real test stains" in note for note in summary["notes"])
     # resume: every arm is read back, nothing retrained
     again = run_real_stains(config, out)
     assert again["summary"] == summary["summary"]

@@ -111,7 +111,8 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
 def generation_metrics(
     dataset: AssembledDataset, test_samples: Sequence[DefectSample], config: DownstreamConfig
 ) -> dict | None:
-    """KID and IC-LPIPS of the synthetic defect crops used by this arm (None for a real-only arm).
+    """KID, IC-LPIPS and defect contrast of the synthetic defects used by this arm (None for a
+    real-only arm).
 
     Crops: the square around each image's defect mask (changed pixels for generated images).
     KID: generated crops vs the real *test* defect crops, pooled over classes and per class where
@@ -126,11 +127,20 @@ def generation_metrics(
     if not manifests:
         return None
     generated: list[tuple[str, np.ndarray]] = []
+    contrasts: dict[str, dict[str, list[float]]] = {"generated": {}, "real_test": {}}
     for folder in manifests:
         for item in read_generation_manifest(folder):
-            if (crop := gm.defect_crop(load_image(item.image), load_mask(item.changed_mask))) is not None:
+            image, changed = load_image(item.image), load_mask(item.changed_mask)
+            if (crop := gm.defect_crop(image, changed)) is not None:
                 generated.append((item.defect_type, crop))
+            # inside the request only: a wrapper may add real defects already in the image to the label
+            generated_part = changed & load_mask(item.request_mask, shape=changed.shape)
+            if (value := gm.defect_contrast(image, generated_part)) is not None:
+                contrasts["generated"].setdefault(item.defect_type, []).append(value)
     real_test = [(s.defect_type, c) for s in test_samples if not s.is_good and (c := gm.defect_crop(s.image, s.mask)) is not None]
+    for s in test_samples:
+        if not s.is_good and (value := gm.defect_contrast(s.image, s.mask)) is not None:
+            contrasts["real_test"].setdefault(s.defect_type, []).append(value)
     references: list[tuple[str, np.ndarray]] = []
     for row in (json.loads(line) for line in (dataset.root / "index.jsonl").read_text().splitlines()):
         if row["origin"] == "real" and row["split"] == "train" and row["defect_type"] != "good":
@@ -172,6 +182,11 @@ def generation_metrics(
         "lpips_network": network.name,
     }
     result["ic_lpips_per_class"] = per_class
+    result["contrast"] = {
+        "definition": "median per class of (mean grey in the defect mask - mean grey of a 2-6 px ring around it), "
+                      "0-255; generated: changed pixels inside the request",
+        **{kind: {t: float(np.median(v)) for t, v in sorted(per_type.items())} for kind, per_type in contrasts.items()},
+    }
     return result
 
 

@@ -15,7 +15,11 @@ IC-LPIPS (Ojha et al. 2021): each generated crop is assigned to its nearest trai
 LPIPS; within each cluster the mean LPIPS over all pairs of its members is taken; the result is the
 mean over clusters; clusters with fewer than 2 members (NaN) are dropped. Higher = more diverse.
 
-Both need pretrained networks (ImageNet InceptionV3; LPIPS' VGG16) that cannot be downloaded here.
+Defect contrast (no network): the signed difference between the mean grey level inside a defect's
+mask and in a ring around it (2-6 px outside), 0-255. Real stains are dark (negative); a generator
+whose stains come out light has the sign wrong however good its KID looks on small sets.
+
+KID and IC-LPIPS need pretrained networks (ImageNet InceptionV3; LPIPS' VGG16) that cannot be downloaded here.
 They are used only when their weights are already in the torch hub cache (TORCH_HOME). Otherwise the
 caller gets an explicitly named offline substitute, and that name goes into every result
 (`feature_extractor`, `lpips_network`): random-init networks give numbers that are internally
@@ -272,3 +276,19 @@ def defect_crop(image: np.ndarray, mask: np.ndarray, margin: float = 0.25, min_s
     y0 = int(np.clip(round(cy - side / 2), 0, height - side))
     x0 = int(np.clip(round(cx - side / 2), 0, width - side))
     return np.ascontiguousarray(image[y0 : y0 + side, x0 : x0 + side])
+
+
+def defect_contrast(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: int = 6) -> float | None:
+    """Mean grey level inside `mask` minus that of the ring `inner`-`outer` px outside it (0-255
+    scale, negative = darker than its surroundings); None when the mask or the ring is empty."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return None
+    grey = np.asarray(image, np.float64)
+    grey = grey.mean(-1) if grey.ndim == 3 else grey
+    ring = ndimage.binary_dilation(mask, iterations=outer) & ~ndimage.binary_dilation(mask, iterations=inner)
+    if not ring.any():
+        return None
+    return float(grey[mask].mean() - grey[ring].mean())

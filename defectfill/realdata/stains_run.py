@@ -375,6 +375,7 @@ METRICS = {  # name -> path in an arm's results.json
     "rtdetr_map50": ("rtdetr", "mAP50"),
     "rtdetr_map50_95": ("rtdetr", "mAP50_95"),
     "kid_x1000": ("generation", "kid", "kid_x1000"),
+    "contrast": ("generation", "contrast", "generated", "{cls}"),
 }
 
 
@@ -516,6 +517,11 @@ def run_real_stains(config: RealStainsConfig, out_dir: str | Path) -> dict[str, 
     generated = {a: out_dir / f"seed-{first}" / "generated" / a for a in config.arms if a != REAL_ONLY}
     sheet = write_stain_contact_sheet(train, generated, out_dir / "contact_sheet.png") if train else None
     summary_stats = summarise(per_seed, cls)
+    real_contrast = next((v for results in per_seed.values() for arm in results.values()
+                          if (v := _lookup(arm, ("generation", "contrast", "real_test", "{cls}"), cls)) is not None), None)
+    if real_contrast is not None:
+        notes.append(f"contrast: median grey level in the stain minus its 2-6 px ring (0-255); the real test "
+                     f"stains: {real_contrast:.1f}")
     table = markdown_table(summary_stats, notes)
     atomic_write_text(out_dir / "table.md", table)
     summary = {"name": config.name, "summary": summary_stats, "notes": notes, "split": json.loads(
