@@ -1,0 +1,69 @@
+"""Which guidance scale gives real-looking stains with a trained DefectFill stain concept?
+
+Generates one stain per training image of the real-stain split (`configs/bench_real_stains.yaml`:
+same requests as seed 0 of `defectfill real`) at each guidance scale, and compares the generated
+stains' contrast (`defectfill.metrics.generation.defect_contrast`: mean grey level in the stain
+minus its ring; real stains are dark) with the real ones. Writes a strip of the selected
+candidates per scale to --out.
+
+Run (after `defectfill real ...` has trained the concept in <run>/defectfill/model):
+`.venv/bin/python benchmarks/stain_guidance.py runs/real-stains/defectfill/model --guidance 1 3 7.5`
+(about 1 min per scale on one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from defectfill.metrics.generation import defect_contrast
+from defectfill.models.defectfill import DefectFill
+from defectfill.realdata.stains_run import load_real_stains_config, load_split, plan_requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def window(image: np.ndarray, mask: np.ndarray, side: int = 64) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    y0 = int(np.clip(ys.mean() - side // 2, 0, image.shape[0] - side))
+    x0 = int(np.clip(xs.mean() - side // 2, 0, image.shape[1] - side))
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a DefectFill stain concept folder")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "bench_real_stains.yaml")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 7.5])
+    parser.add_argument("--out", type=Path, default=Path("runs/stain-guidance"))
+    parser.add_argument("--num_threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.num_threads)
+    config = load_real_stains_config(args.config)
+    train, test = load_split(config)
+    real = [defect_contrast(s.image, s.mask) for s in train + test if s.mask.any()]
+    print(f"real stains ({len(real)}): contrast mean {np.mean(real):.1f}, median {np.median(real):.1f}")
+    cfg = config.defectfill
+    model = DefectFill.from_pretrained(args.model, base_model=str(ROOT / cfg.base_model),
+                                       selection_metric=cfg.selection_metric, change_threshold=cfg.change_threshold)
+    requests = plan_requests(train, config, seed=0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for scale in args.guidance:
+        contrasts, strip = [], []
+        for request in requests:
+            result = model.generate(request.sample.image, request.mask, defect_type=config.data.defect_type,
+                                    num_candidates=config.generation.num_candidates,
+                                    num_inference_steps=cfg.num_inference_steps, guidance_scale=scale, seed=request.index)
+            chosen = result.candidates[result.selected[0]]
+            contrasts.append(defect_contrast(chosen, request.mask))
+            strip.append(window(chosen, request.mask))
+        print(f"guidance {scale:g}: contrast mean {np.mean(contrasts):.1f}, median {np.median(contrasts):.1f}", flush=True)
+        Image.fromarray(np.concatenate(strip, 1)).save(args.out / f"stains_guidance_{scale:g}.png")
+
+
+if __name__ == "__main__":
+    main()
