@@ -73,6 +73,9 @@ def test_stage_numbers_come_from_real_training_and_evaluation(stage):
     assert set(generation["kid_per_class"]) == set(TYPES) and set(generation["ic_lpips_per_class"]) == set(TYPES)
     assert set(generation["contrast"]["real_test"]) == set(TYPES)
     assert set(generation["contrast"]["generated"]) <= set(TYPES) and generation["contrast"]["generated"]
+    contrast = generation["contrast"]
+    gaps = [abs(v - contrast["real_test"][t]) for t, v in contrast["generated"].items()]
+    assert contrast["gap"] == pytest.approx(sum(gaps) / len(gaps))
 
 
 def test_finished_arms_are_not_recomputed(stage):
@@ -93,6 +96,7 @@ def test_report_api_and_cli(stage, tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert "| real_only | 12+0 |" in table and "| cutpaste | 12+8 |" in table
     assert f"{results[0]['deeplab']['mean_f_measure']:.3f}" in table
+    assert "contrast gap (synthetic)" in table and f"{results[1]['generation']['contrast']['gap']:.3f}" in table
     assert (tmp_path / "report" / "sheets" / "cutpaste.png").is_file()
     assert not (tmp_path / "report" / "sheets" / "real_only.png").exists()
     assert json.loads((tmp_path / "report" / "results.json").read_text())[1]["arm"] == "cutpaste"

@@ -182,10 +182,14 @@ def generation_metrics(
         "lpips_network": network.name,
     }
     result["ic_lpips_per_class"] = per_class
+    medians = {kind: {t: float(np.median(v)) for t, v in sorted(per_type.items())} for kind, per_type in contrasts.items()}
+    gaps = [abs(value - medians["real_test"][t]) for t, value in medians["generated"].items() if t in medians["real_test"]]
     result["contrast"] = {
         "definition": "median per class of (mean grey in the defect mask - mean grey of a 2-6 px ring around it), "
-                      "0-255; generated: changed pixels inside the request",
-        **{kind: {t: float(np.median(v)) for t, v in sorted(per_type.items())} for kind, per_type in contrasts.items()},
+                      "0-255; generated: changed pixels inside the request; gap: mean over classes of "
+                      "|generated - real test|",
+        **medians,
+        "gap": float(np.mean(gaps)) if gaps else None,
     }
     return result
 

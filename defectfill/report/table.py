@@ -2,8 +2,9 @@
 
 Input: the `results.json` dicts of several arms (`defectfill.downstream.arm`). Downstream metrics
 decide the verdict (higher is better): mean pixel F-measure (DeepLabV3), mAP50-95 and mAP50
-(RT-DETR). KID (lower is better) and IC-LPIPS (higher = more diverse) describe the synthetic
-data and are shown, not used for the verdict.
+(RT-DETR). KID (lower is better), IC-LPIPS (higher = more diverse) and the contrast gap (how far
+the synthetic defects' grey-level contrast to their surroundings is from the real test defects',
+per class; lower is better) describe the synthetic data and are shown, not used for the verdict.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ METRICS = (
     Metric("false_alarm_rate", "false-alarm rate", _get("rtdetr", "false_alarm_rate"), higher_is_better=False),
     Metric("kid", "KID×1000 (synthetic)", _get("generation", "kid", "kid_x1000"), higher_is_better=False),
     Metric("ic_lpips", "IC-LPIPS (synthetic)", _get("generation", "ic_lpips", "ic_lpips")),
+    Metric("contrast_gap", "contrast gap (synthetic)", _get("generation", "contrast", "gap"), higher_is_better=False),
 )
 
 
