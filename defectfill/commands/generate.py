@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumable)")
     parser.add_argument("--num-candidates", type=int, default=8, help="candidates per mask for LFS (default 8)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5, SD-2-inpainting's; with the offline "
+    parser.add_argument("--guidance", type=float, default=7.5,
+                        help="classifier-free guidance scale (default 7.5, SD-2-inpainting's; with the offline "
                              "base, check the defects' look at 1-3 too: see its README)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; item i uses seed + i (default 0)")
     parser.add_argument("--selection-metric", default="lpips",

@@ -19,11 +19,11 @@ Defect contrast (no network): the signed difference between the mean grey level 
 mask and in a ring around it (2-6 px outside), 0-255. Real stains are dark (negative); a generator
 whose stains come out light has the sign wrong however good its KID looks on small sets.
 
-KID and IC-LPIPS need pretrained networks (ImageNet InceptionV3; LPIPS' VGG16) that cannot be downloaded here.
-They are used only when their weights are already in the torch hub cache (TORCH_HOME). Otherwise the
-caller gets an explicitly named offline substitute, and that name goes into every result
-(`feature_extractor`, `lpips_network`): random-init networks give numbers that are internally
-consistent (same extractor for every arm) but not comparable to published values.
+KID and IC-LPIPS need pretrained networks (ImageNet InceptionV3; LPIPS' VGG16) that cannot be
+downloaded here. They are used only when their weights are already in the torch hub cache
+(TORCH_HOME). Otherwise the caller gets an explicitly named offline substitute, and that name goes
+into every result (`feature_extractor`, `lpips_network`): random-init networks give numbers that
+are internally consistent (same extractor for every arm) but not comparable to published values.
 """
 
 from __future__ import annotations
