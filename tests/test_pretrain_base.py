@@ -404,6 +404,12 @@ def test_decoder_only_leg_keeps_the_encoder_and_ships_with_the_first_runs_unet(t
     assert all(torch.equal(vae[k], after[k].half().float()) for k in trained_keys)
 
 
+def test_vae_crop_sides_must_fit_the_vae_factor(tmp_path: Path, capsys):
+    config = _config_file(tmp_path, "odd.yaml", vae={"resolutions": [16, 17]})
+    assert _script_main(["--config", str(config), "--output_dir", str(tmp_path / "run")]) == 1
+    assert "crop sides [17] are not multiples of the VAE factor" in capsys.readouterr().err
+
+
 def test_decoder_only_needs_a_vae_of_the_same_architecture(trained: Path, tmp_path: Path, capsys):
     bad = _config_file(tmp_path, "bad.yaml", vae={"train_decoder_only": True})
     with pytest.raises(ConfigError, match="init_from"):

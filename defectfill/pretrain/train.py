@@ -197,8 +197,12 @@ def _resume_stage(root: Path, resume: str | None, stage: str, model, optimizer, 
 def train_vae(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path, resume: str | None,
               deadline: float | None) -> StageResult:
     root = output_dir / "checkpoints"
-    vae = base_model.build_vae(cfg.model.vae, seed=cfg.seed)
     tc = cfg.vae
+    factor = base_model.vae_scale_factor(cfg.model.vae)
+    if bad := [side for side in [tc.resolution, *(tc.resolutions or [])] if side % factor]:
+        raise ConfigError(f"vae.resolution(s): crop sides {bad} are not multiples of the VAE factor {factor}; "
+                          f"use multiples of {factor}")
+    vae = base_model.build_vae(cfg.model.vae, seed=cfg.seed)
     if tc.init_from:
         init_vae_from(vae, Path(tc.init_from))
     if tc.train_decoder_only:
