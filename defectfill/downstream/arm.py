@@ -130,16 +130,18 @@ def generation_metrics(
     contrasts: dict[str, dict[str, list[float]]] = {"generated": {}, "real_test": {}}
     for folder in manifests:
         for item in read_generation_manifest(folder):
-            image, changed = load_image(item.image), load_mask(item.changed_mask)
+            image, changed = item.load()
             if (crop := gm.defect_crop(image, changed)) is not None:
                 generated.append((item.defect_type, crop))
             # inside the request only: a wrapper may add real defects already in the image to the label
             generated_part = changed & load_mask(item.request_mask, shape=changed.shape)
             if (value := gm.defect_contrast(image, generated_part)) is not None:
                 contrasts["generated"].setdefault(item.defect_type, []).append(value)
-    real_test = [(s.defect_type, c) for s in test_samples if not s.is_good and (c := gm.defect_crop(s.image, s.mask)) is not None]
-    for s in test_samples:
-        if not s.is_good and (value := gm.defect_contrast(s.image, s.mask)) is not None:
+    real_test: list[tuple[str, np.ndarray]] = []
+    for s in (s for s in test_samples if not s.is_good):
+        if (crop := gm.defect_crop(s.image, s.mask)) is not None:
+            real_test.append((s.defect_type, crop))
+        if (value := gm.defect_contrast(s.image, s.mask)) is not None:
             contrasts["real_test"].setdefault(s.defect_type, []).append(value)
     references: list[tuple[str, np.ndarray]] = []
     for row in (json.loads(line) for line in (dataset.root / "index.jsonl").read_text().splitlines()):

@@ -517,8 +517,9 @@ def run_real_stains(config: RealStainsConfig, out_dir: str | Path) -> dict[str, 
     generated = {a: out_dir / f"seed-{first}" / "generated" / a for a in config.arms if a != REAL_ONLY}
     sheet = write_stain_contact_sheet(train, generated, out_dir / "contact_sheet.png") if train else None
     summary_stats = summarise(per_seed, cls)
-    real_contrast = next((v for results in per_seed.values() for arm in results.values()
-                          if (v := _lookup(arm, ("generation", "contrast", "real_test", "{cls}"), cls)) is not None), None)
+    real_contrast = next((v for by_arm in per_seed.values() for result in by_arm.values()
+                          if (v := _lookup(result, ("generation", "contrast", "real_test", "{cls}"), cls)) is not None),
+                         None)
     if real_contrast is not None:
         notes.append(f"contrast: median grey level in the stain minus its 2-6 px ring (0-255); the real test "
                      f"stains: {real_contrast:.1f}")
