@@ -43,7 +43,7 @@ class OpenMaxConfig:
     """pytorch-ood `detector.OpenMax` on DFC's logits."""
 
     tailsize: int = 20
-    alpha: int = 2                 # how many top classes are revised
+    alpha: int = 1                 # top classes revised; only 1 is batch-independent in pytorch-ood 0.4
     euclid_weight: float = 1.0     # 1 = euclidean distance, 0 = cosine, between: "eucos"
     fit_on: str = "correct"        # "correct": only correctly classified samples (original OpenMax); "all"
     fakes_per_type: int = 40       # generated regions per known type added to the fit set

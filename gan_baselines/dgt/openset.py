@@ -4,8 +4,11 @@ detection with DIS, and the open-set metrics.
 - Weibull fitting and recalibration come from `pytorch_ood.detector.OpenMax` (Apache-2.0; its
   `LibNotMR` reimplements libMR's `fit_high` / `w_score` with scipy): per known class the mean
   logit vector μ_c, the distances of that class's fit samples to μ_c, a Weibull fitted to the
-  `tailsize` largest; a test vector's top-`alpha` logits are scaled by 1 − w_rank·W_c(d) and the
-  removed mass becomes an "unknown" logit; the unknown score is the softmax probability of it.
+  `tailsize` largest; a test vector's top logit is scaled by 1 − W_c(d) and the removed mass
+  becomes an "unknown" logit; the unknown score is the softmax probability of it. Only alpha = 1
+  (the top class revised) is allowed: pytorch-ood 0.4.0 measures a sample's distance only to
+  classes that are the argmax of some sample in the same batch, so alpha > 1 gives batch-dependent
+  scores (found while testing; see tests/test_openset.py).
   pytorch-ood fits on every sample it is given; with `fit_on: correct` we pass it only the
   correctly classified ones, as the original OpenMax does (`fit_on: all` passes all).
 - The fit set is kept (`openset.safetensors` beside the model) and the Weibulls are refitted
@@ -48,6 +51,13 @@ class WeibullOpenSet:
     def __init__(self, config: OpenMaxConfig, threshold: float = 0.5):
         if config.fit_on not in ("correct", "all"):
             raise ModelError(f"openmax.fit_on: {config.fit_on!r} is not 'correct' or 'all'")
+        if config.alpha != 1:
+            # pytorch-ood 0.4.0 computes a sample's distances only to the classes that are some
+            # sample's argmax in the same batch; a rank-2 class is otherwise at distance 0, so with
+            # alpha > 1 a score would depend on the rest of the batch (tested)
+            raise ModelError(f"openmax.alpha: {config.alpha}; only alpha = 1 gives batch-independent scores "
+                             "with pytorch-ood's OpenMax (it revises rank >= 2 classes from batch-dependent "
+                             "distances); set openmax.alpha: 1")
         self.config = config
         self.threshold = float(threshold)
         self.fit_logits: torch.Tensor | None = None
@@ -77,6 +87,17 @@ class WeibullOpenSet:
         if self._detector is None:
             raise ModelError("WeibullOpenSet: not fitted; call fit(logits, labels) or load a fitted model")
         return self._detector.predict_logits(logits.detach().float().cpu()).float()
+
+    def w_score(self, class_index: int, distances: np.ndarray) -> np.ndarray:
+        """The fitted Weibull CDF of class `class_index` at `distances` (to its mean logit vector);
+        read from pytorch-ood's numpy OpenMax (for diagnostics and tests)."""
+        if self._detector is None:
+            raise ModelError("WeibullOpenSet: not fitted")
+        return np.asarray(self._detector._openmax.distributions[class_index].w_score(np.asarray(distances)))
+
+    def center(self, class_index: int) -> np.ndarray:
+        """The mean logit vector of class `class_index` (of its fit samples)."""
+        return np.asarray(self._detector._openmax.centers[class_index])
 
     def decide(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(closed-set class index (N,), is_unknown (N,) bool) at `threshold`."""
