@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers_gan_baselines import TYPES, tiny_data
 
 from defectfill.config import load_config
-from defectfill.data.sample import DefectSample
 from defectfill.errors import ConfigError
 from gan_baselines.dgt.codes import defect_codes, gaussian_kernel, generator_input
 from gan_baselines.dgt.config import DGTConfig, DGTLossWeights
@@ -18,27 +18,10 @@ from gan_baselines.dgt.openset import UNKNOWN, WeibullOpenSet, detect_defects
 from gan_baselines.dgt.train import train_dgt
 from gan_baselines.training import FewShotBatches, TrainingArgs, step_generator, train_loop
 
-TYPES = ["stain", "hole"]
-
 
 def tiny_model(seed: int = 0) -> DGT:
     torch.manual_seed(seed)
     return DGT(TYPES, resolution=32, base_channels=4, depth=2, classifier_channels=8, discriminator_channels=4)
-
-
-def tiny_data(n: int = 3, side: int = 40):
-    rng = np.random.default_rng(0)
-    defects = []
-    for k in range(n):
-        for t, type_ in enumerate(TYPES):
-            image = rng.integers(90, 140, (side, side, 3), dtype=np.uint8)
-            mask = np.zeros((side, side), bool)
-            y, x = 8 + 3 * k, 10 + 4 * t
-            mask[y:y + 8, x:x + 6 + 4 * t] = True
-            image[mask] = (30, 30, 30) if type_ == "stain" else (230, 230, 230)
-            defects.append(DefectSample(image, mask, type_))
-    good = [rng.integers(90, 140, (side, side, 3), dtype=np.uint8) for _ in range(2)]
-    return defects, good
 
 
 def test_gaussian_kernel_is_normalised_with_opencv_sigma():
@@ -83,8 +66,10 @@ def test_generator_input_has_s_plus_1_plus_3_channels():
     fore, back = model.codes(mask, torch.tensor([0, 1]), torch.Generator().manual_seed(0))
     x = generator_input(fore, back, torch.zeros(2, 3, 32, 32))
     assert x.shape[1] == len(TYPES) + 1 + 3 == model.generator.stem[0].in_channels
-    out = model.generate(torch.zeros(2, 3, 32, 32), fore, back)
+    good = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    out = model.generate(good, fore, back)
     assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
+    assert torch.allclose(out, good, atol=1e-5)  # an untrained G is the identity on N
     assert model.segment(out).shape == (2, 1, 32, 32)
     assert model.classify(out).shape == (2, len(TYPES))
 
@@ -118,9 +103,11 @@ def test_one_training_step_changes_every_network():
     step = dgt_step_fn(batches, 2, DGTLossWeights())
     logs = step(model, dgt_optimizers(model, 1e-3, (0.5, 0.999)), step_generator(0, 1), lambda loss: loss.backward())
     assert np.isfinite(logs["loss/total"])
-    for part in ("generator", "reconstructor", "segmenter", "classifier", "discriminator"):
-        name = next(k for k in before if k.startswith(part) and k.endswith("weight"))
-        assert not torch.equal(before[name], model.state_dict()[name]), part
+    # G's last conv starts at zero (G starts as the identity on N), so its gradient reaches the head first
+    assert torch.equal(before["generator.head.weight"], torch.zeros_like(before["generator.head.weight"]))
+    for name in ("generator.head.weight", "reconstructor.stem.0.weight", "segmenter.stem.0.weight",
+                 "classifier.features.0.weight", "discriminator.net.0.weight"):
+        assert not torch.equal(before[name], model.state_dict()[name]), name
 
 
 def test_resume_gives_the_same_weights_and_save_load_is_identical(tmp_path):
@@ -161,8 +148,20 @@ def test_train_dgt_fits_openset_and_detect_defects_labels_regions(tmp_path):
     assert regions and all(r.label in TYPES + [UNKNOWN] for r in regions)
     assert all(0 <= r.unknown_score <= 1 and r.mask.shape == (40, 40) for r in regions)
     # a second call finds the finished model and loads it (same Weibulls, same scores)
-    model2, openset2 = train_dgt(config, defects, good, TYPES, tmp_path)
+    _, openset2 = train_dgt(config, defects, good, TYPES, tmp_path)
     logits = torch.randn(5, 2) * 3
     assert torch.allclose(openset.unknown_score(logits), openset2.unknown_score(logits))
     assert openset2.threshold == openset.threshold
     assert isinstance(WeibullOpenSet.load(tmp_path / "model"), WeibullOpenSet)
+    # the CLI verb reports each region as a known type or "unknown defect"
+    import json
+
+    from defectfill.cli import main
+    from defectfill.data.images import save_image
+
+    save_image(tmp_path / "images" / "a.png", defects[0].image)
+    assert main(["openset", str(tmp_path / "images"), "--model", str(tmp_path / "model"), "--out",
+                 str(tmp_path / "pred"), "--heat_threshold", "0", "--min_area", "1"]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
+    assert record["regions"] and all(r["label"] in TYPES + [UNKNOWN] for r in record["regions"])
+    assert (tmp_path / "pred" / "sheet.png").is_file()

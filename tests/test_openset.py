@@ -77,7 +77,6 @@ def test_alpha_above_one_is_refused_because_pytorch_ood_scores_depend_on_the_bat
 
 
 def test_overconfident_unknowns_caught_by_openmax_missed_by_max_softmax():
-    logits, labels = clusters()
     openset = fitted()
     g = torch.Generator().manual_seed(1)
     known = clusters(50, seed=2)[0]

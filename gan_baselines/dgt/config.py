@@ -19,6 +19,7 @@ class DGTModelConfig:
     discriminator_channels: int = 8
     kernel_sizes: tuple[int, ...] = (3, 5, 7, 9, 11)   # G(k): k drawn from these (odd) sizes
     weight_range: tuple[float, float] = (0.7, 1.0)      # w_d, w_n drawn uniformly from this range
+    classifier_lr_scale: float = 5.0  # DFC learns at this multiple of train.learning_rate (few-step CPU runs)
 
 
 @dataclass

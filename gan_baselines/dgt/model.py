@@ -75,6 +75,8 @@ class DGT(nn.Module, PyTorchModelHubMixin):
         self.weight_range = (float(weight_range[0]), float(weight_range[1]))
         s = len(self.defect_types)
         self.generator = UNet(s + 1 + 3, 3, base_channels, depth)
+        nn.init.zeros_(self.generator.head.weight)
+        nn.init.zeros_(self.generator.head.bias)
         self.reconstructor = UNet(3, 3, base_channels, depth)
         self.segmenter = UNet(9, 1, base_channels, depth)
         self.classifier = DefectClassifier(s, classifier_channels)
@@ -93,8 +95,13 @@ class DGT(nn.Module, PyTorchModelHubMixin):
         return defect_codes(mask, labels, self.num_classes, generator, self.kernel_sizes, self.weight_range)
 
     def generate(self, good: torch.Tensor, fore: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
-        """X_fake (B, 3, H, W) in [-1, 1] from N (B, 3, H, W) and the smoothed codes."""
-        return torch.tanh(self.generator(generator_input(fore, back, good)))
+        """X_fake (B, 3, H, W) in [-1, 1] from N (B, 3, H, W) and the smoothed codes.
+
+        G predicts a change of N in tanh's pre-activation space, X_fake = tanh(atanh(N) + G(·)),
+        with its last conv zero-initialised: it starts as the identity on N, so the few-step CPU
+        runs spend their steps on the defect instead of relearning the fabric (our choice)."""
+        base = torch.atanh(good.clamp(-0.995, 0.995))
+        return torch.tanh(base + self.generator(generator_input(fore, back, good)))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.reconstructor(x))
@@ -172,7 +179,10 @@ def dgt_step_fn(batches, batch_size: int, weights: DGTLossWeights) -> Callable:
     return step
 
 
-def dgt_optimizers(model: DGT, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
-    main = [p for name, p in model.named_parameters() if not name.startswith("discriminator.")]
-    return {"main": torch.optim.Adam(main, lr=lr, betas=betas),
+def dgt_optimizers(model: DGT, lr: float, betas: tuple[float, float],
+                   classifier_lr_scale: float = 1.0) -> dict[str, torch.optim.Optimizer]:
+    """"main": G + DIS (lr) and DFC (lr · classifier_lr_scale) in one Adam; "disc": D_adv."""
+    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith(("discriminator.", "classifier."))]},
+              {"params": list(model.classifier.parameters()), "lr": lr * classifier_lr_scale}]
+    return {"main": torch.optim.Adam(groups, lr=lr, betas=betas),
             "disc": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}

@@ -35,7 +35,8 @@ def train_dgt(config: DGTConfig, defects: Sequence[DefectSample], good_images: S
         return model, WeibullOpenSet.load(folder)
     torch.manual_seed(args.seed)
     model = DGT.from_config(list(defect_types), args.resolution, config.model).to(device)
-    optimizers = dgt_optimizers(model, args.learning_rate, (args.adam_beta1, args.adam_beta2))
+    optimizers = dgt_optimizers(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                config.model.classifier_lr_scale)
     model = train_loop(model, optimizers, dgt_step_fn(batches, args.train_batch_size, config.loss), args,
                        output_dir, desc="dgt", device=device)
     openset = fit_openset(model, batches, config, seed=args.seed)
