@@ -71,7 +71,7 @@ def test_generator_input_has_s_plus_1_plus_3_channels():
     assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
     assert torch.allclose(out, good, atol=1e-5)  # an untrained G is the identity on N
     assert model.segment(out).shape == (2, 1, 32, 32)
-    assert model.classify(out).shape == (2, len(TYPES))
+    assert model.classify(out, mask).shape == (2, len(TYPES))
 
 
 def test_loss_is_the_weighted_sum_of_its_terms():
@@ -132,7 +132,8 @@ def test_resume_gives_the_same_weights_and_save_load_is_identical(tmp_path):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(straight.eval().segment(x), loaded.eval().segment(x))
-        assert torch.equal(straight.classify(x), loaded.classify(x))
+        region = (x[:, :1] > 0).float()
+        assert torch.equal(straight.classify(x, region), loaded.classify(x, region))
     assert loaded.defect_types == TYPES and loaded.resolution == 32
 
 

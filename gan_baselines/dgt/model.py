@@ -8,8 +8,10 @@ Networks (all in one `DGT` module, saved with `PyTorchModelHubMixin`: config.jso
 - DIS, the segmenter: a U-Net reconstructor R(x) that removes defects (trained to give the good
   image back), and a U-Net segmenter on [x, R(x), |x − R(x)|] -> pixel defect logits. This is our
   reading of "compares the image with its reconstruction".
-- DFC, the classifier: a small CNN on [x, σ(DIS(x))] pooled under the heat map -> S logits; the
-  per-class Weibull models on these logits live in `openset.py`.
+- DFC, the classifier: a small CNN on [x, region] pooled under the region -> S logits, where the
+  region is the defect mask M in training and a connected region of DIS's thresholded heat map at
+  inference (a classifier "on the segmented regions"); the per-class Weibull models on these
+  logits live in `openset.py`.
 - D_adv: a PatchGAN on [x, M ⊗ one-hot(y)] (real: the real defect D; fake: X_fake).
 
 Loss (A = Σ_s Ẽ_fore,s, the smoothed soft defect map; BCE/CE with logits):
@@ -17,7 +19,7 @@ Loss (A = Σ_s Ẽ_fore,s, the smoothed soft defect map; BCE/CE with logits):
     L_mix  = |X_fake − (A ⊙ D + (1 − A) ⊙ N)|₁
     L_seg_fake = BCE(DIS(X_fake), M)      L_seg_real_fore = BCE(DIS(D), 1) on M
     L_seg_real_back = BCE(DIS(D), 0) on 1 − M, and BCE(DIS(N), 0)
-    L_cls_fake = CE(DFC(X_fake), y)       L_cls_real = CE(DFC(D), y)
+    L_cls_fake = CE(DFC(X_fake, M), y)    L_cls_real = CE(DFC(D, M), y)
     L = α1 L_fore + α2 L_back + α3 L_mix + α4 L_seg_fake + α5 L_seg_real_fore + α6 L_seg_real_back
         + α7 L_cls_fake + α8 L_cls_real + λ_adv softplus(−D_adv(X_fake)) + λ_rec L_rec
     L_rec = |R(sg(X_fake)) − N|₁ + |(1 − M) ⊙ (R(D) − D)|₁ + |R(N) − N|₁
@@ -40,10 +42,10 @@ from gan_baselines.networks import PatchDiscriminator, UNet, discriminator_loss,
 
 
 class DefectClassifier(nn.Module):
-    """DFC's CNN: (B, 3, H, W) image in [-1, 1] + (B, 1, H, W) heat in [0, 1] -> (B, S) logits.
+    """DFC's CNN: (B, 3, H, W) image in [-1, 1] + (B, 1, H, W) region in [0, 1] -> (B, S) logits.
 
-    Features are averaged under the heat map (and over the whole window, concatenated), so the
-    classifier looks at the segmented region."""
+    Features are averaged under the region (and over the whole window, concatenated), so the
+    classifier looks at the segmented region and its surroundings."""
 
     def __init__(self, num_classes: int, channels: int = 32):
         super().__init__()
@@ -55,9 +57,9 @@ class DefectClassifier(nn.Module):
         )
         self.head = nn.Linear(4 * c, num_classes)
 
-    def forward(self, image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
-        f = self.features(torch.cat([image, heat], dim=1))
-        h = F.adaptive_avg_pool2d(heat, f.shape[-2:])
+    def forward(self, image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        f = self.features(torch.cat([image, region], dim=1))
+        h = F.adaptive_avg_pool2d(region, f.shape[-2:])
         region = (f * h).sum((2, 3)) / (h.sum((2, 3)) + 1e-3)
         return self.head(torch.cat([region, f.mean((2, 3))], dim=1))
 
@@ -112,11 +114,9 @@ class DGT(nn.Module, PyTorchModelHubMixin):
         logits = self.segmenter(torch.cat([x, r, (x - r).abs()], dim=1))
         return (logits, r) if with_reconstruction else logits
 
-    def classify(self, x: torch.Tensor, heat: torch.Tensor | None = None) -> torch.Tensor:
-        """DFC: (B, S) logits; heat (B, 1, H, W) in [0, 1] defaults to σ(DIS(x)) (not differentiated)."""
-        if heat is None:
-            heat = torch.sigmoid(self.segment(x)).detach()
-        return self.classifier(x, heat)
+    def classify(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """DFC: (B, S) logits of the region (B, 1, H, W) in {0, 1} of x (B, 3, H, W) in [-1, 1]."""
+        return self.classifier(x, region)
 
     def condition(self, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """M ⊗ one-hot(y): (B, S, H, W), D_adv's condition."""
@@ -145,8 +145,8 @@ def dgt_losses(model: DGT, batch: dict[str, torch.Tensor], generator: torch.Gene
     t["seg_real_fore"] = _masked_mean(bce_real, m)
     t["seg_real_back"] = 0.5 * (_masked_mean(bce_real, 1 - m)
                                 + F.binary_cross_entropy_with_logits(seg_good, torch.zeros_like(seg_good)))
-    t["cls_fake"] = F.cross_entropy(model.classifier(x_fake, torch.sigmoid(seg_fake).detach()), y)
-    t["cls_real"] = F.cross_entropy(model.classifier(d, torch.sigmoid(seg_real).detach()), y)
+    t["cls_fake"] = F.cross_entropy(model.classify(x_fake, m), y)
+    t["cls_real"] = F.cross_entropy(model.classify(d, m), y)
     t["adv"] = generator_adversarial_loss(model.discriminator(torch.cat([x_fake, model.condition(m, y)], 1)))
     t["rec"] = ((model.reconstruct(x_fake.detach()) - n).abs().mean()
                 + _masked_mean((rec_real - d).abs(), (1 - m).expand_as(d)) + (rec_good - n).abs().mean())

@@ -142,20 +142,21 @@ def _window(shape: tuple[int, int], mask: np.ndarray, side: int) -> tuple[int, i
 @torch.no_grad()
 def region_logits(model: DGT, image: np.ndarray, masks: list[np.ndarray]) -> torch.Tensor:
     """DFC logits (len(masks), S) of the regions `masks` of `image` (H, W, 3) uint8: a window of the
-    model's resolution around each region, DIS's heat map on it, DFC on both."""
+    model's resolution around each region, DFC on the window and the region's mask in it."""
     if not masks:
         return torch.zeros(0, model.num_classes)
     r = model.resolution
     image_up, _ = upscale_to_side(image, None, r)
-    crops = []
+    crops, regions = [], []
     for mask in masks:
         if image_up.shape[:2] != image.shape[:2]:
             mask = upscale_to_side(image, mask, r)[1]
         y0, x0 = _window(image_up.shape[:2], mask, r)
         crops.append(to_tensor(image_up[y0:y0 + r, x0:x0 + r]))
-    x = torch.stack(crops).to(next(model.parameters()).device)
+        regions.append(torch.from_numpy(mask[y0:y0 + r, x0:x0 + r].astype(np.float32))[None])
+    device = next(model.parameters()).device
     model.eval()
-    return model.classify(x).cpu()
+    return model.classify(torch.stack(crops).to(device), torch.stack(regions).to(device)).cpu()
 
 
 @torch.no_grad()

@@ -53,7 +53,8 @@ def fit_set(model: DGT, batches: FewShotBatches, fakes_per_type: int, seed: int)
     logits, labels = [], []
     for index in range(len(batches.defects)):
         image, mask, label = batches.defect_crop(index, generator)
-        logits.append(model.classify(to_tensor(image)[None]))
+        region = torch.from_numpy(mask.astype(np.float32))[None, None]
+        logits.append(model.classify(to_tensor(image)[None], region))
         labels.append(label)
     for label in range(model.num_classes):
         if fakes_per_type <= 0:
@@ -72,7 +73,7 @@ def fit_set(model: DGT, batches: FewShotBatches, fakes_per_type: int, seed: int)
         good = torch.stack([to_tensor(batches.good_crop(i, generator)) for i in goods])
         fore, back = model.codes(mask, y, generator)
         fake = model.generate(good, fore, back)
-        logits.append(model.classify(fake))
+        logits.append(model.classify(fake, mask))
         labels += [label] * fakes_per_type
     return torch.cat(logits), torch.tensor(labels, dtype=torch.long)
 
