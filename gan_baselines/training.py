@@ -137,6 +137,13 @@ def model_is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+def check_same_types(model: nn.Module, defect_types: Sequence[str], folder: Path) -> None:
+    """A finished model found in `folder` must have been trained for the requested types."""
+    if list(model.defect_types) != list(defect_types):
+        raise ModelError(f"{folder}: holds a model trained for the defect types {model.defect_types}, this run asks "
+                         f"for {list(defect_types)}; use another output folder or delete this one")
+
+
 def _checkpoints(root: Path) -> list[Path]:
     found = [(int(p.name[5:]), p) for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
     return [p for _, p in sorted(found)]

@@ -8,6 +8,7 @@ import torch
 from helpers_gan_baselines import TYPES, tiny_data
 
 from defectfill.config import load_config
+from defectfill.errors import ModelError
 from gan_baselines.icpr20.config import ICPR20Config, ICPR20ModelConfig
 from gan_baselines.icpr20.model import ICPR20, icpr20_losses, icpr20_optimizers, icpr20_step_fn
 from gan_baselines.icpr20.train import train_icpr20
@@ -76,4 +77,6 @@ def test_train_save_load_identical(tmp_path):
         a = model.eval()(image, mask, torch.tensor([1]), torch.Generator().manual_seed(3))
         b = loaded.eval()(image, mask, torch.tensor([1]), torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and loaded.defect_types == TYPES
+    with pytest.raises(ModelError, match="defect types"):  # a finished folder of other types is not reused
+        train_icpr20(config, defects, good, TYPES[::-1], tmp_path)
     assert load_config(ICPR20Config, "configs/icpr20_tiny.yaml").train.resolution == 64

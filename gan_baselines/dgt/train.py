@@ -16,6 +16,7 @@ from gan_baselines.dgt.openset import WeibullOpenSet, choose_threshold
 from gan_baselines.training import (
     MODEL_DIR,
     FewShotBatches,
+    check_same_types,
     model_is_complete,
     step_generator,
     to_tensor,
@@ -30,15 +31,18 @@ def train_dgt(config: DGTConfig, defects: Sequence[DefectSample], good_images: S
     args = config.train
     batches = FewShotBatches(defects, good_images, defect_types, args.resolution)
     folder = output_dir / MODEL_DIR
-    if model_is_complete(folder) and (folder / "openset.json").is_file():
+    if model_is_complete(folder):
         model = DGT.from_pretrained(str(folder)).to(device).eval()
-        return model, WeibullOpenSet.load(folder)
-    torch.manual_seed(args.seed)
-    model = DGT.from_config(list(defect_types), args.resolution, config.model).to(device)
-    optimizers = dgt_optimizers(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
-                                config.model.classifier_lr_scale)
-    model = train_loop(model, optimizers, dgt_step_fn(batches, args.train_batch_size, config.loss), args,
-                       output_dir, desc="dgt", device=device)
+        check_same_types(model, defect_types, folder)
+        if (folder / "openset.json").is_file():
+            return model, WeibullOpenSet.load(folder)
+    else:  # train (resuming from <output_dir>/checkpoints when there are some)
+        torch.manual_seed(args.seed)
+        model = DGT.from_config(list(defect_types), args.resolution, config.model).to(device)
+        optimizers = dgt_optimizers(model, args.learning_rate, (args.adam_beta1, args.adam_beta2),
+                                    config.model.classifier_lr_scale)
+        model = train_loop(model, optimizers, dgt_step_fn(batches, args.train_batch_size, config.loss), args,
+                           output_dir, desc="dgt", device=device)
     openset = fit_openset(model, batches, config, seed=args.seed)
     openset.save(folder)
     return model, openset

@@ -12,7 +12,7 @@ import torch
 from defectfill.data.sample import DefectSample
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.model import ICPR20, icpr20_optimizers, icpr20_step_fn
-from gan_baselines.training import MODEL_DIR, FewShotBatches, model_is_complete, train_loop
+from gan_baselines.training import MODEL_DIR, FewShotBatches, check_same_types, model_is_complete, train_loop
 
 
 def train_icpr20(config: ICPR20Config, defects: Sequence[DefectSample], good_images: Sequence[np.ndarray],
@@ -21,7 +21,9 @@ def train_icpr20(config: ICPR20Config, defects: Sequence[DefectSample], good_ima
     output_dir = Path(output_dir)
     folder = output_dir / MODEL_DIR
     if model_is_complete(folder):
-        return ICPR20.from_pretrained(str(folder)).to(device).eval()
+        model = ICPR20.from_pretrained(str(folder)).to(device).eval()
+        check_same_types(model, defect_types, folder)
+        return model
     args = config.train
     batches = FewShotBatches(defects, good_images, defect_types, args.resolution)
     torch.manual_seed(args.seed)
