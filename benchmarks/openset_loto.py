@@ -27,19 +27,31 @@ import torch
 
 from defectfill.bench.config import BenchConfig, DataConfig
 from defectfill.bench.protocol import simulate_protocol
+from defectfill.config import add_set_argument, parse_overrides
 from defectfill.data.fabric import simulate_dataset
 from defectfill.data.readers import read_mvtec
 from defectfill.io_utils import Manifest
-from gan_baselines.dgt.config import DGTConfig
-from gan_baselines.dgt.openset import choose_threshold, max_softmax_score, openset_metrics, region_logits
-from gan_baselines.dgt.train import train_dgt
+from gan_baselines.dgt.config import DGTConfig, OpenMaxConfig
+from gan_baselines.dgt.openset import (
+    WeibullOpenSet,
+    choose_threshold,
+    max_softmax_score,
+    openset_metrics,
+    region_logits,
+)
+from gan_baselines.dgt.train import fit_set, train_dgt
+from gan_baselines.training import FewShotBatches
 
 TYPES = ["stain", "oil", "hole", "broken_end", "white_stripe"]
 
 
-def region_scores(model, openset, samples):
-    logits = torch.cat([region_logits(model, s.image, [s.mask]) for s in samples])
-    return logits, openset.unknown_score(logits).numpy(), max_softmax_score(logits).numpy()
+# other Weibull settings scored on the same trained models and logits (no retraining)
+VARIANTS = {"openmax_tail10": {"tailsize": 10}, "openmax_tail40": {"tailsize": 40},
+            "openmax_eucos": {"euclid_weight": 0.5}, "openmax_fit_all": {"fit_on": "all"}}
+
+
+def logits_of(model, samples):
+    return torch.cat([region_logits(model, s.image, [s.mask]) for s in samples])
 
 
 def run_one(seed: int, held_out: str, out: Path, args) -> dict:
@@ -58,19 +70,28 @@ def run_one(seed: int, held_out: str, out: Path, args) -> dict:
     dgt.train.seed = seed
     dgt.train.checkpointing_steps = 100
     dgt.openmax.tailsize = args.tailsize
+    for dotted, value in parse_overrides(args.overrides).items():  # e.g. loss.alpha7_cls_fake=0
+        section, field = dotted.split(".")
+        setattr(getattr(dgt, section), field, value)
     t0 = time.process_time()
-    model, openset = train_dgt(dgt, train_defects, good, known, out / f"model-seed{seed}-{held_out}")
+    model, openset = train_dgt(dgt, train_defects, good, known, out / f"model{args.tag}-seed{seed}-{held_out}")
     train_cpu = time.process_time() - t0
     val = [s for s in read_mvtec(val_dir, "test") if s.defect_type in known]
     test = [s for s in data.test_samples() if not s.is_good]
-    _, val_om, val_sm = region_scores(model, openset, val)
-    logits, test_om, test_sm = region_scores(model, openset, test)
+    val_logits, logits = logits_of(model, val), logits_of(model, test)
     is_unknown = np.array([s.defect_type == held_out for s in test])
     true = np.array([known.index(s.defect_type) if s.defect_type in known else -1 for s in test])
     closed = logits.argmax(1).numpy()
     record = {"seed": seed, "held_out": held_out, "train_cpu_s": round(train_cpu, 1),
               "n_test_known": int((~is_unknown).sum()), "n_test_unknown": int(is_unknown.sum()), "n_val": len(val)}
-    for name, val_s, test_s in (("dfc_openmax", val_om, test_om), ("max_softmax", val_sm, test_sm)):
+    detectors = {"dfc_openmax": openset.unknown_score, "max_softmax": max_softmax_score}
+    fit_logits, fit_labels = fit_set(model, FewShotBatches(train_defects, good, known, dgt.train.resolution),
+                                     dgt.openmax.fakes_per_type, seed)
+    for name, change in VARIANTS.items():
+        variant = WeibullOpenSet(OpenMaxConfig(**{**vars(dgt.openmax), **change})).fit(fit_logits, fit_labels)
+        detectors[name] = variant.unknown_score
+    for name, score in detectors.items():
+        val_s, test_s = score(val_logits).numpy(), score(logits).numpy()
         record[name] = openset_metrics(closed, true, is_unknown, test_s, choose_threshold(val_s, 0.95))
     return record
 
@@ -80,7 +101,7 @@ def summarize(records: list[dict]) -> str:
     groups = sorted({r["held_out"] for r in records}) + ["all"]
     for group in groups:
         rs = [r for r in records if group in ("all", r["held_out"])]
-        for det in ("dfc_openmax", "max_softmax"):
+        for det in [k for k in rs[0] if isinstance(rs[0][k], dict)]:
             cells = []
             for key in ("closed_set_accuracy", "auroc", "oscr", "open_macro_f1"):
                 if group == "all":  # mean over held-out types per seed, then over seeds
@@ -103,11 +124,15 @@ def main() -> None:
     parser.add_argument("--max_train_steps", type=int, default=200)
     parser.add_argument("--source_defects_per_type", type=int, default=10)
     parser.add_argument("--tailsize", type=int, default=20)
+    parser.add_argument("--record_file", default="runs.jsonl", help="results file in --out (a new name re-scores "
+                        "the cached models, e.g. after adding detectors)")
+    parser.add_argument("--tag", default="", help="model folder suffix, for runs with --set overrides")
+    add_set_argument(parser, "loss.alpha7_cls_fake=0")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = Manifest(out / "runs.jsonl", key="run")
+    runs = Manifest(out / args.record_file, key="run")
     for seed in args.seeds:
         for held_out in args.held_out:
             key = f"{seed}-{held_out}"
@@ -116,9 +141,9 @@ def main() -> None:
             record = run_one(seed, held_out, out, args)
             runs.append({"run": key, **record})
             print(json.dumps(record), flush=True)
-    records = [r for r in Manifest(out / "runs.jsonl", key="run").records]
+    records = list(Manifest(out / args.record_file, key="run").records)
     summary = summarize(records)
-    (out / "summary.md").write_text(summary + "\n")
+    (out / f"summary-{Path(args.record_file).stem}.md").write_text(summary + "\n")
     print(summary)
 
 
