@@ -1,38 +1,42 @@
-"""The generation manifest: what every generator writes, and what dataset assembly reads.
+"""The generation manifest: what the generation runner writes, and what dataset assembly reads.
 
-A generation folder holds `manifest.jsonl`, one JSON object per generated image:
+A generation folder holds `manifest.jsonl`, one JSON object per generated image (MANIFEST_KEYS):
 
-    {"image":          "images/00000.png",        rel. path of the generated image (H, W, 3)
-     "changed_mask":   "changed/00000.png",       rel. path of the changed-pixel mask PNG (0/255)
-     "request_mask":   "requests/00000.png",      rel. path of the mask the generator was asked to fill
-     "defect_type":    "stain",                   class name
-     "source_image":   "/data/good/017.png",      the good image it was put into (path or name)
-     "boxes":          [[x0, y0, x1, y1], ...],   per changed-pixel component, exclusive ends
-     "score":          0.42,                      the selection score of the kept candidate
-     "seed":           1234,                      the seed of this generation call
-     "generator":      "cutpaste"}                the generator's name
+    {"image":            "images/017__stain_0.png",  rel. path of the generated image (grey input: grey PNG)
+     "changed_mask":     "changed_masks/....png",    rel. path of the changed-pixel mask PNG (0/255): the label
+     "request_mask":     "request_masks/....png",    rel. path of the mask the generator was asked to fill
+     "defect_type":      "stain",                    class name
+     "source_image":     "/data/good/017.png",       the good image it was put into (path or name)
+     "boxes":            [[x0, y0, x1, y1], ...],    per changed-pixel component, exclusive ends
+     "score":            0.42,                       the selection score of the kept candidate
+     "seed":             1234,                       the seed of this request
+     "generator":        "cutpaste",                 the registered generator name
+     "model":            "runs/stain/model",         the trained model (folder, Hub id or "")
+     "selection_metric": "ms-ssim-distance"}         the metric that produced `score`
 
 Paths are relative to the folder holding manifest.jsonl. Labels come from `changed_mask` (the
 pixels that really changed), not from `request_mask`. The file is append-only (io_utils.Manifest),
-so a killed generation job resumes where it stopped.
+so a killed generation job resumes where it stopped; with several processes each appends to its
+own `manifest.rank<r>.jsonl` and rank 0 merges them (`merge_manifests`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from defectfill.data.images import load_image, load_mask, save_image, save_mask, to_mask_array, to_rgb_array
-from defectfill.errors import DataError, GenerationError
-from defectfill.io_utils import Manifest
+from defectfill.data.images import load_image, load_mask
+from defectfill.errors import DataError
+from defectfill.io_utils import Manifest, atomic_write_text
 
 MANIFEST_NAME = "manifest.jsonl"
-REQUIRED_KEYS = ("image", "changed_mask", "request_mask", "defect_type", "source_image", "boxes", "score", "seed", "generator")
+MANIFEST_KEYS = ("image", "changed_mask", "request_mask", "defect_type", "source_image", "boxes", "score", "seed",
+                 "generator", "model", "selection_metric")
+REQUIRED_KEYS = MANIFEST_KEYS[:9]  # what a reader needs (manifests of version 0.1 lack the last two)
 
 
 @dataclass
@@ -48,6 +52,8 @@ class GeneratedItem:
     score: float
     seed: int
     generator: str
+    model: str = ""
+    selection_metric: str = ""
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """(image (H, W, 3) uint8, changed mask (H, W) bool), checked to match in size."""
@@ -89,6 +95,8 @@ def read_generation_manifest(folder: str | Path, *, check_files: bool = True) ->
             score=float(record["score"]),
             seed=int(record["seed"]),
             generator=str(record["generator"]),
+            model=str(record.get("model", "")),
+            selection_metric=str(record.get("selection_metric", "")),
         )
         if check_files:
             missing += [str(p) for p in (item.image, item.changed_mask, item.request_mask) if not p.is_file()]
@@ -103,66 +111,49 @@ def read_generation_manifest(folder: str | Path, *, check_files: bool = True) ->
     return items
 
 
-def write_generation_manifest(
-    generator: Any,
-    good_images: Sequence[Any],
-    masks: Sequence[Any],
-    defect_types: Sequence[str],
-    out_dir: str | Path,
-    seed: int = 0,
-    *,
-    num_candidates: int = 1,
-    source_names: Sequence[str] | None = None,
-) -> Path:
-    """Run `generator` (a DefectGenerator) on each (good image, mask, defect type) and write the manifest.
+def make_record(*, image: str, changed_mask: str, request_mask: str, defect_type: str, source_image: str,
+                boxes: Any, score: float, seed: int, generator: str, model: str = "",
+                selection_metric: str = "") -> dict[str, Any]:
+    """One manifest line, keys in MANIFEST_KEYS order, values JSON-safe."""
+    record = {"image": image, "changed_mask": changed_mask, "request_mask": request_mask, "defect_type": defect_type,
+              "source_image": str(source_image), "boxes": np.asarray(boxes).reshape(-1, 4).astype(int).tolist(),
+              "score": float(score), "seed": int(seed), "generator": str(generator), "model": str(model),
+              "selection_metric": str(selection_metric)}
+    assert tuple(record) == MANIFEST_KEYS
+    return record
 
-    good_images: (H, W, 3) arrays, DefectSamples or image paths; masks: (H, W) bool request masks.
-    Request i uses seed `seed + i`, so the output does not depend on how the job was resumed; requests
-    already in the manifest are skipped.
-    """
-    import torch
 
-    if not (len(good_images) == len(masks) == len(defect_types)):
-        raise GenerationError(
-            f"write_generation_manifest: {len(good_images)} images, {len(masks)} masks and "
-            f"{len(defect_types)} defect types; pass one of each per request"
-        )
+def shard_path(out_dir: Path, rank: int) -> Path:
+    return out_dir / f"manifest.rank{rank}.jsonl"
+
+
+def done_images(out_dir: str | Path) -> set[str]:
+    """Images already recorded, in the merged manifest or in any rank's shard."""
     out_dir = Path(out_dir)
-    manifest = Manifest(out_dir / MANIFEST_NAME, key="image")
-    for index, (good, request, defect_type) in enumerate(zip(good_images, masks, defect_types)):
-        rel_image = f"images/{index:05d}.png"
-        if manifest.done(rel_image):
-            continue
-        if hasattr(good, "image") and hasattr(good, "mask"):  # a DefectSample
-            source = str(good.source) if good.source is not None else f"good[{index}]"
-            image = good.image
-        else:
-            source = str(good) if isinstance(good, (str, Path)) else f"good[{index}]"
-            image = to_rgb_array(good, name=f"good_images[{index}]")
-        if source_names is not None:
-            source = source_names[index]
-        request_mask = to_mask_array(request, name=f"masks[{index}]")
-        request_seed = seed + index
-        result = generator.generate(
-            image, request_mask, defect_type=defect_type, num_candidates=num_candidates,
-            generator=torch.Generator().manual_seed(request_seed),
-        )
-        best = result.selected[0]
-        rel_changed, rel_request = f"changed/{index:05d}.png", f"requests/{index:05d}.png"
-        save_image(out_dir / rel_image, result.candidates[best])
-        save_mask(out_dir / rel_changed, result.changed_masks[best])
-        save_mask(out_dir / rel_request, result.request_mask)
-        manifest.append(
-            {
-                "image": rel_image,
-                "changed_mask": rel_changed,
-                "request_mask": rel_request,
-                "defect_type": defect_type,
-                "source_image": source,
-                "boxes": np.asarray(result.boxes[best]).reshape(-1, 4).astype(int).tolist(),
-                "score": float(result.scores[best]),
-                "seed": request_seed,
-                "generator": getattr(generator, "name", type(generator).__name__),
-            }
-        )
-    return manifest.path
+    done: set[str] = set()
+    for path in [out_dir / MANIFEST_NAME, *sorted(out_dir.glob("manifest.rank*.jsonl"))]:
+        done.update(str(r.get("image")) for r in Manifest(path, key="image"))
+    return done
+
+
+def merge_manifests(out_dir: str | Path) -> Path:
+    """Merge `manifest.jsonl` and every rank shard into `manifest.jsonl` (each image once, ordered by
+    name), atomically; then delete the shards."""
+    out_dir = Path(out_dir)
+    target = out_dir / MANIFEST_NAME
+    shards = sorted(out_dir.glob("manifest.rank*.jsonl"))
+    records: dict[str, dict[str, Any]] = {}
+    for path in [target, *shards]:
+        for record in Manifest(path, key="image"):
+            records.setdefault(str(record["image"]), record)
+    lines = [json.dumps(records[k]) for k in sorted(records)]
+    atomic_write_text(target, "".join(line + "\n" for line in lines))
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+    return target
+
+
+def generation_complete(folder: str | Path, expected: int) -> bool:
+    """Whether `folder` holds a merged manifest of at least `expected` images."""
+    path = Path(folder) / MANIFEST_NAME
+    return path.is_file() and len(Manifest(path, key="image")) >= expected
