@@ -1,8 +1,9 @@
 """`run_bench(config, out_dir)`: the benchmark protocol end to end, resumable at every step.
 
     simulate the protocol's data (source defects, target good, target test)      data/
-    per synthetic arm: build its generator (DefectFill trains here), generate     generators/, generated/<arm>/
-      the same requests (images, masks, seeds) into target good images
+    per synthetic arm: build its registered generator (DefectFill trains here),   generators/, generated/<arm>/
+      generate the same requests (images, masks, seeds) into target good images
+      (`defectfill.generators`: registry, request planner, runner)
     per arm: assemble real (+ synthetic) data, fine-tune the same detector and    arms/<arm>/
       segmenter with the same budget and seeds, evaluate on the target test set
     report: results.json (every arm), table.md, plots, sheets, report.html,       ./
@@ -16,27 +17,21 @@ The run folder remembers its config; resuming with a different one is refused.
 
 from __future__ import annotations
 
-import html
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from defectfill.bench.arms import (
-    RANDOM_BASE_WARNING,
-    ArmContext,
-    StageLog,
-    defectfill_base_status,
-    drop_random_base_results,
-    generate_arm,
-    plan_requests,
-)
 from defectfill.bench.config import REAL_ONLY, BenchConfig, downstream_config_for
 from defectfill.bench.protocol import BenchData, simulate_protocol
+from defectfill.bench.stages import StageLog
 from defectfill.config import to_dict
 from defectfill.errors import ConfigError
+from defectfill.generators.manifest import generation_complete
+from defectfill.generators.requests import MaskPolicy, Request, plan_requests
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 
 CONFIG_NAME = "bench_config.yaml"
@@ -98,48 +93,10 @@ def _sheet(path: Path, samples: list, max_images: int = 32) -> Path | None:
                               [s.defect_type for s in chosen], ncols=8, tile=96)
 
 
-def _embed(path: Path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}" style="max-width:100%">'
-
-
-def _bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:
-    """The bench's own part of report.html: protocol, base model warning, goal, seconds, sheets."""
-    d = summary["protocol"]
-    parts = ["<h2>Bench protocol</h2>"]
-    for note in summary["notes"]:
-        parts.append(f"<p style='background:#fee;border-left:4px solid #c00;padding:0.6em 1em;font-weight:bold'>"
-                     f"{html.escape(note)}</p>")
-    parts.append(
-        f"<p>Source fabrics {html.escape(', '.join(d['source_textures']))}: {d['source_defects_per_type']} labelled "
-        f"defects per type. Target (new) fabrics {html.escape(', '.join(d['target_textures']))}: "
-        f"{d['target_good']} good images per texture for training; test = {d['test_defects_per_type']} defects per "
-        f"type and {d['test_good']} good images per texture. Defect types: {html.escape(', '.join(d['defect_types']))}; "
-        f"{d['image_size']} px. Every synthetic arm: {summary['budget']['synthetic_per_class']} images per class, "
-        f"the same requests and seeds, {summary['budget']['num_candidates']} candidates each.</p>")
-    goal = summary["goal"]
-    lines = [f"{k.removeprefix('vs_')}: {v['gain_points']:+.1f} points (goal {v['needed_points']:+.0f}): "
-             f"{'met' if v['met'] else 'NOT met'}" for k, v in goal.items() if k.startswith("vs_")]
-    if lines:
-        parts.append(f"<p>Goal (DefectFill, {html.escape(goal['metric'])}): " + "; ".join(map(html.escape, lines)) + "</p>")
-    seconds, cpu = summary["seconds"], summary["cpu_seconds"]
-    if seconds:
-        parts.append("<p>Seconds per stage, wall clock / CPU of this process (the run that computed it): " + ", ".join(
-            f"{html.escape(k)} {v:.0f}" + (f" / {cpu[k]:.0f}" if k in cpu else "") for k, v in seconds.items())
-            + f"; total {sum(seconds.values()):.0f} / {sum(cpu.values()):.0f}.</p>")
-    for title, sheet in sheets:
-        parts += [f"<h3>{html.escape(title)}</h3>", _embed(sheet)]
-    return "\n".join(parts)
-
-
-def _insert_section(page: Path, section: str) -> None:
-    text = page.read_text()
-    marker = "<h2>Results</h2>"
-    text = text.replace(marker, section + "\n" + marker, 1) if marker in text else text.replace(
-        "</body>", section + "\n</body>", 1)
-    atomic_write_text(page, text)
+def _train_record(work: Path) -> dict[str, Any] | None:
+    """What a generator recorded about its training (train_done.json), if it wrote one."""
+    path = work / "train_done.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def terminal_table(summary: dict, results: list[dict]) -> str:
@@ -152,6 +109,53 @@ def terminal_table(summary: dict, results: list[dict]) -> str:
                          f"(needed {value['needed_points']:+.0f}): {'met' if value['met'] else 'NOT met'}")
     lines += [f"WARNING: {note}" for note in summary["notes"]]
     return "\n".join(lines)
+
+
+def bench_requests(config: BenchConfig, data: BenchData) -> tuple[list[Request], MaskPolicy]:
+    """`synthetic_per_class` requests per defect type into the target good images, the same for every
+    synthetic arm; masks shaped like the source masks of the type (mode auto/real) or procedural."""
+    types = list(config.data.defect_types)
+    requests = plan_requests(data.target_good_paths(), types, per_type=config.generation.synthetic_per_class,
+                             seed=config.seed)
+    real = {} if config.generation.masks == "procedural" else {t: data.source_masks(t) for t in types}
+    return requests, MaskPolicy(mode=config.generation.masks, real_masks=real)
+
+
+def generate_arm(name: str, config: BenchConfig, data: BenchData, out_dir: Path, requests: list[Request],
+                 masks: MaskPolicy, stages: StageLog) -> tuple[Path, list[str]]:
+    """Build generator `name` (registry) and run it on every request into generated/<name>, resumably;
+    returns (folder, its notes). What an earlier run built that is now stale is redone."""
+    import shutil
+
+    from defectfill.generators.context import GeneratorContext
+    from defectfill.generators.registry import build_generator, get_plugin
+    from defectfill.generators.runner import run_generation, write_contact_sheet
+    from defectfill.io_utils import atomic_write_json
+
+    work, folder = out_dir / "generators" / name, out_dir / "generated" / name
+    options = config.options_for(name)
+    plugin = get_plugin(name)
+    if plugin.stale is not None and plugin.stale(work, options, config.config_dir):
+        print(f"[bench] what generator {name} built earlier is stale (e.g. trained on a fallback base): "
+              "recomputing its training, generation and arm", file=sys.stderr, flush=True)
+        for path in (work, folder, out_dir / "arms" / name):
+            shutil.rmtree(path, ignore_errors=True)
+    notes_path = work / "notes.json"
+    if not generation_complete(folder, len(requests)):
+        stages.mark()
+        ctx = GeneratorContext(name=name, source_defects=data.source_defects(), target_good=data.target_good_paths(),
+                               defect_types=list(config.data.defect_types), work_dir=work, options=options,
+                               seed=config.seed, device="auto", source_dir=data.source_dir, source_layout="mvtec",
+                               config_dir=config.config_dir)
+        generator = build_generator(ctx)
+        atomic_write_json(notes_path, list(dict.fromkeys(ctx.notes)))
+        stages.record(f"build:{name}")
+        run_generation(generator, requests, folder, num_candidates=config.generation.num_candidates, masks=masks,
+                       model_name=str(work), contact_sheet=False, num_processes=1, process_index=0)
+        write_contact_sheet(folder)
+        stages.record(f"generate:{name}", images=len(requests))
+    notes = json.loads(notes_path.read_text()) if notes_path.is_file() else []
+    return folder, notes
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -170,7 +174,7 @@ def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], No
 
 def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     from defectfill.downstream.arm import RESULTS_NAME, run_arm
-    from defectfill.report.html import write_report
+    from defectfill.report.html import bench_section, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, out_dir)
@@ -185,16 +189,14 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
     echo(f"[bench] data in {out_dir / 'data'}")
 
     # 2. synthetic data: the same requests for every synthetic arm
-    ctx = ArmContext(config, out_dir, data, stages=stages)
-    if "defectfill" in config.arms:
-        drop_random_base_results(ctx)
     manifests: dict[str, Path] = {}
+    notes: list[str] = []
     if config.synthetic_arms:
-        requests = plan_requests(config, data)
+        requests, masks = bench_requests(config, data)
         for name in config.synthetic_arms:
-            ctx.options = dict(config.generator_options.get(name, {}))
             echo(f"[bench] generation {name}: {len(requests)} requests")
-            manifests[name] = generate_arm(name, ctx, requests)
+            manifests[name], arm_notes = generate_arm(name, config, data, out_dir, requests, masks, stages)
+            notes += arm_notes
 
     # 3. every arm: same detector/segmenter, budget and seeds
     train = test = None
@@ -212,11 +214,7 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         results.append(result)
 
     # 4. report
-    notes = list(dict.fromkeys(ctx.notes))
-    base = defectfill_base_status(out_dir) if "defectfill" in config.arms else None
-    if base and base.get("random_base"):
-        warning = RANDOM_BASE_WARNING.format(base=config.defectfill.base_model, folder=ctx.work_dir("defectfill"))
-        notes = list(dict.fromkeys([*notes, warning]))
+    notes = list(dict.fromkeys(notes))
     summary = {
         "name": config.name,
         "config": str(out_dir / CONFIG_NAME),
@@ -227,13 +225,12 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
                             "mAP50_95": (r.get("rtdetr") or {}).get("mAP50_95"),
                             "train_images": r.get("dataset", {}).get("train_images")} for r in results},
         "goal": goal_check(results),
-        "defectfill_base": base,
+        "generators": {name: _train_record(out_dir / "generators" / name) for name in config.synthetic_arms},
         "notes": notes,
         "seconds": stages.seconds(),
         "cpu_seconds": stages.seconds("cpu_seconds"),
         "ran_this_time": list(stages.ran),
     }
-    page = write_report(results, out_dir, title=f"defectfill bench: {config.name}")
     sheets = []
     if (sheet := _sheet(out_dir / "sheets" / "real_source_defects.png", data.source_defects())) is not None:
         sheets.append(("Real source defects (what every generator learns from)", sheet))
@@ -245,7 +242,8 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         if (folder / "contact_sheet.png").is_file():
             sheets.append((f"Generated by {name} (changed-pixel labels outlined, LFS/selection score)",
                            folder / "contact_sheet.png"))
-    _insert_section(page, _bench_section(summary, sheets))
+    page = write_report(results, out_dir, title=f"defectfill bench: {config.name}",
+                        sections=[bench_section(summary, sheets)])
     summary["report"] = str(page)
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
     echo(terminal_table(summary, results))
