@@ -47,7 +47,8 @@ TYPES = ["stain", "oil", "hole", "broken_end", "white_stripe"]
 
 # other Weibull settings scored on the same trained models and logits (no retraining)
 VARIANTS = {"openmax_tail10": {"tailsize": 10}, "openmax_tail40": {"tailsize": 40},
-            "openmax_eucos": {"euclid_weight": 0.5}, "openmax_fit_all": {"fit_on": "all"}}
+            "openmax_eucos": {"euclid_weight": 0.5}, "openmax_fit_all": {"fit_on": "all"},
+            "openmax_real_only": {"fakes_per_type": 0}}
 
 
 def logits_of(model, samples):
@@ -85,11 +86,12 @@ def run_one(seed: int, held_out: str, out: Path, args) -> dict:
     record = {"seed": seed, "held_out": held_out, "train_cpu_s": round(train_cpu, 1),
               "n_test_known": int((~is_unknown).sum()), "n_test_unknown": int(is_unknown.sum()), "n_val": len(val)}
     detectors = {"dfc_openmax": openset.unknown_score, "max_softmax": max_softmax_score}
-    fit_logits, fit_labels = fit_set(model, FewShotBatches(train_defects, good, known, dgt.train.resolution),
-                                     dgt.openmax.fakes_per_type, seed)
+    batches = FewShotBatches(train_defects, good, known, dgt.train.resolution)
+    fit_logits, fit_labels = fit_set(model, batches, dgt.openmax.fakes_per_type, seed)
     for name, change in VARIANTS.items():
-        variant = WeibullOpenSet(OpenMaxConfig(**{**vars(dgt.openmax), **change})).fit(fit_logits, fit_labels)
-        detectors[name] = variant.unknown_score
+        config = OpenMaxConfig(**{**vars(dgt.openmax), **change})
+        n = len(fit_labels) if config.fakes_per_type else len(batches.defects)  # the real crops come first
+        detectors[name] = WeibullOpenSet(config).fit(fit_logits[:n], fit_labels[:n]).unknown_score
     for name, score in detectors.items():
         val_s, test_s = score(val_logits).numpy(), score(logits).numpy()
         record[name] = openset_metrics(closed, true, is_unknown, test_s, choose_threshold(val_s, 0.95))
