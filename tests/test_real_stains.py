@@ -123,6 +123,10 @@ def test_real_stains_run_end_to_end(hsst_stains_dir, tmp_path):
             changed = load_mask(item.changed_mask)
             assert (changed & train_masks[item.source_image]).sum() == train_masks[item.source_image].sum()
             assert not (changed & ~train_masks[item.source_image] & ~load_mask(item.request_mask)).any()
+    pairs = {(c["arm"], c["baseline"]) for c in summary["comparisons"]}
+    assert pairs == {("cutpaste", "real_only"), ("defectfill", "real_only"), ("defectfill", "cutpaste")}
+    assert all(c["seeds"] == [0, 1] and c["num_images"] == 4 for c in summary["comparisons"])
+    assert summary["verdict"] in (out / "table.md").read_text()
     assert summary["generators"]["defectfill"]["random_base"] is True
     assert any("RANDOM tiny base" in note for note in summary["notes"])
     assert (out / "contact_sheet.png").is_file() and "defectfill" in (out / "table.md").read_text()

@@ -62,7 +62,9 @@ class DownstreamRef:
 @dataclass
 class BenchConfig:
     name: str = "bench"
-    seed: int = 0
+    seed: int = 0  # the data (simulator) and the generators' training
+    # every arm runs once per seed (requests, masks, generation and the detectors' training); empty: [seed]
+    seeds: list[int] = field(default_factory=list)
     # torch CPU threads (0: torch's default). On a machine shared with other jobs, 1 thread avoids
     # OpenMP stalls that made a DefectFill step ~12x slower with 2 threads on 2 busy cores.
     num_threads: int = 0
@@ -117,6 +119,8 @@ class BenchConfig:
         for name in ("source_good", "test_good"):
             if getattr(d, name) < 0:
                 problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"seeds: {self.seeds} must be distinct")
         if self.num_threads < 0:
             problems.append(f"num_threads must be >= 0 (0: torch's default), found {self.num_threads}")
         if self.generation.synthetic_per_class < 1 or self.generation.num_candidates < 1:
@@ -129,6 +133,10 @@ class BenchConfig:
     @property
     def synthetic_arms(self) -> list[str]:
         return [a for a in self.arms if a != REAL_ONLY]
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
 
     @property
     def config_dir(self) -> Path | None:
@@ -149,13 +157,15 @@ def _require(value: str, base: Path | None, what: str) -> Path:
     return path
 
 
-def downstream_config_for(config: BenchConfig):
-    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types."""
+def downstream_config_for(config: BenchConfig, seed: int | None = None):
+    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types,
+    the detectors' seed = `seed` (default: the first of the run's seeds)."""
     from defectfill.downstream.config import load_downstream_config
 
     base = Path(config.source).parent if config.source else None
     path = _require(config.downstream.config, base, "downstream.config")
-    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types)}
+    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types),
+                 "seed": int(config.run_seeds[0] if seed is None else seed)}
     return load_downstream_config(path, overrides=overrides)
 
 

@@ -42,7 +42,7 @@ GOAL_POINTS = {REAL_ONLY: 10.0, "cutpaste": 5.0}
 
 # fields that may change between runs in one folder: arms are independent folders (an arm can be
 # added or left out later); threads change speed, not results
-_RESUMABLE_FIELDS = ("source", "arms", "num_threads")
+_RESUMABLE_FIELDS = ("source", "arms", "num_threads", "seeds")
 
 
 def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
@@ -99,63 +99,88 @@ def _train_record(work: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def terminal_table(summary: dict, results: list[dict]) -> str:
-    from defectfill.report.table import markdown_table, verdict
+def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
+    from defectfill.report.seeds import comparison_table, seed_table
 
-    lines = [markdown_table(results), verdict(results)]
+    lines = [seed_table(seeds), comparison_table(comparisons), comparisons["verdict"]]
     for key, value in summary["goal"].items():
         if key.startswith("vs_"):
             lines.append(f"goal defectfill {key.replace('_', ' ')}: {value['gain_points']:+.1f} points of mean pixel F "
-                         f"(needed {value['needed_points']:+.0f}): {'met' if value['met'] else 'NOT met'}")
+                         f"(needed {value['needed_points']:+.0f}; seed means, see the intervals): "
+                         f"{'met' if value['met'] else 'NOT met'}")
     lines += [f"WARNING: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 
 
-def bench_requests(config: BenchConfig, data: BenchData) -> tuple[list[Request], MaskPolicy]:
+def bench_requests(config: BenchConfig, data: BenchData, seed: int) -> tuple[list[Request], MaskPolicy]:
     """`synthetic_per_class` requests per defect type into the target good images, the same for every
-    synthetic arm; masks shaped like the source masks of the type (mode auto/real) or procedural."""
+    synthetic arm of a seed; masks shaped like the source masks of the type (mode auto/real) or procedural."""
     types = list(config.data.defect_types)
     requests = plan_requests(data.target_good_paths(), types, per_type=config.generation.synthetic_per_class,
-                             seed=config.seed)
+                             seed=seed)
     real = {} if config.generation.masks == "procedural" else {t: data.source_masks(t) for t in types}
     return requests, MaskPolicy(mode=config.generation.masks, real_masks=real)
 
 
-def generate_arm(name: str, config: BenchConfig, data: BenchData, out_dir: Path, requests: list[Request],
-                 masks: MaskPolicy, stages: StageLog) -> tuple[Path, list[str]]:
-    """Build generator `name` (registry) and run it on every request into generated/<name>, resumably;
-    returns (folder, its notes). What an earlier run built that is now stale is redone."""
-    import shutil
+class Generators:
+    """The run's generators, each built (trained) once on first use, in generators/<name>
+    (seed `config.seed`); what an earlier run built that is now stale is redone."""
 
-    from defectfill.generators.context import GeneratorContext
-    from defectfill.generators.registry import build_generator, get_plugin
-    from defectfill.generators.runner import run_generation, write_contact_sheet
-    from defectfill.io_utils import atomic_write_json
+    def __init__(self, config: BenchConfig, data: BenchData, out_dir: Path, stages: StageLog):
+        self.config, self.data, self.out_dir, self.stages = config, data, out_dir, stages
+        self.built: dict[str, Any] = {}
 
-    work, folder = out_dir / "generators" / name, out_dir / "generated" / name
-    options = config.options_for(name)
-    plugin = get_plugin(name)
-    if plugin.stale is not None and plugin.stale(work, options, config.config_dir):
+    def drop_stale(self, name: str) -> None:
+        import shutil
+
+        from defectfill.generators.registry import get_plugin
+
+        work = self.out_dir / "generators" / name
+        plugin = get_plugin(name)
+        if plugin.stale is None or not plugin.stale(work, self.config.options_for(name), self.config.config_dir):
+            return
         print(f"[bench] what generator {name} built earlier is stale (e.g. trained on a fallback base): "
-              "recomputing its training, generation and arm", file=sys.stderr, flush=True)
-        for path in (work, folder, out_dir / "arms" / name):
+              "recomputing its training, generations and arms", file=sys.stderr, flush=True)
+        for path in [work, *self.out_dir.glob(f"seed-*/generated/{name}"), *self.out_dir.glob(f"seed-*/arms/{name}")]:
             shutil.rmtree(path, ignore_errors=True)
-    notes_path = work / "notes.json"
+
+    def get(self, name: str) -> Any:
+        from defectfill.generators.context import GeneratorContext
+        from defectfill.generators.registry import build_generator
+
+        if name not in self.built:
+            work = self.out_dir / "generators" / name
+            self.stages.mark()
+            ctx = GeneratorContext(name=name, source_defects=self.data.source_defects(),
+                                   target_good=self.data.target_good_paths(),
+                                   defect_types=list(self.config.data.defect_types), work_dir=work,
+                                   options=self.config.options_for(name), seed=self.config.seed, device="auto",
+                                   source_dir=self.data.source_dir, source_layout="mvtec",
+                                   config_dir=self.config.config_dir)
+            self.built[name] = build_generator(ctx)
+            atomic_write_json(work / "notes.json", list(dict.fromkeys(ctx.notes)))
+            self.stages.record(f"build:{name}")
+        return self.built[name]
+
+    def notes(self, name: str) -> list[str]:
+        path = self.out_dir / "generators" / name / "notes.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+
+def generate_arm(name: str, generators: Generators, folder: Path, requests: list[Request], masks: MaskPolicy,
+                 label: str) -> Path:
+    """Run generator `name` on every request into `folder`, resumably (built only when needed)."""
+    from defectfill.generators.runner import run_generation, write_contact_sheet
+
     if not generation_complete(folder, len(requests)):
-        stages.mark()
-        ctx = GeneratorContext(name=name, source_defects=data.source_defects(), target_good=data.target_good_paths(),
-                               defect_types=list(config.data.defect_types), work_dir=work, options=options,
-                               seed=config.seed, device="auto", source_dir=data.source_dir, source_layout="mvtec",
-                               config_dir=config.config_dir)
-        generator = build_generator(ctx)
-        atomic_write_json(notes_path, list(dict.fromkeys(ctx.notes)))
-        stages.record(f"build:{name}")
-        run_generation(generator, requests, folder, num_candidates=config.generation.num_candidates, masks=masks,
-                       model_name=str(work), contact_sheet=False, num_processes=1, process_index=0)
+        generator = generators.get(name)
+        generators.stages.mark()
+        run_generation(generator, requests, folder, num_candidates=generators.config.generation.num_candidates,
+                       masks=masks, model_name=str(generators.out_dir / "generators" / name), contact_sheet=False,
+                       num_processes=1, process_index=0)
         write_contact_sheet(folder)
-        stages.record(f"generate:{name}", images=len(requests))
-    notes = json.loads(notes_path.read_text()) if notes_path.is_file() else []
-    return folder, notes
+        generators.stages.record(f"generate:{name}:{label}", images=len(requests))
+    return folder
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -174,12 +199,12 @@ def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], No
 
 def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     from defectfill.downstream.arm import RESULTS_NAME, run_arm
-    from defectfill.report.html import bench_section, write_report
+    from defectfill.report.html import bench_section, seeds_section, write_report
+    from defectfill.report.seeds import compare_arms, seed_summary
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, out_dir)
     stages = StageLog(out_dir / "stages.jsonl")
-    downstream = downstream_config_for(config)
 
     # 1. the protocol's data
     stages.mark()
@@ -187,46 +212,56 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
     if not stages.done("simulate"):
         stages.record("simulate")
     echo(f"[bench] data in {out_dir / 'data'}")
+    generators = Generators(config, data, out_dir, stages)
+    for name in config.synthetic_arms:
+        generators.drop_stale(name)
 
-    # 2. synthetic data: the same requests for every synthetic arm
-    manifests: dict[str, Path] = {}
-    notes: list[str] = []
-    if config.synthetic_arms:
-        requests, masks = bench_requests(config, data)
-        for name in config.synthetic_arms:
-            echo(f"[bench] generation {name}: {len(requests)} requests")
-            manifests[name], arm_notes = generate_arm(name, config, data, out_dir, requests, masks, stages)
-            notes += arm_notes
-
-    # 3. every arm: same detector/segmenter, budget and seeds
     train = test = None
-    results = []
-    for name in config.arms:
-        finished = (out_dir / "arms" / name / RESULTS_NAME).is_file()
-        stages.mark()
-        if not finished and train is None:
-            train, test = data.real_training_samples(), data.test_samples()
-        echo(f"[bench] arm {name}{' (finished, read back)' if finished else ''}")
-        result = run_arm(name, train if train is not None else [], test if test is not None else [], downstream,
-                         out_dir / "arms", manifests=[manifests[name]] if name in manifests else [])
-        if not finished:
-            stages.record(f"arm:{name}")
-        results.append(result)
+    per_seed: dict[int, list[dict]] = {}
+    manifests: dict[int, dict[str, Path]] = {}
+    for seed in config.run_seeds:
+        seed_dir = out_dir / f"seed-{seed}"
+        # 2. synthetic data: within a seed the same requests for every synthetic arm
+        manifests[seed] = {}
+        if config.synthetic_arms:
+            requests, masks = bench_requests(config, data, seed)
+            for name in config.synthetic_arms:
+                echo(f"[bench] seed {seed}: generation {name}: {len(requests)} requests")
+                manifests[seed][name] = generate_arm(name, generators, seed_dir / "generated" / name, requests, masks,
+                                                     f"seed-{seed}")
+        # 3. every arm: same detector/segmenter, budget and seed
+        downstream = downstream_config_for(config, seed)
+        per_seed[seed] = []
+        for name in config.arms:
+            finished = (seed_dir / "arms" / name / RESULTS_NAME).is_file()
+            stages.mark()
+            if not finished and train is None:
+                train, test = data.real_training_samples(), data.test_samples()
+            echo(f"[bench] seed {seed}: arm {name}{' (finished, read back)' if finished else ''}")
+            result = run_arm(name, train if train is not None else [], test if test is not None else [], downstream,
+                             seed_dir / "arms", manifests=[manifests[seed][name]] if name in manifests[seed] else [])
+            if not finished:
+                stages.record(f"arm:{name}:seed-{seed}")
+            per_seed[seed].append(result)
 
-    # 4. report
-    notes = list(dict.fromkeys(notes))
+    # 4. report: mean ± std over seeds, paired intervals, the verdict from the intervals
+    notes = list(dict.fromkeys(n for name in config.synthetic_arms for n in generators.notes(name)))
+    seeds = seed_summary(per_seed)
+    comparisons = compare_arms(per_seed, seed=config.seed)
+    first = per_seed[config.run_seeds[0]]
     summary = {
         "name": config.name,
         "config": str(out_dir / CONFIG_NAME),
         "protocol": to_dict(config.data),
         "budget": to_dict(config.generation),
-        "arms": {r["arm"]: {"mean_f_measure": mean_f(r),
-                            "mAP50": (r.get("rtdetr") or {}).get("mAP50"),
-                            "mAP50_95": (r.get("rtdetr") or {}).get("mAP50_95"),
-                            "train_images": r.get("dataset", {}).get("train_images")} for r in results},
-        "goal": goal_check(results),
+        "seeds": config.run_seeds,
+        "arms": seeds["arms"],
+        "comparisons": comparisons["comparisons"],
+        "verdict": comparisons["verdict"],
+        "goal": goal_check([{"arm": arm, "deeplab": {"mean_f_measure": stats.get("mean_f", {}).get("mean")}}
+                            for arm, stats in seeds["arms"].items()]),
         "generators": {name: _train_record(out_dir / "generators" / name) for name in config.synthetic_arms},
-        "notes": notes,
+        "notes": notes + comparisons["notes"],
         "seconds": stages.seconds(),
         "cpu_seconds": stages.seconds("cpu_seconds"),
         "ran_this_time": list(stages.ran),
@@ -238,15 +273,17 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         test = data.test_samples()
     if (sheet := _sheet(out_dir / "sheets" / "real_target_test.png", test)) is not None:
         sheets.append(("Real target test defects (never seen in training)", sheet))
-    for name, folder in manifests.items():
+    for name, folder in manifests[config.run_seeds[0]].items():
         if (folder / "contact_sheet.png").is_file():
-            sheets.append((f"Generated by {name} (changed-pixel labels outlined, LFS/selection score)",
-                           folder / "contact_sheet.png"))
-    page = write_report(results, out_dir, title=f"defectfill bench: {config.name}",
-                        sections=[bench_section(summary, sheets)])
+            title = f"Generated by {name}, seed {config.run_seeds[0]} (changed-pixel labels outlined, selection score)"
+            sheets.append((title, folder / "contact_sheet.png"))
+    page = write_report(first, out_dir, title=f"defectfill bench: {config.name}", verdict_text=comparisons["verdict"],
+                        results_title=f"Results of seed {config.run_seeds[0]}",
+                        sections=[seeds_section(seeds, comparisons), bench_section(summary, sheets)])
     summary["report"] = str(page)
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
-    echo(terminal_table(summary, results))
+    atomic_write_text(out_dir / "table.md", terminal_table(summary, seeds, comparisons) + "\n")
+    echo(terminal_table(summary, seeds, comparisons))
     echo(f"[bench] report: {page}")
     return summary
 

@@ -392,9 +392,14 @@ def run_real_stains(config: RealStainsConfig, out_dir: str | Path) -> dict[str, 
     if real_contrast is not None:
         notes.append(f"contrast: median grey level in the stain minus its 2-6 px ring (0-255); the real test "
                      f"stains: {real_contrast:.1f}")
-    table = markdown_table(summary_stats, notes)
+    from defectfill.report.seeds import compare_arms, comparison_table
+
+    comparisons = compare_arms({s: list(by_arm.values()) for s, by_arm in per_seed.items()}, seed=config.concept_seed)
+    notes += comparisons["notes"]
+    table = markdown_table(summary_stats, notes) + "\n" + comparison_table(comparisons) + "\n" + comparisons["verdict"] + "\n"
     atomic_write_text(out_dir / "table.md", table)
-    summary = {"name": config.name, "summary": summary_stats, "notes": notes, "split": json.loads(
+    summary = {"name": config.name, "summary": summary_stats, "comparisons": comparisons["comparisons"],
+               "verdict": comparisons["verdict"], "notes": notes, "split": json.loads(
         (out_dir / "split.json").read_text()), "generators": generator_records, "contact_sheet": str(sheet),
         "seconds_this_call": time.perf_counter() - started, "stage_seconds_this_call": seconds,
         "config": to_dict(config)}

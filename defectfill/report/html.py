@@ -84,12 +84,14 @@ def _notes(results: Sequence[dict]) -> list[str]:
 
 
 def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "defectfill downstream comparison",
-                 sections: Sequence[str] = ()) -> Path:
+                 sections: Sequence[str] = (), verdict_text: str | None = None, results_title: str = "Results") -> Path:
     """Write the report files (see the module docstring); returns the path of report.html.
-    `sections`: HTML parts of the caller (e.g. `bench_section`) placed before the results."""
+    `sections`: HTML parts of the caller (e.g. `seeds_section`, `bench_section`) placed before the
+    results; `verdict_text`: the caller's verdict (e.g. from intervals over seeds) instead of the
+    one computed from `results`."""
     out_dir = Path(out_dir)
     results = list(results)
-    sentence = verdict(results)
+    sentence = verdict_text if verdict_text is not None else verdict(results)
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "table.md", f"# {title}\n\n{sentence}\n\n{markdown_table(results)}")
     figures = [
@@ -117,7 +119,7 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
             else ""
         ),
         *sections,
-        "<h2>Results</h2>",
+        f"<h2>{html.escape(results_title)}</h2>",
         _html_table(results),
         "<h2>Plots</h2>",
         *[_embed(f) for f in figures if f is not None],
@@ -161,6 +163,37 @@ def bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:
             + f"; total {sum(seconds.values()):.0f} / {sum(cpu.values()):.0f}.</p>")
     for title, sheet in sheets:
         parts += [f"<h3>{html.escape(title)}</h3>", _embed(sheet)]
+    return "\n".join(parts)
+
+
+def _markdown_table_html(text: str) -> str:
+    """A markdown table (as `report.seeds` writes it) as an HTML table; other lines as paragraphs."""
+    out, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+            table = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(out)
+
+
+def seeds_section(seeds: dict, comparisons: dict) -> str:
+    """Mean ± std over the seeds per arm and class, and the paired intervals (`report.seeds`)."""
+    from defectfill.report.seeds import comparison_table, seed_table
+
+    parts = [f"<h2>Over seeds {html.escape(str(seeds['seeds']))}</h2>", _markdown_table_html(seed_table(seeds))]
+    if comparisons["comparisons"]:
+        parts += ["<h3>Paired differences (is a gap outside the noise?)</h3>",
+                  _markdown_table_html(comparison_table(comparisons)),
+                  f"<p>{html.escape(comparisons['comparisons'][0]['definition'])}; an interval that holds 0 ranks nothing.</p>"]
+    parts += [f"<p>{html.escape(note)}</p>" for note in comparisons["notes"]]
     return "\n".join(parts)
 
 
