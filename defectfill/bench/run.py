@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from defectfill.bench.config import REAL_ONLY, BenchConfig, downstream_config_for
-from defectfill.bench.protocol import BenchData, simulate_protocol
+from defectfill.bench.protocol import BenchData, load_protocol_data
 from defectfill.bench.stages import StageLog
 from defectfill.config import to_dict
 from defectfill.errors import ConfigError
@@ -113,13 +113,21 @@ def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
 
 
 def bench_requests(config: BenchConfig, data: BenchData, seed: int) -> tuple[list[Request], MaskPolicy]:
-    """`synthetic_per_class` requests per defect type into the target good images, the same for every
-    synthetic arm of a seed; masks shaped like the source masks of the type (mode auto/real) or procedural."""
-    types = list(config.data.defect_types)
-    requests = plan_requests(data.target_good_paths(), types, per_type=config.generation.synthetic_per_class,
-                             seed=seed)
-    real = {} if config.generation.masks == "procedural" else {t: data.source_masks(t) for t in types}
-    return requests, MaskPolicy(mode=config.generation.masks, real_masks=real)
+    """The requests of a seed, the same for every synthetic arm; masks shaped like the source masks of
+    the type (mode auto/real) or procedural.
+
+    into target_good: `synthetic_per_class` per defect type into the target good images (good tiles of
+    strips). into training_images (one fabric): `per_image` into every training image, of the image's
+    own type, `clearance_px` away from its real defect (which stays labelled)."""
+    g = config.generation
+    types = list(data.defect_types)
+    real = {} if g.masks == "procedural" else {t: data.source_masks(t) for t in types}
+    if g.into == "training_images":
+        requests = plan_requests(data.training_images(), types, per_image=g.per_image, seed=seed,
+                                 generation_seed=seed * 100_003, own_type=True)
+        return requests, MaskPolicy(mode=g.masks, real_masks=real, clearance_px=g.clearance_px)
+    requests = plan_requests(data.target_good_paths(), types, per_type=g.synthetic_per_class, seed=seed)
+    return requests, MaskPolicy(mode=g.masks, real_masks=real)
 
 
 class Generators:
@@ -153,7 +161,7 @@ class Generators:
             self.stages.mark()
             ctx = GeneratorContext(name=name, source_defects=self.data.source_defects(),
                                    target_good=self.data.target_good_paths(),
-                                   defect_types=list(self.config.data.defect_types), work_dir=work,
+                                   defect_types=list(self.data.defect_types), work_dir=work,
                                    options=self.config.options_for(name), seed=self.config.seed, device="auto",
                                    source_dir=self.data.source_dir, source_layout="mvtec",
                                    config_dir=self.config.config_dir)
@@ -177,10 +185,23 @@ def generate_arm(name: str, generators: Generators, folder: Path, requests: list
         generators.stages.mark()
         run_generation(generator, requests, folder, num_candidates=generators.config.generation.num_candidates,
                        masks=masks, model_name=str(generators.out_dir / "generators" / name), contact_sheet=False,
+                       keep_source_labels=generators.config.generation.into == "training_images",
                        num_processes=1, process_index=0)
         write_contact_sheet(folder)
         generators.stages.record(f"generate:{name}:{label}", images=len(requests))
     return folder
+
+
+def strip_arm_result(strip: dict) -> dict:
+    """An arm on strips as the bench reports it: the strip-level scores (predictions stitched back
+    to strip coordinates) in place of the tile-level ones, which stay under `tile_level`."""
+    tile = strip["tile_level"]
+    result = {**tile, "tile_level": {k: tile.get(k) for k in ("deeplab", "rtdetr", "test_images")},
+              "test_images": strip["strip_level"]["strips"], "tiling": strip["tiling"], "train_tiles": strip["train_tiles"]}
+    for model in ("deeplab", "rtdetr"):
+        if model in strip["strip_level"]:
+            result[model] = {**(tile.get(model) or {}), **strip["strip_level"][model]}
+    return result
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -199,19 +220,22 @@ def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], No
 
 def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     from defectfill.downstream.arm import RESULTS_NAME, run_arm
+    from defectfill.realdata.strips import STRIP_RESULTS_NAME, run_strip_arm
     from defectfill.report.html import bench_section, seeds_section, write_report
     from defectfill.report.seeds import compare_arms, seed_summary
 
+    # 1. the protocol's data (the user's folders are read and checked before anything is written)
+    folders = config.data.kind == "folders"
+    data = load_protocol_data(config, out_dir) if folders else None
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, out_dir)
     stages = StageLog(out_dir / "stages.jsonl")
-
-    # 1. the protocol's data
     stages.mark()
-    data: BenchData = simulate_protocol(config, out_dir / "data")
-    if not stages.done("simulate"):
-        stages.record("simulate")
-    echo(f"[bench] data in {out_dir / 'data'}")
+    if data is None:
+        data = load_protocol_data(config, out_dir)
+    if not stages.done("data"):
+        stages.record("data")
+    echo(f"[bench] data: {json.dumps(data.description)[:300]}")
     generators = Generators(config, data, out_dir, stages)
     for name in config.synthetic_arms:
         generators.drop_stale(name)
@@ -230,16 +254,20 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
                 manifests[seed][name] = generate_arm(name, generators, seed_dir / "generated" / name, requests, masks,
                                                      f"seed-{seed}")
         # 3. every arm: same detector/segmenter, budget and seed
-        downstream = downstream_config_for(config, seed)
+        downstream = downstream_config_for(config, seed, classes=data.defect_types)
         per_seed[seed] = []
         for name in config.arms:
-            finished = (seed_dir / "arms" / name / RESULTS_NAME).is_file()
+            finished = (seed_dir / "arms" / name / (STRIP_RESULTS_NAME if data.tiling else RESULTS_NAME)).is_file()
             stages.mark()
             if not finished and train is None:
                 train, test = data.real_training_samples(), data.test_samples()
             echo(f"[bench] seed {seed}: arm {name}{' (finished, read back)' if finished else ''}")
-            result = run_arm(name, train if train is not None else [], test if test is not None else [], downstream,
-                             seed_dir / "arms", manifests=[manifests[seed][name]] if name in manifests[seed] else [])
+            arm_manifests = [manifests[seed][name]] if name in manifests[seed] else []
+            if data.tiling is None:
+                result = run_arm(name, train or [], test or [], downstream, seed_dir / "arms", manifests=arm_manifests)
+            else:
+                result = strip_arm_result(run_strip_arm(name, train or [], test or [], downstream, data.tiling,
+                                                        seed_dir / "arms", manifests=arm_manifests))
             if not finished:
                 stages.record(f"arm:{name}:seed-{seed}")
             per_seed[seed].append(result)
@@ -252,7 +280,9 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
     summary = {
         "name": config.name,
         "config": str(out_dir / CONFIG_NAME),
-        "protocol": to_dict(config.data),
+        "protocol": to_dict(config.data) if not folders else {"folders": to_dict(config.data.folders),
+                                                                 **data.description},
+        "defect_types": list(data.defect_types),
         "budget": to_dict(config.generation),
         "seeds": config.run_seeds,
         "arms": seeds["arms"],
