@@ -59,7 +59,12 @@ class FoldersConfig:
     split: SplitRule = field(default_factory=SplitRule)
     layout: str = "auto"
     defect_type: str = "defect"  # the class of image + mask folders that name none
+    # an image declared defective without a usable mask (all-black, missing): "good" keeps it as a good
+    # image, "skip" leaves it out, "error" stops (in a test set it always stops)
+    unlabelled: Literal["good", "skip", "error"] = "good"
     image_size: int | None = None  # resize every image to this square side (None: keep the size)
+    max_train_images: int | None = None  # quick checks: the first N source defects / good images (None: all)
+    max_test_images: int | None = None  # quick checks: the first N test images (None: all)
     tile: int | None = None  # strips: train on tiles of this side, generate into good tiles, stitch predictions
     tile_overlap: int = 32
     keep_good_ratio: float = 0.25  # share of the defect-free training tiles kept

@@ -133,7 +133,8 @@ def _name(sample: DefectSample) -> str:
     return str(sample.meta.get("name") or (Path(sample.source).stem if sample.source else "?"))
 
 
-def _read(path: Path, what: str, defect_type: str, layout: str, *, test: bool = False) -> list[DefectSample]:
+def _read(path: Path, what: str, defect_type: str, layout: str, *, test: bool = False,
+          unlabelled: str = "good") -> list[DefectSample]:
     """Every sample of a folder (any reader layout; a folder of good images is read with its
     subfolders); for a test set, a declared defect without a usable mask is an error."""
     from defectfill.data.images import IMAGE_SUFFIXES, load_image_with_info
@@ -159,7 +160,10 @@ def _read(path: Path, what: str, defect_type: str, layout: str, *, test: bool = 
                                         meta={"name": str(file.relative_to(path).with_suffix(""))}))
         return samples
     report = ReadReport()
-    samples = read_dataset(path, kind, report=report, **({"defect_type": defect_type} if kind == "folder" else {}))
+    kwargs: dict = {"defect_type": defect_type} if kind == "folder" else {}
+    if kind in ("folder", "mvtec", "aitex"):
+        kwargs["unlabelled"] = "skip" if test else unlabelled
+    samples = read_dataset(path, kind, report=report, **kwargs)
     missing = report.counts.get("missing_mask", 0) + report.counts.get("empty_mask", 0)
     if test and missing:
         raise DataError(f"data.folders.{what} {path}: {missing} test image(s) declare a defect but have no usable mask "
@@ -266,7 +270,7 @@ def load_folder_data(config: BenchConfig) -> FolderData:
     extra: list[DefectSample] = []
     if f.folder is not None:
         folder = path(f.folder, "folder")
-        samples = _read(folder, "folder", f.defect_type, f.layout)
+        samples = _read(folder, "folder", f.defect_type, f.layout, unlabelled=f.unlabelled)
         if f.split.rule == "fabric":
             source, target_good, test, description = _split_by_fabric(samples, f.split, folder, config.seed)
         else:
@@ -285,11 +289,13 @@ def load_folder_data(config: BenchConfig) -> FolderData:
                             f"({[_name(s) for s in missing[:5]]}); a test set needs every mask")
         description = {"folder": str(folder), **description}
     else:
-        source = [s for s in _read(path(f.source, "source"), "source", f.defect_type, f.layout) if not s.is_good]
-        target_good = [s for s in _read(path(f.target_good, "target_good"), "target_good", f.defect_type, f.layout)
-                       if s.is_good]
+        source = [s for s in _read(path(f.source, "source"), "source", f.defect_type, f.layout,
+                                   unlabelled=f.unlabelled) if not s.is_good]
+        target_good = [s for s in _read(path(f.target_good, "target_good"), "target_good", f.defect_type, f.layout,
+                                        unlabelled=f.unlabelled) if s.is_good]
         test = _read(path(f.target_test, "target_test"), "target_test", f.defect_type, f.layout, test=True)
         description = {"source": f.source, "target_good": f.target_good, "target_test": f.target_test}
+    source, target_good, test = source[: f.max_train_images], target_good[: f.max_train_images], test[: f.max_test_images]
     if f.image_size is not None:
         source, target_good, test = ([resize_sample(s, f.image_size) for s in group] for group in (source, target_good, test))
     source_types = sorted({s.defect_type for s in source if not s.is_good})
