@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from defectfill.metrics.generation import defect_contrast
-from defectfill.models.defectfill import DefectFill
 from defectfill.bench.config import load_bench_config
 from defectfill.bench.protocol import load_folder_data
 from defectfill.bench.run import bench_requests
+from defectfill.metrics.generation import defect_contrast
+from defectfill.models.defectfill import DefectFill
 
 ROOT = Path(__file__).resolve().parents[1]
 
