@@ -337,3 +337,28 @@ def test_folder_of_good_images(tmp_path):
     samples = read_dataset(tmp_path)
     assert [s.meta["name"] for s in samples] == ["g0", "g1", "g2"]
     assert all(s.is_good and not s.mask.any() and s.image.shape == (24, 32, 3) for s in samples)
+
+
+@pytest.mark.parametrize("json_in", [".", "annotations"])
+def test_coco_file_name_with_a_folder_is_found(tmp_path, json_in):
+    """CVAT / Label Studio write `file_name: images/a.png`, relative to the dataset root, not to images/."""
+    rng = np.random.default_rng(12)
+    _save(tmp_path / "images" / "a.png", _image(rng, 20, 30))
+    _save(tmp_path / "images" / "b.png", _image(rng, 20, 30))
+    data = {
+        "images": [{"id": 1, "file_name": "images/a.png", "width": 30, "height": 20},
+                   {"id": 2, "file_name": "C:\\export\\job_3\\b.png", "width": 30, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 6, 4]}],
+        "categories": [{"id": 1, "name": "hole"}],
+    }
+    path = tmp_path / json_in / "instances.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))
+    a, b = read_dataset(tmp_path)
+    assert a.source == tmp_path / "images" / "a.png" and a.defect_type == "hole" and a.meta["name"] == "a"
+    assert b.source == tmp_path / "images" / "b.png" and b.is_good  # a foreign path: found by its base name
+    data["images"][1]["file_name"] = "images/missing.png"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"instances\.json: image file_name 'images/missing\.png' not found; "
+                                        r"looked for .*images/images/missing\.png.*images_dir="):
+        read_dataset(tmp_path)

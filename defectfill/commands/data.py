@@ -24,6 +24,9 @@ def _add_read_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset layout (default: detected)")
     parser.add_argument("--defect-type", default=None,
                         help="class name for image+mask folders, whose files do not name it (default: stain)")
+    parser.add_argument("--images-dir", type=Path, default=None,
+                        help="COCO: the folder holding the images (default: images/ beside the JSON, else "
+                             "its folder; file_names like images/a.png are also found from the JSON's folder)")
     parser.add_argument("--unlabelled", default="skip", choices=UNLABELLED_POLICIES,
                         help="a declared defect with a missing or empty mask: skip it (counted), keep it as "
                              "good, or stop with an error (default: skip)")
@@ -65,6 +68,8 @@ def read(args: argparse.Namespace):
         kwargs["unlabelled"] = args.unlabelled
     if layout == "folder" and args.defect_type:
         kwargs["defect_type"] = args.defect_type
+    if layout == "coco" and args.images_dir is not None:
+        kwargs["images_dir"] = args.images_dir
     report = ReadReport()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # the summary prints every quirk with its count

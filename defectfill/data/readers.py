@@ -325,6 +325,27 @@ def _labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes: boo
                         is_gray=is_gray, meta=meta)
 
 
+def _coco_image_path(file_name: Any, json_path: Path, images_dir: Path) -> Path:
+    """Where a COCO `file_name` lives. Exporters disagree: plain `a.png` (relative to the images
+    folder), `images/a.png` (CVAT, Label Studio: relative to the dataset root, i.e. the JSON's
+    folder or the images folder's parent) or an absolute / foreign path (the base name is then
+    looked up in the images folder). The first existing candidate wins."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise DataError(f"{json_path}: image entry with file_name {file_name!r}; every image needs a file name")
+    relative = Path(file_name.replace("\\", "/"))
+    candidates = [images_dir / relative, json_path.parent / relative, images_dir.parent / relative,
+                  images_dir / relative.name]
+    tried = list(dict.fromkeys(candidates))
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise DataError(
+            f"{json_path}: image file_name {file_name!r} not found; looked for "
+            f"{', '.join(str(p) for p in tried)}; put the images there or pass images_dir= "
+            f"(`--images-dir`) the folder holding them"
+        )
+    return found
+
+
 def read_coco(
     json_path: str | Path,
     images_dir: str | Path | None = None,
@@ -333,7 +354,9 @@ def read_coco(
 ) -> list[DefectSample]:
     """COCO instances JSON: boxes and polygon / RLE segmentations -> one sample per image.
 
-    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder).
+    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder); a
+    `file_name` that already holds a folder (`images/a.png`, as CVAT and Label Studio write it) is
+    also looked up relative to the JSON's folder, and by its base name (see `_coco_image_path`).
     An image without annotations is a good image. Its mask is the union of its instances'
     segmentations (filled boxes where an instance has none: meta["mask_from_boxes"]); its boxes are
     the instances' bboxes; its defect_type the category with the largest total area.
@@ -363,7 +386,7 @@ def read_coco(
             )
         seen_names.add(file_name)
         seen_ids.add(image_id)
-        image_path = images_dir / file_name
+        image_path = _coco_image_path(file_name, json_path, images_dir)
         image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):
