@@ -314,7 +314,7 @@ def test_real_hsst_stains(hsst_stains_dir):
     """The 26 real stains: 25 with masks, one all-black mask reported and skipped."""
     report = ReadReport()
     with pytest.warns(DataWarning, match="all-black mask"):
-        samples = read_dataset(hsst_stains_dir, report=report)
+        samples = read_dataset(hsst_stains_dir, report=report, defect_type="stain")
     assert report.layout == "folder"
     assert len(samples) == 25 and report.counts["empty_mask"] == 1
     assert "2024_12_10_13_41_18_407_256_256" in report.skipped[0]
@@ -326,7 +326,7 @@ def test_real_hsst_stains(hsst_stains_dir):
     assert 0.0005 < min(fractions) and max(fractions) < 0.08  # README: 0.1-7.6 % of the image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        assert len(read_dataset(hsst_stains_dir, unlabelled="good")) == 26
+        assert len(read_dataset(hsst_stains_dir, unlabelled="good", defect_type="stain")) == 26
 
 
 def test_folder_of_good_images(tmp_path):

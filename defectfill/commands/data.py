@@ -23,7 +23,8 @@ def _add_read_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS,
                         help="dataset layout (default: detected)")
     parser.add_argument("--defect-type", default=None,
-                        help="class name for image+mask folders, whose files do not name it (default: stain)")
+                        help="class name for image+mask folders, whose files do not name it "
+                             "(default: 'defect', warned)")
     parser.add_argument("--images-dir", type=Path, default=None,
                         help="COCO: the folder holding the images (default: images/ beside the JSON, else "
                              "its folder; file_names like images/a.png are also found from the JSON's folder)")

@@ -39,6 +39,7 @@ from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
 __all__ = [
+    "FOLDER_DEFECT_TYPE",
     "LAYOUTS",
     "QUIRKS",
     "UNLABELLED_POLICIES",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex", "good")
+# The class of an image + mask folder that does not name it (no defect_type=, no defects.json):
+# neutral, never a guess such as "stain"; the reader warns how to name it.
+FOLDER_DEFECT_TYPE = "defect"
 
 MASK_DIRS = ("annotations", "masks", "ground_truth", "mask", "gt")
 YOLO_YAML = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
@@ -168,7 +172,7 @@ def _folder_pairs(root: Path) -> tuple[dict[str, Path], Path | None, bool]:
 
 def read_image_mask_folder(
     root: str | Path,
-    defect_type: str = "stain",
+    defect_type: str | None = None,
     report: ReadReport | None = None,
     unlabelled: str = "skip",
 ) -> list[DefectSample]:
@@ -179,7 +183,9 @@ def read_image_mask_folder(
       `<stem>_mask.png` there), the layout of the hsst-stains set.
 
     Every image is declared a defect of `defect_type`, unless `defects.json` (written by
-    `writers.write_masks`) names each stem's type ("good" allowed). Masks of any binary encoding
+    `writers.write_masks`) names each stem's type ("good" allowed). Neither given: the class is
+    FOLDER_DEFECT_TYPE ("defect"), counted as the quirk `unnamed_class` and warned with how to name
+    it (`defect_type=`, `data --defect-type`, the training config's `folder_defect_type`). Masks of any binary encoding
     (0/255, 0/1, class indices) are read; an image without a mask, or with an all-black one, follows
     `unlabelled` ("skip", "good", "error"), counted in the report.
     """
@@ -199,6 +205,9 @@ def read_image_mask_folder(
     for stem, image_path in images.items():
         image, is_gray = read_image(image_path, report)
         kind = types.get(stem, defect_type)
+        if kind is None:
+            report.note("unnamed_class", image_path)
+            kind = FOLDER_DEFECT_TYPE
         mask = np.zeros(image.shape[:2], dtype=bool)
         mask_path = _find_mask(mask_dir if nested else root, stem) if kind != "good" else None
         if kind != "good":

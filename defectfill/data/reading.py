@@ -28,6 +28,8 @@ QUIRKS: dict[str, str] = {
     "unknown_code": "unknown defect code: named code_<ddd>",
     "orphan_mask": "mask file without a defect image: ignored",
     "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
+    "unnamed_class": "image+mask folder that does not name its defect class: labelled 'defect' (name it: "
+                     "defect_type=, `--defect-type NAME`, or folder_defect_type: in the training config)",
 }
 # Quirks that are normal for their layout: counted, not warned.
 QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
