@@ -9,6 +9,7 @@ writes it in another layout, optionally cut into tiles first (`--tile`, for long
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -80,6 +81,7 @@ def read(args: argparse.Namespace):
 
 def summarize(samples: list, report) -> dict[str, Any]:
     """A JSON-safe summary of a read dataset."""
+    from defectfill.data.aitex import code_counts
     from defectfill.data.writers import sample_labels
 
     images_per_class: Counter = Counter(s.defect_type for s in samples)
@@ -88,6 +90,7 @@ def summarize(samples: list, report) -> dict[str, Any]:
         instances.update(sample_labels(s)[1])
     sizes = Counter(f"{s.size[1]}x{s.size[0]}" for s in samples)
     splits = Counter(str(s.meta.get("split", "-")) for s in samples)
+    fabrics, codes = code_counts(str(s.meta.get("name", "")) for s in samples)
     return {
         "layout": report.layout,
         "path": str(report.root),
@@ -101,13 +104,30 @@ def summarize(samples: list, report) -> dict[str, Any]:
         "sizes_wxh": dict(sizes.most_common()),
         "greyscale_images": sum(s.is_gray for s in samples),
         "splits": dict(sorted(splits.items())),
+        "fabric_codes": dict(sorted(fabrics.items())),  # AITEX-style names nnnn_ddd_ff: per ff
+        "defect_codes": dict(sorted(codes.items())),  # and per ddd ("000": good)
         "quirks": dict(sorted(report.counts.items())),
         "skipped": list(report.skipped),
     }
 
 
+def loud_warnings(summary: dict[str, Any]) -> list[str]:
+    """What must not scroll by unseen: defect strips about to be used as good images."""
+    unmasked = summary["quirks"].get("defect_code_no_mask", 0)
+    if not unmasked:
+        return []
+    warning = (f"WARNING: {unmasked} of {summary['images']} file names carry an AITEX defect code "
+               f"(nnnn_ddd_ff, ddd != 000) but no mask was found: they are read as GOOD images.")
+    fix = ("  Fix: put the defect strips in Defect_images/ and their masks in Mask_images/<stem>_mask.png "
+           "(AITEX layout), or the masks beside them as <stem>_mask.png; rename good strips nnnn_000_ff.")
+    return [warning, fix]
+
+
 def format_summary(summary: dict[str, Any], report) -> str:
-    lines = [
+    from defectfill.data.aitex import defect_name
+
+    lines = loud_warnings(summary)
+    lines += [
         f"layout:      {summary['layout']}  ({summary['path']})",
         f"images:      {summary['images']}  ({summary['defect_images']} defect, {summary['good_images']} good)",
         f"masks:       {summary['pixel_masks']} pixel masks, {summary['box_only_masks']} box-only (filled boxes)",
@@ -116,6 +136,11 @@ def format_summary(summary: dict[str, Any], report) -> str:
     ]
     if set(summary["splits"]) != {"-"}:
         lines.append("splits:      " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    if summary["fabric_codes"]:
+        lines.append("fabric codes (nnnn_ddd_ff names, ff): "
+                     + ", ".join(f"{k} x{v}" for k, v in summary["fabric_codes"].items()))
+        lines.append("defect codes (ddd):   "
+                     + ", ".join(f"{k} {defect_name(k)} x{v}" for k, v in summary["defect_codes"].items()))
     lines.append("classes:     images / instances")
     for name, count in summary["images_per_class"].items():
         lines.append(f"  {name:24s} {count:6d} / {summary['instances_per_class'].get(name, 0)}")
@@ -165,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not samples:
         raise DataError(f"{args.path}: no samples read; nothing to convert (see `defectfill data info {args.path}`)")
+    for line in loud_warnings(summary):
+        print(line, file=sys.stderr)
     if args.tile is not None:
         samples = _tile_all(samples, args)
     out: Path = args.out

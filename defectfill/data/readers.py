@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import yaml
 
+from defectfill.data.aitex import GOOD_CODE, parse_name
 from defectfill.data.images import IMAGE_SUFFIXES, list_images
 from defectfill.data.reading import (
     QUIRKS,
@@ -232,7 +233,11 @@ def read_image_mask_folder(
 
 
 def read_good_images(root: str | Path, report: ReadReport | None = None) -> list[DefectSample]:
-    """A folder of defect-free images (the new fabric's good images): every image is "good"."""
+    """A folder of defect-free images (the new fabric's good images): every image is "good".
+
+    Names of the AITEX form nnnn_ddd_ff keep their codes in meta ("fabric", "code"); a defect code
+    (ddd != 000) there means a defect strip whose mask is missing: still read as good, but counted
+    (`defect_code_no_mask`) and warned with the fix."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the folder holding the good images")
@@ -244,8 +249,15 @@ def read_good_images(root: str | Path, report: ReadReport | None = None) -> list
     samples = []
     for stem, image_path in paths.items():
         image, is_gray = read_image(image_path, report)
+        meta: dict[str, Any] = {"name": stem, "layout": "good"}
+        parsed = parse_name(stem)
+        if parsed is not None:
+            meta.update(parsed)
+            if parsed["code"] != GOOD_CODE:  # a defect strip without its mask, read as good: say so loudly
+                meta["declared_code"] = parsed["code"]
+                report.note("defect_code_no_mask", image_path)
         samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good", source=image_path,
-                                    is_gray=is_gray, meta={"name": stem, "layout": "good"}))
+                                    is_gray=is_gray, meta=meta))
     report.warn_new()
     return samples
 

@@ -28,6 +28,10 @@ QUIRKS: dict[str, str] = {
     "unknown_code": "unknown defect code: named code_<ddd>",
     "orphan_mask": "mask file without a defect image: ignored",
     "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
+    "defect_code_no_mask": "file name carries an AITEX defect code (nnnn_ddd_ff, ddd != 000) but no mask was "
+                           "found: read as a GOOD image. If it holds a defect, put it in Defect_images/ with its "
+                           "mask in Mask_images/<stem>_mask.png (AITEX layout) or beside it as <stem>_mask.png; "
+                           "if it is good, rename it nnnn_000_ff",
     "unnamed_class": "image+mask folder that does not name its defect class: labelled 'defect' (name it: "
                      "defect_type=, `--defect-type NAME`, or folder_defect_type: in the training config)",
 }
