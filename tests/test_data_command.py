@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from defectfill.cli import main
-from defectfill.data.readers import read_yolo
+from defectfill.data.readers import read_mvtec, read_yolo
 
 
 def _folder(root, n=3, h=64, w=512):
@@ -52,3 +52,16 @@ def test_data_errors_are_reported_not_raised(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["data", "convert", str(tmp_path / "empty"), "--to", "coco", "--out", str(tmp_path / "o")]) == 1
     assert "unknown dataset layout" in capsys.readouterr().err
+
+
+def test_data_convert_to_mvtec_writes_held_out_good_images(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / f"g{i}.png")
+    out = tmp_path / "mvtec"
+    assert main(["data", "convert", str(tmp_path), "--to", "mvtec", "--out", str(out), "--test-good", "0.4"]) == 0
+    assert len(list((out / "test" / "good").glob("*.png"))) == 2
+    assert len(list((out / "train" / "good").glob("*.png"))) == 3
+    assert "test/good: 2 good images (2 held out: a 0.4 share of the images" in capsys.readouterr().out
+    read_back = read_mvtec(out, "test")
+    assert len(read_back) == 2 and all(s.is_good for s in read_back)

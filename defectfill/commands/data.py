@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("--classes", nargs="+", default=None, metavar="NAME",
                          help="class names in order (YOLO ids / COCO categories); default: the classes found, sorted")
     convert.add_argument("--split", default="train", help="YOLO split to write (default: train)")
+    convert.add_argument("--test-good", type=float, default=0.2, metavar="FRACTION",
+                         help="mvtec: share of the good images written to test/good instead of train/good, drawn "
+                              "with --seed in whole strips (the tiles of one strip stay together); a source with "
+                              "its own train/test split keeps it (default 0.2)")
     convert.add_argument("--tile", type=int, default=None, metavar="PX",
                          help="cut every image into PX x PX tiles first (long strips, e.g. AITEX 4096x256)")
     convert.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
@@ -185,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_json(args.json, summary)
         return 0
 
-    from defectfill.data.writers import write_coco, write_masks, write_mvtec, write_yolo
+    from defectfill.data.writers import hold_out_good, write_coco, write_masks, write_mvtec, write_yolo
     from defectfill.errors import DataError
 
     if not samples:
@@ -196,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
         samples = _tile_all(samples, args)
     out: Path = args.out
     if args.to == "mvtec":
+        samples, held_out = hold_out_good(samples, args.test_good, seed=args.seed)
+        in_test = sum(s.is_good and s.meta.get("split") == "test" for s in samples)
+        print(f"test/good: {in_test} good images ({held_out} held out: a {args.test_good:g} share of the "
+              f"{'strips' if args.tile else 'images'} without a split of their own, drawn with seed {args.seed}); "
+              f"train/good: {sum(s.is_good for s in samples) - in_test}")
         write_mvtec(samples, out)
     elif args.to == "coco":
         write_coco(samples, out / "instances.json", out / "images", class_names=args.classes)

@@ -13,6 +13,7 @@ an empty segmentation, so a reader knows they carry boxes only. YOLO keeps boxes
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,8 @@ from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.masks import mask_to_boxes
 
 __all__ = [
-    "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "sample_labels", "write_coco",
+    "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "hold_out_good", "sample_labels",
+    "write_coco",
     "write_masks", "write_mvtec", "write_yolo", "yolo_line",
 ]
 
@@ -85,10 +87,43 @@ def _class_index(class_names: Sequence[str], name: str, where: str) -> int:
         ) from None
 
 
+def hold_out_good(
+    samples: Sequence[DefectSample], fraction: float, seed: int = 0
+) -> tuple[list[DefectSample], int]:
+    """Mark a seeded `fraction` of the good images as the test split (MVTec-AD's `test/good`, what
+    an anomaly detector is scored on besides the defects); the rest of them as train.
+
+    Only good samples without a `meta["split"]` are touched (an MVTec source keeps its own split).
+    They are drawn in whole groups: the tiles of one strip (`meta["parent"]`) stay together, so that
+    no test tile overlaps a training tile. round(fraction x groups) groups go to test, at least one
+    when fraction > 0, never all of them (train/good keeps one group). Returns (samples with the
+    split set, copies where changed; the number of good samples held out).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"test-good fraction must be in [0, 1), found {fraction}")
+    free = [i for i, s in enumerate(samples) if s.is_good and not s.meta.get("split")]
+    groups: dict[str, list[int]] = {}
+    for i in free:
+        meta = samples[i].meta
+        groups.setdefault(str(meta.get("parent") or meta.get("name") or f"sample_{i}"), []).append(i)
+    keys = sorted(groups)
+    n_test = min(len(keys) - 1, max(1, round(fraction * len(keys)))) if fraction > 0 and keys else 0
+    rng = np.random.default_rng(seed)
+    test_keys = {keys[k] for k in rng.choice(len(keys), size=n_test, replace=False)} if n_test > 0 else set()
+    out = list(samples)
+    held_out = 0
+    for key in keys:
+        for i in groups[key]:
+            split = "test" if key in test_keys else "train"
+            held_out += split == "test"
+            out[i] = dataclasses.replace(samples[i], meta={**samples[i].meta, "split": split})
+    return out, held_out
+
+
 def write_mvtec(samples: Sequence[DefectSample], root: str | Path, split: str | None = None) -> Path:
     """MVTec-AD layout: good images in `<split>/good/` (split: argument, else meta["split"], else
-    "train"), defects in `test/<type>/` with masks `ground_truth/<type>/<name>_mask.png` (MVTec-AD
-    keeps no defects in train/)."""
+    "train"; `hold_out_good` sets a test share), defects in `test/<type>/` with masks
+    `ground_truth/<type>/<name>_mask.png` (MVTec-AD keeps no defects in train/)."""
     root = Path(root)
     names = _NameBook()
     for i, sample in enumerate(samples):
