@@ -65,3 +65,31 @@ def test_data_convert_to_mvtec_writes_held_out_good_images(tmp_path, capsys):
     assert "test/good: 2 good images (2 held out: a 0.4 share of the images" in capsys.readouterr().out
     read_back = read_mvtec(out, "test")
     assert len(read_back) == 2 and all(s.is_good for s in read_back)
+
+
+def test_data_convert_tile_drops_specks_and_merges_boxes(tmp_path, capsys):
+    """A strip with one defect in two pieces 3 px apart and two 1-px specks (mask residue)."""
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (64, 256), dtype=np.uint8)).save(root / "images" / "strip.png")
+    mask = np.zeros((64, 256), np.uint8)
+    mask[10:40, 20:24] = 255
+    mask[10:40, 27:30] = 255
+    mask[50, 100] = mask[20, 200] = 255
+    Image.fromarray(mask).save(root / "annotations" / "strip.png")
+
+    def convert(name, *extra):
+        assert main(["data", "convert", str(root), "--to", "yolo", "--out", str(tmp_path / name), "--tile", "64",
+                     "--overlap", "0", "--keep-good", "0", "--defect-type", "yarn", *extra]) == 0
+        boxes = sorted(b.tolist() for t in read_yolo(tmp_path / name) for b in t.boxes)
+        return boxes, capsys.readouterr().out
+
+    boxes, out = convert("default")
+    assert boxes == [[20, 10, 24, 40], [27, 10, 30, 40]]  # the specks are gone
+    assert "boxes (images): 2 under 4 defect px dropped, no merging" in out
+    everything, _ = convert("keep", "--min-box-px", "1")
+    assert len(everything) == 4  # the old behaviour, on request: each speck is a 1x1 box in its tile
+    merged, out = convert("merged", "--merge-boxes", "3")
+    assert merged == [[20, 10, 30, 40]] and "merged 1 (gap 3 px)" in out

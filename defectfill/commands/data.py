@@ -3,7 +3,10 @@
 `data info DIR` reads the dataset with the reader its layout needs (MVTec-AD, image+mask folder,
 COCO, YOLO, AITEX) and prints what it found: layout, images, masks, classes with counts, sizes,
 greyscale, and every quirk met with its count. `data convert SRC --to mvtec|coco|yolo|masks --out DIR`
-writes it in another layout, optionally cut into tiles first (`--tile`, for long strips).
+writes it in another layout, optionally cut into tiles first (`--tile`, for long strips). Before
+writing, boxes with fewer than `--min-box-px` defect pixels (default 4) are dropped and, with
+`--merge-boxes PX`, near boxes of one class merged (`writers.tidy_boxes`); `--to mvtec` holds out
+`--test-good` of the good images as test/good (`writers.hold_out_good`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def _add_read_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from defectfill.data.writers import MIN_BOX_PX
+
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = sub.add_parser("info", help="print what the reader finds in a dataset",
                           description="print layout, images, masks, classes, sizes and quirks of a dataset")
@@ -61,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("--keep-good", type=float, default=0.25,
                          help="fraction of defect-free tiles kept (default 0.25)")
     convert.add_argument("--seed", type=int, default=0, help="seed of the good-tile sampling")
+    convert.add_argument("--min-box-px", type=int, default=MIN_BOX_PX, metavar="N",
+                         help="drop every box (a mask component, or a piece of one in a tile) holding fewer than N "
+                              "defect pixels, and clear those pixels; an image or tile left without a box is left "
+                              f"out (default {MIN_BOX_PX}: 1-3 px specks are mask residue; 1 keeps every box)")
+    convert.add_argument("--merge-boxes", type=int, default=None, metavar="PX",
+                         help="merge boxes of one class at most PX pixels apart into their enclosing box (the "
+                              "pieces of a broken yarn; 0 merges touching boxes); default: no merging")
 
 
 def read(args: argparse.Namespace):
@@ -178,6 +190,24 @@ def _tile_all(samples: list, args: argparse.Namespace) -> list:
     return tiles
 
 
+def _tidy_all(samples: list, args: argparse.Namespace, what: str) -> list:
+    """`tidy_boxes` over every sample; one line on what it changed."""
+    from defectfill.data.writers import tidy_boxes
+
+    out, dropped, merged, left_out = [], 0, 0, 0
+    for s in samples:
+        tidy, d, m = tidy_boxes(s, min_box_px=args.min_box_px, merge_gap=args.merge_boxes)
+        dropped, merged = dropped + d, merged + m
+        if tidy is None:
+            left_out += 1
+        else:
+            out.append(tidy)
+    merging = f"merged {merged} (gap {args.merge_boxes} px)" if args.merge_boxes is not None else "no merging"
+    print(f"boxes ({what}): {dropped} under {args.min_box_px} defect px dropped, {merging}; "
+          f"{left_out} {what} left without a box left out")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from defectfill.io_utils import atomic_write_json
 
@@ -196,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.path}: no samples read; nothing to convert (see `defectfill data info {args.path}`)")
     for line in loud_warnings(summary):
         print(line, file=sys.stderr)
+    samples = _tidy_all(samples, args, "images")
     if args.tile is not None:
-        samples = _tile_all(samples, args)
+        samples = _tidy_all(_tile_all(samples, args), args, "tiles")
     out: Path = args.out
     if args.to == "mvtec":
         samples, held_out = hold_out_good(samples, args.test_good, seed=args.seed)

@@ -26,11 +26,11 @@ from defectfill.data.images import save_image, save_mask
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 from defectfill.io_utils import atomic_write_json, atomic_write_text
-from defectfill.masks import mask_to_boxes
+from defectfill.masks import boxes_to_mask, mask_to_boxes, merge_boxes
 
 __all__ = [
     "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "hold_out_good", "sample_labels",
-    "write_coco",
+    "tidy_boxes", "write_coco",
     "write_masks", "write_mvtec", "write_yolo", "yolo_line",
 ]
 
@@ -67,6 +67,50 @@ def sample_labels(sample: DefectSample) -> tuple[np.ndarray, list[str]]:
     if not isinstance(classes, (list, tuple)) or len(classes) != len(boxes):
         classes = [sample.defect_type] * len(boxes)
     return boxes, [str(c) for c in classes]
+
+
+MIN_BOX_PX = 4  # like masks.clean_mask's min_area: 1-3 px specks are mask residue (anti-aliased edges)
+
+
+def tidy_boxes(
+    sample: DefectSample, min_box_px: int = MIN_BOX_PX, merge_gap: int | None = None
+) -> tuple[DefectSample | None, int, int]:
+    """A defect sample's labels made fit to write: boxes holding fewer than `min_box_px` defect
+    pixels are dropped (their pixels cleared from the mask), then boxes of one class separated by at
+    most `merge_gap` px are merged into their enclosing box (`masks.merge_boxes`; None: no merging).
+
+    Returns (the sample, a copy when changed, or None when no box is left: the caller leaves it out;
+    the number of boxes dropped; the number removed by merging). A box-only sample keeps its mask =
+    the filled boxes. Good samples pass unchanged.
+    """
+    if min_box_px < 1:
+        raise DataError(f"min_box_px must be >= 1, found {min_box_px}")
+    if merge_gap is not None and merge_gap < 0:
+        raise DataError(f"merge_gap must be >= 0 (or None: no merging), found {merge_gap}")
+    if sample.is_good:
+        return sample, 0, 0
+    boxes, classes = sample_labels(sample)
+    pixels = np.asarray([sample.mask[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in boxes.tolist()], dtype=np.int64)
+    keep = pixels >= min_box_px
+    dropped = int((~keep).sum())
+    boxes, classes = boxes[keep], [c for c, k in zip(classes, keep) if k]
+    merged = 0
+    if merge_gap is not None and len(boxes) > 1:
+        new_boxes, new_classes = [], []
+        for name in sorted(set(classes)):
+            group = merge_boxes(boxes[[c == name for c in classes]], merge_gap)
+            new_boxes.append(group)
+            new_classes += [name] * len(group)
+        merged = len(boxes) - len(new_classes)
+        boxes, classes = np.concatenate(new_boxes).reshape(-1, 4), new_classes
+    if dropped == 0 and merged == 0:
+        return sample, 0, 0
+    if len(boxes) == 0:
+        return None, dropped, merged
+    inside = boxes_to_mask(boxes, sample.mask.shape)
+    mask = inside if sample.meta.get("mask_from_boxes") else sample.mask & inside
+    meta = {**sample.meta, "box_classes": classes}
+    return dataclasses.replace(sample, mask=mask, boxes=boxes, meta=meta), dropped, merged
 
 
 def class_names_of(samples: Sequence[DefectSample]) -> list[str]:
