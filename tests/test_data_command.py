@@ -93,3 +93,11 @@ def test_data_convert_tile_drops_specks_and_merges_boxes(tmp_path, capsys):
     assert len(everything) == 4  # the old behaviour, on request: each speck is a 1x1 box in its tile
     merged, out = convert("merged", "--merge-boxes", "3")
     assert merged == [[20, 10, 30, 40]] and "merged 1 (gap 3 px)" in out
+
+
+def test_data_info_unlabelled_error_lists_the_files(tmp_path, capsys):
+    _folder(tmp_path / "src")
+    (tmp_path / "src" / "annotations" / "s0.png").unlink()
+    assert main(["data", "info", str(tmp_path / "src"), "--unlabelled", "error"]) == 1
+    err = capsys.readouterr().err
+    assert "2 defect image(s) without a usable mask" in err and "s0.png" in err and "s2.png: all-black" in err

@@ -362,3 +362,44 @@ def test_coco_file_name_with_a_folder_is_found(tmp_path, json_in):
     with pytest.raises(DataError, match=r"instances\.json: image file_name 'images/missing\.png' not found; "
                                         r"looked for .*images/images/missing\.png.*images_dir="):
         read_dataset(tmp_path)
+
+
+def test_unknown_layout_says_what_was_found_and_what_to_do(tmp_path):
+    rng = np.random.default_rng(13)
+    (tmp_path / "notes.txt").write_text("hello")
+    _save(tmp_path / "fabric_01" / "0001_000_01.png", _image(rng))  # good strips one level down
+    _save(tmp_path / "fabric_02" / "0002_000_02.png", _image(rng))
+    with pytest.raises(DataError) as info:
+        read_dataset(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: unknown dataset layout")
+    assert "1 file(s) (e.g. notes.txt), no image" in message
+    assert "images in the subfolder(s) fabric_01/, fabric_02/" in message
+    for layout in ("MVTec-AD", "image+mask folder", "COCO", "YOLO", "AITEX", "good images"):
+        assert layout in message
+    assert "Fix: arrange the folder as one of these (or pass the subfolder that is one)" in message
+    assert "--layout" in message
+
+
+def test_missing_masks_error_names_every_file(tmp_path):
+    """unlabelled='error': one error listing every defect image without a usable mask, not the first only."""
+    rng = np.random.default_rng(14)
+    make_mvtec(tmp_path / "mvtec", rng)
+    for name in ("000", "001"):
+        (tmp_path / "mvtec" / "ground_truth" / "hole" / f"{name}_mask.png").unlink()
+    _save(tmp_path / "mvtec" / "test" / "hole" / "002.png", _image(rng))
+    _save(tmp_path / "mvtec" / "ground_truth" / "hole" / "002_mask.png", np.zeros((24, 32), np.uint8))
+    with pytest.raises(DataError) as info:
+        read_mvtec(tmp_path / "mvtec", "test", unlabelled="error")
+    message = str(info.value)
+    assert "3 defect image(s) without a usable mask" in message
+    for line in ("test/hole/000.png: defect image without a mask file; expected", "ground_truth/hole/000_mask.png",
+                 "test/hole/001.png", "002_mask.png: all-black mask"):
+        assert line in message
+    assert "Fix: add (or draw) the masks, or read with unlabelled='skip'" in message
+    for i in range(3):
+        _save(tmp_path / "folder" / f"p{i}.png", _image(rng))
+    _save(tmp_path / "folder" / "p0_mask.png", _box_mask(24, 32, 1, 1, 5, 5))
+    # masks beside the images: p1.png must not be taken as its own mask (it was, before)
+    with pytest.raises(DataError, match=r"2 defect image\(s\).*\n  .*p1\.png.*p1_mask\.png\n  .*p2\.png"):
+        read_dataset(tmp_path / "folder", defect_type="hole", unlabelled="error")

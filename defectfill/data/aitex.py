@@ -162,5 +162,6 @@ def read_aitex(
                     meta["declared_code"] = parsed["code"]  # a defect code in the good folder: trust the folder
                 samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good",
                                             source=image_path, is_gray=is_gray, meta=meta))
+    report.raise_unlabelled()
     report.warn_new()
     return samples

@@ -76,8 +76,10 @@ def _unique_stems(paths: list[Path], where: Path) -> dict[str, Path]:
     return by_stem
 
 
-def _find_mask(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}_mask", stem):
+def _find_mask(folder: Path, stem: str, beside_image: bool = False) -> Path | None:
+    """`<stem>_mask.*`, or `<stem>.*` in a mask folder; never the image itself when the masks lie
+    beside the images (`beside_image`): there an image without a mask must read as one."""
+    for name in (f"{stem}_mask",) if beside_image else (f"{stem}_mask", stem):
         for suffix in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
             p = folder / f"{name}{suffix}"
             if p.is_file():
@@ -146,6 +148,7 @@ def read_mvtec(
                                  source=image_path, mask_source=mask_path if kind != "good" else None,
                                  is_gray=is_gray, meta=meta)
                 )
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -210,7 +213,7 @@ def read_image_mask_folder(
             report.note("unnamed_class", image_path)
             kind = FOLDER_DEFECT_TYPE
         mask = np.zeros(image.shape[:2], dtype=bool)
-        mask_path = _find_mask(mask_dir if nested else root, stem) if kind != "good" else None
+        mask_path = _find_mask(mask_dir if nested else root, stem, beside_image=not nested) if kind != "good" else None
         if kind != "good":
             if mask_path is None:
                 kind = unlabelled_sample(
@@ -228,6 +231,7 @@ def read_image_mask_folder(
                 mask, mask_path = np.zeros_like(mask), None
         samples.append(DefectSample(image, mask, kind, source=image_path, mask_source=mask_path,
                                     is_gray=is_gray, meta={"name": stem, "layout": "folder"}))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -461,6 +465,7 @@ def read_coco(
             continue
         samples.append(_labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes, image_path,
                                         is_gray, meta, report))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -643,12 +648,29 @@ def detect_layout(path: str | Path) -> str:
         return "folder"
     if images:
         return "good"
-    raise DataError(
-        f"{path}: unknown dataset layout; expected one of: MVTec-AD (train/good, test/<type>, ground_truth/), "
-        f"image+mask folder (x.png + x_mask.png, or images/ + annotations/), COCO (.json + images/), "
-        f"YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, Mask_images/, NoDefect_images/), "
-        f"or a folder of good images"
-    )
+    raise DataError(f"{path}: unknown dataset layout; found {_found_in(path)}. Expected one of: {LAYOUT_HELP}. "
+                    f"Fix: arrange the folder as one of these (or pass the subfolder that is one), "
+                    f"or name the layout with layout= / `--layout`")
+
+
+LAYOUT_HELP = (
+    "MVTec-AD (train/good, test/<type>, ground_truth/), image+mask folder (x.png + x_mask.png, or images/ + "
+    "annotations/), COCO (.json + images/), YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, "
+    "Mask_images/, NoDefect_images/), or a folder of good images"
+)
+
+
+def _found_in(folder: Path) -> str:
+    """What a folder holds, in a few words, for the unknown-layout error."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p.name for p in entries if p.is_file()]
+    dirs = [p for p in entries if p.is_dir()]
+    with_images = [d.name + "/" for d in dirs if list_images(d)]
+    parts = [f"{len(files)} file(s)" + (f" (e.g. {', '.join(files[:3])})" if files else "") + ", no image"]
+    parts.append(f"{len(dirs)} subfolder(s)" + (f" (e.g. {', '.join(d.name + '/' for d in dirs[:3])})" if dirs else ""))
+    if with_images:
+        parts.append(f"images in the subfolder(s) {', '.join(with_images[:5])}")
+    return "; ".join(parts)
 
 
 def _coco_json_in(folder: Path) -> Path | None:
