@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("--min-box-px", type=int, default=MIN_BOX_PX, metavar="N",
                          help="drop every box (a mask component, or a piece of one in a tile) holding fewer than N "
                               "defect pixels, and clear those pixels; an image or tile left without a box is left "
-                              f"out (default {MIN_BOX_PX}: 1-3 px specks are mask residue; 1 keeps every box)")
+                              f"out (default {MIN_BOX_PX}: 1-3 px specks are mask residue; 1 keeps every box with a defect "
+                              "pixel: a strip box clipped to a tile can hold none)")
     convert.add_argument("--merge-boxes", type=int, default=None, metavar="PX",
                          help="merge boxes of one class at most PX pixels apart into their enclosing box (the "
                               "pieces of a broken yarn; 0 merges touching boxes); default: no merging")
@@ -235,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
         in_test = sum(s.is_good and s.meta.get("split") == "test" for s in samples)
         print(f"test/good: {in_test} good images ({held_out} held out: a {args.test_good:g} share of the "
               f"{'strips' if args.tile else 'images'} without a split of their own, drawn with seed {args.seed}); "
-              f"train/good: {sum(s.is_good for s in samples) - in_test}")
+              f"train/good: {sum(s.is_good for s in samples) - in_test}"
+              + ("; too few good images to hold any out (train/good keeps at least one)"
+                 if held_out == 0 and args.test_good > 0 and in_test == 0 else ""))
         write_mvtec(samples, out)
     elif args.to == "coco":
         write_coco(samples, out / "instances.json", out / "images", class_names=args.classes)
