@@ -194,8 +194,12 @@ class MultistageGAN(nn.Module, PyTorchModelHubMixin, library_name="defectfill",
     """The fixed VGG19, stage 1 (G, D_s) and stage 2 (T, D_T), saved together with `save_pretrained`
     (the VGG weights travel in model.safetensors, so a saved model never needs the torch cache)."""
 
-    def __init__(self, config: MultistageModelConfig):
+    def __init__(self, config: MultistageModelConfig | dict):
         super().__init__()
+        if isinstance(config, dict):  # from_pretrained passes config.json's fields
+            from defectfill.config import from_dict
+
+            config = from_dict(MultistageModelConfig, config, where="config.json")
         self.config = config
         self.vgg = VGGFeatures(config.gram_layers + config.perceptual_layers)
         self.generator = PatchGenerator(config)

@@ -79,14 +79,18 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, layers: list[str]):
         super().__init__()
-        from torchvision.models import vgg19
-
         self.layers = sorted(set(layers), key=LAYER_INDEX.__getitem__)
         deepest = LAYER_INDEX[self.layers[-1]]
-        self.body = vgg19(weights=None).features[: deepest + 1]
-        for module in self.body:
-            if isinstance(module, nn.ReLU):
-                module.inplace = False
+        # torchvision's vgg19().features, same indices (so its state dict loads), built only as deep as needed
+        modules, channels = [], 3
+        for name, kind, *_ in VGG19_LAYERS[: deepest + 1]:
+            if kind == "conv":
+                width = 64 * 2 ** min(3, int(name[4]) - 1)
+                modules.append(nn.Conv2d(channels, width, 3, padding=1))
+                channels = width
+            else:
+                modules.append(nn.ReLU() if kind == "relu" else nn.MaxPool2d(2, 2))
+        self.body = nn.Sequential(*modules)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)

@@ -171,8 +171,12 @@ def composite(generated: torch.Tensor, good: torch.Tensor, mask: torch.Tensor) -
 class R3GAN(nn.Module, PyTorchModelHubMixin, library_name="defectfill", tags=["r3gan", "defect-generation", "gan"]):
     """G, D and the EMA of G, saved together (config.json + model.safetensors) with `save_pretrained`."""
 
-    def __init__(self, config: R3GANModelConfig):
+    def __init__(self, config: R3GANModelConfig | dict):
         super().__init__()
+        if isinstance(config, dict):  # from_pretrained passes config.json's fields
+            from defectfill.config import from_dict
+
+            config = from_dict(R3GANModelConfig, config, where="config.json")
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
