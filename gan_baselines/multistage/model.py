@@ -39,8 +39,10 @@ VGG_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 
 
 def patch_boxes(masks: torch.Tensor, context: float = 0.25, min_side: int = 8) -> list[tuple[int, int, int, int]]:
-    """The square stage-1 patch box (y0, y1, x0, x1) around each mask's bounding box, grown by
-    `context` of its side, clamped inside the window. masks (B, 1, r, r) in {0, 1}."""
+    """The stage-1 patch box (y0, y1, x0, x1) around each mask's bounding box, each side grown by
+    `context` of its length (at least `min_side` long), clamped inside the window. Rectangular, so
+    that a long thin defect (a broken end) replaces a strip, not the whole window; the p × p patch is
+    resized to it. masks (B, 1, r, r) in {0, 1}."""
     r = masks.shape[-1]
     boxes = []
     for m in masks[:, 0]:
@@ -48,12 +50,12 @@ def patch_boxes(masks: torch.Tensor, context: float = 0.25, min_side: int = 8) -
         if ys.numel() == 0:
             boxes.append((0, r, 0, r))
             continue
-        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-        side = max(y1 - y0, x1 - x0)
-        side = min(r, max(min_side, side + 2 * math.ceil(context * side)))
-        ty = min(max(0, math.floor((y0 + y1 - side) / 2)), r - side)
-        tx = min(max(0, math.floor((x0 + x1 - side) / 2)), r - side)
-        boxes.append((ty, ty + side, tx, tx + side))
+        box = []
+        for low, high in ((int(ys.min()), int(ys.max()) + 1), (int(xs.min()), int(xs.max()) + 1)):
+            side = min(r, max(min_side, high - low + 2 * math.ceil(context * (high - low))))
+            start = min(max(0, math.floor((low + high - side) / 2)), r - side)
+            box += [start, start + side]
+        boxes.append(tuple(box))
     return boxes
 
 
@@ -83,15 +85,16 @@ def paste_patches(images: torch.Tensor, patches: torch.Tensor, boxes: list[tuple
 class GramEmbedding(nn.Module):
     """e = MLP([LN(vec(Uₗᵀ Gφₗ Uₗ))]ₗ): the C×C Gram of each layer through a learned C×k projection."""
 
-    def __init__(self, layers: list[str], rank: int, out_dim: int):
+    def __init__(self, layers: list[str], rank: int, out_dim: int, spectral: bool = False):
         super().__init__()
         self.layers = list(layers)
         self.projections = nn.ParameterList(
             [nn.Parameter(torch.randn(VGG_CHANNELS[int(name[4])], rank) / math.sqrt(VGG_CHANNELS[int(name[4])]))
              for name in self.layers])
         self.norms = nn.ModuleList([nn.LayerNorm(rank * rank) for _ in self.layers])
-        self.mlp = nn.Sequential(nn.Linear(len(self.layers) * rank * rank, out_dim), nn.LeakyReLU(0.2),
-                                 nn.Linear(out_dim, out_dim))
+        wrap = spectral_norm if spectral else (lambda module: module)  # D's embedding is Lipschitz-bounded too
+        self.mlp = nn.Sequential(wrap(nn.Linear(len(self.layers) * rank * rank, out_dim)), nn.LeakyReLU(0.2),
+                                 wrap(nn.Linear(out_dim, out_dim)))
 
     def forward(self, grams: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [norm((u.T @ grams[name] @ u).flatten(1))
@@ -104,6 +107,19 @@ def _conv_act(cin: int, cout: int) -> nn.Sequential:
                          nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2))
 
 
+class PixelNorm(nn.Module):
+    """x / sqrt(mean_c x² + ε) per pixel (Karras et al. 2018): keeps G's activations from drifting
+    into tanh's flat ends without batch statistics (outputs do not depend on the batch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+def _conv_act_norm(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2), PixelNorm(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.2), PixelNorm())
+
+
 class PatchGenerator(nn.Module):
     """G(z, Gφ, t) -> (B, 3, p, p) in [−1, 1]: a 4×4 seed from [z, e(Gφ) + e(t)], upsampled ×2 to p."""
 
@@ -114,12 +130,12 @@ class PatchGenerator(nn.Module):
         self.gram_embed = GramEmbedding(config.gram_layers, config.gram_rank, config.cond_dim)
         self.type_embed = nn.Embedding(max(1, len(config.defect_types)), config.cond_dim)
         self.seed = nn.Linear(config.noise_dim + config.cond_dim, chans[0] * 16)
-        self.blocks = nn.ModuleList([_conv_act(chans[i], chans[i + 1]) for i in range(ups)])
+        self.blocks = nn.ModuleList([_conv_act_norm(chans[i], chans[i + 1]) for i in range(ups)])
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
 
     def forward(self, noise: torch.Tensor, grams: dict[str, torch.Tensor], types: torch.Tensor) -> torch.Tensor:
         cond = self.gram_embed(grams) + self.type_embed(types)
-        h = F.leaky_relu(self.seed(torch.cat([noise, cond], dim=1)), 0.2).view(noise.shape[0], -1, 4, 4)
+        h = PixelNorm()(F.leaky_relu(self.seed(torch.cat([noise, cond], dim=1)), 0.2).view(noise.shape[0], -1, 4, 4))
         for block in self.blocks:
             h = block(F.interpolate(h, scale_factor=2, mode="nearest"))
         return torch.tanh(self.to_rgb(h))
@@ -136,8 +152,8 @@ class PatchDiscriminator(nn.Module):
                                     for i in range(downs)])
         self.features = spectral_norm(nn.Linear(chans[-1] * 16, config.cond_dim))
         self.psi = spectral_norm(nn.Linear(config.cond_dim, 1))
-        self.gram_embed = GramEmbedding(config.gram_layers, config.gram_rank, config.cond_dim)
-        self.type_embed = nn.Embedding(max(1, len(config.defect_types)), config.cond_dim)
+        self.gram_embed = GramEmbedding(config.gram_layers, config.gram_rank, config.cond_dim, spectral=True)
+        self.type_embed = spectral_norm(nn.Embedding(max(1, len(config.defect_types)), config.cond_dim))
 
     def forward(self, patch: torch.Tensor, grams: dict[str, torch.Tensor], types: torch.Tensor) -> torch.Tensor:
         h = patch
