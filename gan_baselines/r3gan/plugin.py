@@ -1,0 +1,60 @@
+"""The `r3gan` generator plug-in: R3GAN as one end-to-end windowed defect generator.
+
+Registered as `r3gan` (`BUILTIN_GENERATORS["r3gan"] = "gan_baselines.r3gan.plugin:PLUGIN"`); bench arm
+options: `generator_options: {r3gan: {config: configs/r3gan_tiny.yaml, overrides: {...}}}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectfill.generators.registry import GeneratorPlugin
+from defectfill.generators.shared import WindowedGenerator
+from gan_baselines.plugin_support import GanOptions, model_is_complete, train_for_context
+from gan_baselines.r3gan.model import R3GAN
+
+DEFAULT_CONFIG = "configs/r3gan_tiny.yaml"
+
+
+class R3GANGenerator(WindowedGenerator):
+    """Paints inside the mask of a `resolution` window with the EMA generator of a trained R3GAN."""
+
+    name = "r3gan"
+
+    def __init__(self, model: R3GAN, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.resolution = model.config.resolution
+
+    @property
+    def defect_types(self) -> list[str]:
+        return self.model.defect_types
+
+    def fill(self, windows: np.ndarray, masks: np.ndarray, *, defect_type: str, rng: torch.Generator) -> np.ndarray:
+        return self.model.fill(windows, masks, defect_type=defect_type, rng=rng)
+
+
+def load(path: Path, device: str = "cpu") -> R3GANGenerator:
+    return R3GANGenerator(R3GAN.from_pretrained(Path(path)), device)
+
+
+def build(ctx) -> R3GANGenerator:
+    from gan_baselines.r3gan.config import R3GANConfig
+    from gan_baselines.r3gan.train import R3GANTrainer
+
+    if model_is_complete(ctx.work_dir / "model"):
+        return load(ctx.work_dir / "model", ctx.device)
+    model, trainer = train_for_context(ctx, R3GANConfig, R3GANTrainer, DEFAULT_CONFIG)
+    c = trainer.config
+    ctx.notes.append(f"r3gan: trained {trainer.step} steps at {c.model.resolution} px, batch {c.train_batch_size}, "
+                     f"lazy R1/R2 every {c.lazy_reg_every} ({trainer.cpu_seconds / 60:.1f} CPU-min this run)")
+    return R3GANGenerator(model, ctx.device)
+
+
+PLUGIN = GeneratorPlugin(
+    build=build, options=GanOptions, load=load,
+    help="R3GAN (NeurIPS 2024): one end-to-end GAN conditioned on the good window, the mask and the defect type; "
+         "trained from the few source defects (configs/r3gan_tiny.yaml on CPU, configs/r3gan_gpu.yaml on a GPU)",
+)
