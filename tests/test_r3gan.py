@@ -240,3 +240,18 @@ def test_fill_rejects_unknown_type_and_mismatched_masks():
         model.fill(windows, np.ones((1, 16, 16), bool), defect_type="knot", rng=torch.Generator())
     with pytest.raises(GenerationError, match="windows/masks"):
         model.fill(windows, np.ones((1, 20, 20), bool), defect_type="stain", rng=torch.Generator())
+
+
+def test_train_command_writes_a_loadable_model(tmp_path):
+    from defectfill.cli import main as defectfill_main
+    from defectfill.config import save_config
+    from defectfill.data.fabric import simulate_dataset
+
+    data = simulate_dataset(tmp_path / "source", ["plain"], ["stain", "hole"], n_good_train=0, n_good_test=0,
+                            n_defect_per_type=2, size=32)
+    save_config(tiny_config(max_train_steps=1, checkpointing_steps=1), tmp_path / "r3gan.yaml")
+    code = defectfill_main(["train", "--generator", "r3gan", "--config", str(tmp_path / "r3gan.yaml"),
+                            "--train_data_dir", str(data), "--output_dir", str(tmp_path / "run")])
+    assert code == 0
+    model = R3GAN.from_pretrained(tmp_path / "run" / "model")
+    assert model.defect_types == ["hole", "stain"] and model.config.resolution == 16
