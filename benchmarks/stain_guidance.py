@@ -47,20 +47,21 @@ def main() -> None:
     train, test = load_split(config)
     real = [defect_contrast(s.image, s.mask) for s in train + test if s.mask.any()]
     print(f"real stains ({len(real)}): contrast mean {np.mean(real):.1f}, median {np.median(real):.1f}")
-    cfg = config.defectfill
+    cfg = config.options_for("defectfill")
     model = DefectFill.from_pretrained(args.model, base_model=str(ROOT / cfg.base_model),
                                        selection_metric=cfg.selection_metric, change_threshold=cfg.change_threshold)
-    requests = plan_requests(train, config, seed=0)
+    requests, masks = plan_requests(train, config, seed=0)
     args.out.mkdir(parents=True, exist_ok=True)
     for scale in args.guidance:
         contrasts, strip = [], []
         for request in requests:
-            result = model.generate(request.sample.image, request.mask, defect_type=config.data.defect_type,
+            mask = masks.propose(request, request.source.size, request.source.mask)
+            result = model.generate(request.source.image, mask, defect_type=config.data.defect_type,
                                     num_candidates=config.generation.num_candidates,
                                     num_inference_steps=cfg.num_inference_steps, guidance_scale=scale, seed=request.index)
             chosen = result.candidates[result.selected[0]]
-            contrasts.append(defect_contrast(chosen, request.mask))
-            strip.append(window(chosen, request.mask))
+            contrasts.append(defect_contrast(chosen, mask))
+            strip.append(window(chosen, mask))
         print(f"guidance {scale:g}: contrast mean {np.mean(contrasts):.1f}, median {np.median(contrasts):.1f}", flush=True)
         Image.fromarray(np.concatenate(strip, 1)).save(args.out / f"stains_guidance_{scale:g}.png")
 

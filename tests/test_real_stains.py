@@ -15,9 +15,9 @@ import yaml
 
 from defectfill.config import load_config
 from defectfill.errors import ConfigError
+from defectfill.models.plugin import concept_training_crops
 from defectfill.realdata.stains_run import (
     RealStainsConfig,
-    concept_training_crops,
     load_real_stains_config,
     load_split,
     plan_requests,
@@ -33,9 +33,9 @@ def _micro_config(tmp_path: Path, data_dir: Path, base: str) -> Path:
     config.update(name="micro-real", seeds=[0, 1])
     config["data"].update(data_dir=str(data_dir), image_size=64, max_train_images=4, max_test_images=4)
     config["generation"].update(per_image=1, num_candidates=2)
-    config["defectfill"].update(base_model=base, train_config=str(CONFIGS / "defectfill_tiny.yaml"),
-                                num_inference_steps=2)
-    config["defectfill"]["train_overrides"].update(max_train_steps=2, lr_warmup_steps=1, checkpointing_steps=1000)
+    config["generators"]["defectfill"].update(base_model=base, train_config=str(CONFIGS / "defectfill_tiny.yaml"),
+                                              num_inference_steps=2)
+    config["generators"]["defectfill"]["train_overrides"].update(max_train_steps=2, lr_warmup_steps=1, checkpointing_steps=1000)
     config["downstream"]["config"] = str(CONFIGS / "downstream_tiny.yaml")
     config["downstream"]["overrides"].update({"deeplab.epochs": 1, "deeplab.image_size": 64, "evaluation.kid_subsets": 5})
     path = tmp_path / "real.yaml"
@@ -72,14 +72,16 @@ def test_split_is_fixed_alternating_sorted_stems(hsst_stains_dir, tmp_path):
     assert len(crops) >= sum(not s.is_good for s in train)
     assert all(c.image.shape == (32, 32, 3) and c.mask.any() for c in crops)
     # requests: inside the defect-free region of their image, reproducible per seed, new per seed
-    requests = plan_requests(train, config, seed=0)
-    assert len(requests) == len(train) * config.generation.per_image
-    for r in requests:
-        assert r.mask.any() and not (r.mask & r.sample.mask).any()
-    again = plan_requests(train, config, seed=0)
-    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(requests, again))
-    other = plan_requests(train, config, seed=1)
-    assert not all(np.array_equal(a.mask, b.mask) for a, b in zip(requests, other))
+    def proposed(seed):
+        requests, masks = plan_requests(train, config, seed=seed)
+        assert len(requests) == len(train) * config.generation.per_image
+        return requests, [masks.propose(r, r.source.size, r.source.mask) for r in requests]
+
+    requests, first = proposed(0)
+    for r, mask in zip(requests, first):
+        assert mask.any() and not (mask & r.source.mask).any()
+    assert all(np.array_equal(a, b) for a, b in zip(first, proposed(0)[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, proposed(1)[1]))
 
 
 def test_summary_mean_and_spread():
@@ -94,7 +96,7 @@ def test_summary_mean_and_spread():
 
 def test_real_stains_run_end_to_end(hsst_stains_dir, tmp_path):
     from defectfill.data.images import load_mask
-    from defectfill.downstream.manifest import read_generation_manifest
+    from defectfill.generators.manifest import read_generation_manifest
 
     torch.set_num_threads(1)
     # a base folder that does not exist: the run falls back to a random tiny base and says so
@@ -121,6 +123,10 @@ def test_real_stains_run_end_to_end(hsst_stains_dir, tmp_path):
             changed = load_mask(item.changed_mask)
             assert (changed & train_masks[item.source_image]).sum() == train_masks[item.source_image].sum()
             assert not (changed & ~train_masks[item.source_image] & ~load_mask(item.request_mask)).any()
+    pairs = {(c["arm"], c["baseline"]) for c in summary["comparisons"]}
+    assert pairs == {("cutpaste", "real_only"), ("defectfill", "real_only"), ("defectfill", "cutpaste")}
+    assert all(c["seeds"] == [0, 1] and c["num_images"] == 4 for c in summary["comparisons"])
+    assert summary["verdict"] in (out / "table.md").read_text()
     assert summary["generators"]["defectfill"]["random_base"] is True
     assert any("RANDOM tiny base" in note for note in summary["notes"])
     assert (out / "contact_sheet.png").is_file() and "defectfill" in (out / "table.md").read_text()

@@ -2,8 +2,10 @@
 
 The bench reuses the configs of the stages it runs instead of copying their fields:
 
-- `defectfill.train_config` names a DefectFill training YAML (configs/defectfill_tiny.yaml,
-  configs/defectfill_sd2.yaml) and `defectfill.train_overrides` changes some of its fields;
+- `generators.<name>` holds each generator's own typed options (`defectfill.generators.registry`);
+  e.g. `generators.defectfill.train_config` names a DefectFill training YAML
+  (configs/defectfill_tiny.yaml, configs/defectfill_sd2.yaml) and `train_overrides` changes some
+  of its fields;
 - `downstream.config` names a downstream YAML (configs/downstream_*.yaml) and
   `downstream.overrides` changes some of its fields (dotted keys, e.g. `deeplab.epochs`); its
   `classes` are always the bench's defect types.
@@ -20,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from defectfill.config import load_config
+from defectfill.config import REPO_ROOT, load_config, resolve_path
 from defectfill.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_ONLY = "real_only"
 
 
@@ -53,28 +54,6 @@ class GenerationBudget:
 
 
 @dataclass
-class DefectFillArmConfig:
-    """DefectFill: concepts trained on the source defects, generated into target good images."""
-
-    base_model: str = "assets/base-fabric-inpaint"  # local folder or Hub id of the inpainting base
-    allow_random_base: bool = True  # base folder missing: fall back to a random tiny base (arm meaningless)
-    train_config: str = "defectfill_tiny.yaml"
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    selection_metric: str = "ms-ssim-distance"  # LFS metric; "lpips" needs local AlexNet weights
-    change_threshold: float = 0.1
-    feather_px: float = 0.0
-    device: str = "auto"  # auto: cuda when present
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-@dataclass
-class CutPasteArmConfig:
-    feather: float = 1.0
-
-
-@dataclass
 class DownstreamRef:
     config: str = "downstream_tiny.yaml"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -83,36 +62,38 @@ class DownstreamRef:
 @dataclass
 class BenchConfig:
     name: str = "bench"
-    seed: int = 0
+    seed: int = 0  # the data (simulator) and the generators' training
+    # every arm runs once per seed (requests, masks, generation and the detectors' training); empty: [seed]
+    seeds: list[int] = field(default_factory=list)
     # torch CPU threads (0: torch's default). On a machine shared with other jobs, 1 thread avoids
     # OpenMP stalls that made a DefectFill step ~12x slower with 2 threads on 2 busy cores.
     num_threads: int = 0
     arms: list[str] = field(default_factory=lambda: [REAL_ONLY, "cutpaste", "defectfill"])
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationBudget = field(default_factory=GenerationBudget)
-    defectfill: DefectFillArmConfig = field(default_factory=DefectFillArmConfig)
-    cutpaste: CutPasteArmConfig = field(default_factory=CutPasteArmConfig)
-    # options of generators registered later (GAN baselines): {arm name: {option: value}}
-    generator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # each generator's own options, {registered name: {option: value}} (defectfill.generators.registry;
+    # unknown names and keys rejected at load time); a generator not named here gets its defaults
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     downstream: DownstreamRef = field(default_factory=DownstreamRef)
     source: str = ""  # the YAML this config was read from (set by load_bench_config)
 
     def validate(self) -> BenchConfig:
-        from defectfill.bench.arms import ARM_GENERATORS
         from defectfill.data.fabric import check_defect_type, check_texture
         from defectfill.errors import DataError
+        from defectfill.generators.registry import available_generators
 
         d = self.data
         problems = []
-        known = [REAL_ONLY, *ARM_GENERATORS]
+        known = [REAL_ONLY, *available_generators()]
         unknown = [a for a in self.arms if a not in known]
         if unknown:
-            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known}")
+            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known} (real_only and the registered "
+                            "generators)")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             problems.append(f"arms: must be a non-empty list of distinct names, found {self.arms}")
-        for name in self.generator_options:
-            if name not in ARM_GENERATORS:
-                problems.append(f"generator_options: {name!r} is not a registered generator ({list(ARM_GENERATORS)})")
+        for name in self.generators:
+            if name not in known[1:]:
+                problems.append(f"generators: {name!r} is not a registered generator ({known[1:]})")
         try:
             for texture in [*d.source_textures, *d.target_textures]:
                 check_texture(texture, "data.*_textures")
@@ -138,12 +119,12 @@ class BenchConfig:
         for name in ("source_good", "test_good"):
             if getattr(d, name) < 0:
                 problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"seeds: {self.seeds} must be distinct")
         if self.num_threads < 0:
             problems.append(f"num_threads must be >= 0 (0: torch's default), found {self.num_threads}")
         if self.generation.synthetic_per_class < 1 or self.generation.num_candidates < 1:
             problems.append("generation: synthetic_per_class and num_candidates must be >= 1")
-        if self.defectfill.num_inference_steps < 1:
-            problems.append(f"defectfill.num_inference_steps must be >= 1, found {self.defectfill.num_inference_steps}")
         if problems:
             where = self.source or "bench config"
             raise ConfigError(f"{where}: " + "; ".join(problems))
@@ -153,17 +134,19 @@ class BenchConfig:
     def synthetic_arms(self) -> list[str]:
         return [a for a in self.arms if a != REAL_ONLY]
 
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
 
-def resolve_path(value: str, base: Path | None = None) -> Path | None:
-    """An existing file/folder named by `value`: as given (absolute), next to `base`, in the working
-    directory, or in the repository root; None when none exists."""
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        return path if path.exists() else None
-    for root in ([base] if base is not None else []) + [Path.cwd(), REPO_ROOT]:
-        if (root / path).exists():
-            return (root / path).resolve()
-    return None
+    @property
+    def config_dir(self) -> Path | None:
+        return Path(self.source).parent if self.source else None
+
+    def options_for(self, name: str) -> Any:
+        """Generator `name`'s typed options (its `generators:` entry over its defaults), checked."""
+        from defectfill.generators.registry import check_options
+
+        return check_options(name, dict(self.generators.get(name, {})), self.config_dir)
 
 
 def _require(value: str, base: Path | None, what: str) -> Path:
@@ -174,22 +157,15 @@ def _require(value: str, base: Path | None, what: str) -> Path:
     return path
 
 
-def train_config_for(config: BenchConfig, **fields: Any):
-    """The DefectFill training config: `defectfill.train_config` + `train_overrides` + `fields`."""
-    from defectfill.training.config import load_train_config
-
-    base = Path(config.source).parent if config.source else None
-    path = _require(config.defectfill.train_config, base, "defectfill.train_config")
-    return load_train_config(path, **{**config.defectfill.train_overrides, **fields})
-
-
-def downstream_config_for(config: BenchConfig):
-    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types."""
+def downstream_config_for(config: BenchConfig, seed: int | None = None):
+    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types,
+    the detectors' seed = `seed` (default: the first of the run's seeds)."""
     from defectfill.downstream.config import load_downstream_config
 
     base = Path(config.source).parent if config.source else None
     path = _require(config.downstream.config, base, "downstream.config")
-    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types)}
+    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types),
+                 "seed": int(config.run_seeds[0] if seed is None else seed)}
     return load_downstream_config(path, overrides=overrides)
 
 
@@ -200,6 +176,6 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
     config.source = str(path.resolve())
     config.validate()
     downstream_config_for(config)
-    if "defectfill" in config.arms:
-        train_config_for(config)
+    for name in config.synthetic_arms:  # every generator's options parse and check before any work
+        config.options_for(name)
     return config

@@ -20,13 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from defectfill.data.images import list_images
-from defectfill.data.readers import (
-    ReadReport,
-    _check_policy,
-    _read_image,
-    _read_mask,
-    _unlabelled,
-)
+from defectfill.data.reading import ReadReport, check_policy, read_image, read_mask, unlabelled_sample
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
@@ -91,7 +85,7 @@ def read_aitex(
     or an "error".
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     defect_dir, mask_dir, good_dir = root / "Defect_images", root / "Mask_images", root / "NoDefect_images"
     if not defect_dir.is_dir() and not good_dir.is_dir():
         raise DataError(
@@ -114,20 +108,20 @@ def read_aitex(
         kind = defect_name(parsed["code"])
         if kind.startswith("code_"):
             report.note("unknown_code", image_path)
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         meta = {"name": image_path.stem, "layout": "aitex", **parsed}
         mask_paths = sorted(masks.get(image_path.stem, []))
         mask = np.zeros(image.shape[:2], dtype=bool)
         if not mask_paths:
-            kind = _unlabelled("missing_mask", image_path, unlabelled, report,
+            kind = unlabelled_sample("missing_mask", image_path, unlabelled, report,
                                f"expected {mask_dir / (image_path.stem + '_mask.png')}")
         else:
             if len(mask_paths) > 1:
                 report.note("mask_union", image_path)
             for mask_path in mask_paths:
-                mask |= _read_mask(mask_path, image.shape[:2], report)
+                mask |= read_mask(mask_path, image.shape[:2], report)
             if not mask.any():
-                kind = _unlabelled("empty_mask", mask_paths[0], unlabelled, report,
+                kind = unlabelled_sample("empty_mask", mask_paths[0], unlabelled, report,
                                    "draw the defect in the mask or move the image to NoDefect_images")
         if kind == "skip":
             continue
@@ -145,7 +139,7 @@ def read_aitex(
         for folder in folders:
             for image_path in list_images(folder):
                 parsed = parse_name(image_path.stem) or {}
-                image, is_gray = _read_image(image_path, report)
+                image, is_gray = read_image(image_path, report)
                 meta = {"name": image_path.stem, "layout": "aitex", **parsed}
                 if folder != good_dir:
                     meta["fabric_folder"] = folder.name

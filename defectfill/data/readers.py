@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +25,23 @@ import cv2
 import numpy as np
 import yaml
 
-from defectfill.data.images import (
-    CONVERSIONS,
-    IMAGE_SUFFIXES,
-    DataWarning,
-    decode_image,
-    decode_mask,
-    list_images,
+from defectfill.data.images import IMAGE_SUFFIXES, list_images
+from defectfill.data.reading import (
+    QUIRKS,
+    UNLABELLED_POLICIES,
+    ReadReport,
+    check_policy,
+    read_image,
+    read_mask,
+    unlabelled_sample,
 )
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
 __all__ = [
     "LAYOUTS",
+    "QUIRKS",
+    "UNLABELLED_POLICIES",
     "ReadReport",
     "detect_layout",
     "read_coco",
@@ -52,102 +54,8 @@ __all__ = [
 
 LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex", "good")
 
-# What each counted quirk means, for the report and the warnings. Conversions come from images.py.
-QUIRKS: dict[str, str] = {
-    **CONVERSIONS,
-    "missing_mask": "defect image without a mask file: skipped (add the mask, or move the image to good)",
-    "empty_mask": "all-black mask where a defect is declared: skipped (draw the defect, or move the image to good)",
-    "unlabelled_as_good": "image without a defect label kept as a good image (unlabelled='good')",
-    "mask_union": "several mask files for one image: their union used",
-    "mask_from_boxes": "labels are boxes only: masks are the filled boxes (flagged meta['mask_from_boxes'])",
-    "clipped_label": "label up to 1 px (or 0.1 %) outside the image: clipped to the image",
-    "no_label_file": "image without a label file: read as a good (background) image",
-    "no_annotations": "image without annotations: read as a good image",
-    "unknown_code": "unknown defect code: named code_<ddd>",
-    "orphan_mask": "mask file without a defect image: ignored",
-    "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
-}
-# Quirks that are normal for their layout: counted, not warned.
-QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
-UNLABELLED_POLICIES = ("skip", "good", "error")
-EXAMPLES_PER_QUIRK = 5
 MASK_DIRS = ("annotations", "masks", "ground_truth", "mask", "gt")
 YOLO_YAML = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-
-
-@dataclass
-class ReadReport:
-    """What a reader met, with counts: the basis of `defectfill data info` and of the warnings."""
-
-    layout: str = ""
-    root: Path | None = None
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # "file: reason", every skipped image
-    _warned: Counter = field(default_factory=Counter, repr=False)
-
-    def note(self, quirk: str, file: Any) -> None:
-        """Count one occurrence of `quirk` at `file`."""
-        self.counts[quirk] += 1
-        examples = self.examples.setdefault(quirk, [])
-        if len(examples) < EXAMPLES_PER_QUIRK:
-            examples.append(str(file))
-
-    def skip(self, quirk: str, file: Any) -> None:
-        """Count `quirk` and record that `file` is not among the samples, and why."""
-        self.note(quirk, file)
-        self.skipped.append(f"{file}: {QUIRKS.get(quirk, quirk)}")
-
-    def warn_new(self) -> None:
-        """One DataWarning per quirk kind met since the last call, with its count and an example."""
-        for quirk, count in sorted(self.counts.items()):
-            new = count - self._warned[quirk]
-            if new > 0 and quirk not in QUIET:
-                example = self.examples.get(quirk, ["?"])[0]
-                warnings.warn(
-                    f"{new} file(s): {QUIRKS.get(quirk, quirk)} (e.g. {example})", DataWarning, stacklevel=3
-                )
-            self._warned[quirk] = count
-
-    def lines(self) -> list[str]:
-        """Human-readable summary, one quirk a line."""
-        out = []
-        for quirk, count in sorted(self.counts.items()):
-            out.append(f"{count:6d}  {quirk}: {QUIRKS.get(quirk, quirk)}  (e.g. {self.examples[quirk][0]})")
-        return out
-
-
-def _check_policy(unlabelled: str) -> None:
-    if unlabelled not in UNLABELLED_POLICIES:
-        raise DataError(f"unlabelled={unlabelled!r}: expected one of {list(UNLABELLED_POLICIES)}")
-
-
-def _read_image(path: Path, report: ReadReport) -> tuple[np.ndarray, bool]:
-    image, info = decode_image(path)
-    for key in info.conversions:
-        report.note(key, path)
-    return image, info.is_gray
-
-
-def _read_mask(path: Path, shape: tuple[int, int], report: ReadReport) -> np.ndarray:
-    mask, info = decode_mask(path, shape)
-    for key in info.conversions:
-        report.note(key, path)
-    return mask
-
-
-def _unlabelled(
-    quirk: str, image_path: Path, policy: str, report: ReadReport, fix: str
-) -> str:
-    """Apply the policy for a declared defect without a usable mask; returns "skip" or "good"."""
-    if policy == "error":
-        raise DataError(f"{image_path}: {QUIRKS[quirk].split(':')[0]}; {fix}")
-    if policy == "skip":
-        report.skip(quirk, image_path)
-        return "skip"
-    report.note(quirk, image_path)
-    report.note("unlabelled_as_good", image_path)
-    return "good"
 
 
 def _unique_stems(paths: list[Path], where: Path) -> dict[str, Path]:
@@ -188,7 +96,7 @@ def read_mvtec(
     in the report, warned), "good" (kept as a good image) or "error" (DataError).
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     report = report if report is not None else ReadReport()
     report.layout, report.root = report.layout or "mvtec", report.root or root
     splits = ("train", "test") if split == "all" else (split,)
@@ -207,7 +115,7 @@ def read_mvtec(
         for type_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
             defect_type = type_dir.name
             for stem, image_path in _unique_stems(list_images(type_dir), type_dir).items():
-                image, is_gray = _read_image(image_path, report)
+                image, is_gray = read_image(image_path, report)
                 meta = {"name": stem, "split": split_name, "layout": "mvtec"}
                 mask = np.zeros(image.shape[:2], dtype=bool)
                 mask_path = None
@@ -215,14 +123,14 @@ def read_mvtec(
                 if defect_type != "good":
                     mask_path = _find_mask(root / "ground_truth" / defect_type, stem)
                     if mask_path is None:
-                        kind = _unlabelled(
+                        kind = unlabelled_sample(
                             "missing_mask", image_path, unlabelled, report,
                             f"expected {root / 'ground_truth' / defect_type / (stem + '_mask.png')}",
                         )
                     else:
-                        mask = _read_mask(mask_path, image.shape[:2], report)
+                        mask = read_mask(mask_path, image.shape[:2], report)
                         if not mask.any():
-                            kind = _unlabelled(
+                            kind = unlabelled_sample(
                                 "empty_mask", mask_path, unlabelled, report,
                                 "draw the defect in the mask or move the image to test/good",
                             )
@@ -276,7 +184,7 @@ def read_image_mask_folder(
     `unlabelled` ("skip", "good", "error"), counted in the report.
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the folder holding the images and masks")
     report = report if report is not None else ReadReport()
@@ -289,20 +197,20 @@ def read_image_mask_folder(
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder")
     samples = []
     for stem, image_path in images.items():
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         kind = types.get(stem, defect_type)
         mask = np.zeros(image.shape[:2], dtype=bool)
         mask_path = _find_mask(mask_dir if nested else root, stem) if kind != "good" else None
         if kind != "good":
             if mask_path is None:
-                kind = _unlabelled(
+                kind = unlabelled_sample(
                     "missing_mask", image_path, unlabelled, report,
                     f"expected {(mask_dir or root) / (stem + ('.png' if nested else '_mask.png'))}",
                 )
             else:
-                mask = _read_mask(mask_path, image.shape[:2], report)
+                mask = read_mask(mask_path, image.shape[:2], report)
                 if not mask.any():
-                    kind = _unlabelled("empty_mask", mask_path, unlabelled, report,
+                    kind = unlabelled_sample("empty_mask", mask_path, unlabelled, report,
                                        "draw the defect in the mask or remove the image")
             if kind == "skip":
                 continue
@@ -326,7 +234,7 @@ def read_good_images(root: str | Path, report: ReadReport | None = None) -> list
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder")
     samples = []
     for stem, image_path in paths.items():
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good", source=image_path,
                                     is_gray=is_gray, meta={"name": stem, "layout": "good"}))
     report.warn_new()
@@ -431,7 +339,7 @@ def read_coco(
     the instances' bboxes; its defect_type the category with the largest total area.
     """
     json_path = Path(json_path)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     report = report if report is not None else ReadReport()
     report.layout, report.root = report.layout or "coco", report.root or json_path
     data = _read_json(json_path)
@@ -456,7 +364,7 @@ def read_coco(
         seen_names.add(file_name)
         seen_ids.add(image_id)
         image_path = images_dir / file_name
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):
             raise DataError(
@@ -501,7 +409,7 @@ def read_coco(
             classes.append(name)
             area_by_class[name] += int(segm.sum())
         if not boxes:
-            kind = _unlabelled("empty_mask", image_path, unlabelled, report, "every segmentation is empty")
+            kind = unlabelled_sample("empty_mask", image_path, unlabelled, report, "every segmentation is empty")
             if kind == "skip":
                 continue
             samples.append(DefectSample(image, np.zeros((h, w), bool), "good", source=image_path,
@@ -590,7 +498,7 @@ def read_yolo(
     samples = []
     for split_name, folder in _yolo_image_dirs(root, split):
         for stem, image_path in _unique_stems(list_images(folder), folder).items():
-            image, is_gray = _read_image(image_path, report)
+            image, is_gray = read_image(image_path, report)
             h, w = image.shape[:2]
             meta: dict[str, Any] = {"name": stem, "layout": "yolo"}
             if split_name:

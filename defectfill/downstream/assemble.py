@@ -2,7 +2,7 @@
 
 Input: real samples (a list of `DefectSample`, or an MVTec-AD category folder whose train split
 is read) and any number of generation folders. A generation folder is what every generator
-writes (defined in `defectfill.downstream.manifest`): `manifest.jsonl` with one JSON line per
+writes (defined in `defectfill.generators.manifest`): `manifest.jsonl` with one JSON line per
 generated image, {"image", "changed_mask", "request_mask", "defect_type", "source_image",
 "boxes": [[x0, y0, x1, y1], ...], "score", "seed", "generator"}, paths relative to the folder.
 
@@ -43,8 +43,8 @@ from defectfill.data.images import save_image
 from defectfill.data.sample import DefectSample
 from defectfill.data.writers import class_index_mask, coco_annotations, coco_categories, yolo_line
 from defectfill.downstream.config import AssembleConfig
-from defectfill.downstream.manifest import GeneratedItem, read_generation_manifest
 from defectfill.errors import DataError
+from defectfill.generators.manifest import GeneratedItem, read_generation_manifest
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.masks import mask_to_boxes
 
