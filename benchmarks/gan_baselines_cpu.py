@@ -25,7 +25,7 @@ from defectfill.config import load_config, parse_overrides
 from defectfill.data.fabric import simulate_dataset
 from defectfill.data.readers import read_mvtec
 from defectfill.viz import save_contact_sheet
-from gan_baselines.cli import METHODS, _import
+from gan_baselines.cli import METHODS, import_object
 
 TYPES = ["stain", "hole", "broken_end"]
 
@@ -48,11 +48,11 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     source_dir, target_dir = simulate(out)
-    config = load_config(_import(METHODS[args.method][0]), METHODS[args.method][2], parse_overrides(args.overrides))
+    config = load_config(import_object(METHODS[args.method][0]), METHODS[args.method][2], parse_overrides(args.overrides))
     samples = [s for s in read_mvtec(source_dir, "test") if not s.is_good]
     run_dir = out / args.method
     start_cpu, start_wall = time.process_time(), time.time()
-    trainer = _import(METHODS[args.method][1])(config, samples, run_dir, "latest")
+    trainer = import_object(METHODS[args.method][1])(config, samples, run_dir, "latest")
     start_step = trainer.step
     trainer.train()
     timing = {"method": args.method, "steps_this_run": trainer.step - start_step, "total_steps": trainer.step,

@@ -22,7 +22,7 @@ METHODS = {
 }
 
 
-def _import(spec: str):
+def import_object(spec: str):
     import importlib
 
     module, _, name = spec.partition(":")
@@ -44,13 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser, method: str) -> None:
 def run(args: argparse.Namespace, method: str) -> int:
     from defectfill.config import load_config, parse_overrides, save_config
     from defectfill.data.readers import read_mvtec
-
     from defectfill.errors import ConfigError
 
     for flag in ("train_data_dir", "output_dir"):
         if not getattr(args, flag):
             raise ConfigError(f"--{flag}: required to train {method}; pass a folder")
-    config_cls, trainer_cls = _import(METHODS[method][0]), _import(METHODS[method][1])
+    config_cls, trainer_cls = import_object(METHODS[method][0]), import_object(METHODS[method][1])
     overrides = parse_overrides(args.overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed

@@ -21,7 +21,7 @@ import torch
 
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
-from defectfill.models.window import window_around_mask
+from defectfill.generators.window import window_around_mask
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:

@@ -215,3 +215,10 @@ def test_type_with_fewer_samples_than_the_batch_and_bad_configs(samples, tmp_pat
     bad.write_text("model:\n  gram_layer: [relu1_1]\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(MultistageConfig, bad)
+
+
+def test_plugin_through_the_registry_runner_and_downstream_stage(tmp_path):
+    from helpers_gan_plugins import run_plugin_through_downstream
+
+    result = run_plugin_through_downstream("multistage", tiny_config(stage1_steps=1, stage2_steps=1), tmp_path)
+    assert result["dataset"]["train_images"]["synthetic"] == 4

@@ -255,3 +255,11 @@ def test_train_command_writes_a_loadable_model(tmp_path):
     assert code == 0
     model = R3GAN.from_pretrained(tmp_path / "run" / "model")
     assert model.defect_types == ["hole", "stain"] and model.config.resolution == 16
+
+
+def test_plugin_through_the_registry_runner_and_downstream_stage(tmp_path):
+    from helpers_gan_plugins import run_plugin_through_downstream
+
+    config = tiny_config(max_train_steps=2, checkpointing_steps=2)
+    config.model = tiny_model_config(resolution=32, defect_types=[])
+    run_plugin_through_downstream("r3gan", config, tmp_path)

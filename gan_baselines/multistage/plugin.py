@@ -3,20 +3,27 @@
 Registered as `multistage` (`BUILTIN_GENERATORS["multistage"] = "gan_baselines.multistage.plugin:PLUGIN"`);
 bench arm options: `generator_options: {multistage: {config: configs/multistage_tiny.yaml, overrides: {...}}}`.
 The VGG19 weights the model was trained with (`vgg19-random(seed=…)` or `vgg19-imagenet`) are named in
-the notes of every run.
+the notes of every run and in every result's meta.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
+from gan_baselines.multistage.config import MultistageConfig
 from gan_baselines.multistage.model import MultistageGAN
-from gan_baselines.plugin_support import GanOptions, model_is_complete, train_for_context
+from gan_baselines.plugin_support import (
+    GanOptions,
+    fill_square,
+    load_gan_config,
+    model_is_complete,
+    train_for_context,
+)
 
 DEFAULT_CONFIG = "configs/multistage_tiny.yaml"
 
@@ -40,20 +47,30 @@ class MultistageGenerator(WindowedGenerator):
     def defect_types(self) -> list[str]:
         return self.model.defect_types
 
-    def fill(self, windows: np.ndarray, masks: np.ndarray, *, defect_type: str, rng: torch.Generator) -> np.ndarray:
-        return self.model.fill(windows, masks, defect_type=defect_type, rng=rng)
+    def fill(self, window: np.ndarray, mask: np.ndarray, *, num_candidates: int, defect_type: str,
+             rng: Any) -> np.ndarray:
+        return fill_square(self.model, window, mask, num_candidates=num_candidates, defect_type=defect_type, rng=rng)
+
+    def generate(self, *args: Any, **kwargs: Any):
+        result = super().generate(*args, **kwargs)
+        result.meta["texture_features"] = vgg_name(self.model)
+        return result
 
 
-def load(path: Path, device: str = "cpu") -> MultistageGenerator:
-    return MultistageGenerator(MultistageGAN.from_pretrained(Path(path)), device)
+def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> MultistageGenerator:
+    return MultistageGenerator(MultistageGAN.from_pretrained(Path(path)), "cpu" if device == "auto" else device)
+
+
+def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
+    if training:
+        load_gan_config(options, MultistageConfig, DEFAULT_CONFIG, config_dir)
 
 
 def build(ctx) -> MultistageGenerator:
-    from gan_baselines.multistage.config import MultistageConfig
     from gan_baselines.multistage.train import MultistageTrainer
 
     if model_is_complete(ctx.work_dir / "model"):
-        generator = load(ctx.work_dir / "model", ctx.device)
+        generator = load(ctx.work_dir / "model", ctx.options, ctx.device)
         ctx.notes.append(f"multistage: loaded {ctx.work_dir / 'model'} (texture features {vgg_name(generator.model)})")
         return generator
     model, trainer = train_for_context(ctx, MultistageConfig, MultistageTrainer, DEFAULT_CONFIG)
@@ -64,7 +81,7 @@ def build(ctx) -> MultistageGenerator:
 
 
 PLUGIN = GeneratorPlugin(
-    build=build, options=GanOptions, load=load,
+    build=build, options=GanOptions, load=load, check=check,
     help="Multistage GAN (IEEE TIP 2020): texture-conditioned cGAN patch (VGG19 Gram matrices) fused by a U-Net "
          "(configs/multistage_tiny.yaml on CPU, configs/multistage_gpu.yaml on a GPU)",
 )
