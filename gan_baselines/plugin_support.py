@@ -47,7 +47,7 @@ def train_for_context(ctx: Any, config_cls: type, trainer_cls: type, default_con
     """Train on ctx.source_defects of ctx.defect_types in ctx.work_dir (resuming; ctx.seed and
     ctx.device win over the config) and return (trained model in eval mode, trainer)."""
     config = load_gan_config(ctx.options, config_cls, default_config, ctx.config_dir, seed=ctx.seed,
-                             device=ctx.device)
+                             device=resolve_device(ctx.device))
     config.model.defect_types = list(ctx.defect_types)
     samples = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
     trainer = trainer_cls(config, samples, ctx.work_dir, "latest")
@@ -70,3 +70,12 @@ def fill_square(model: Any, window: np.ndarray, mask: np.ndarray, *, num_candida
     if square:
         return painted
     return np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_CUBIC) for p in painted])
+
+
+def resolve_device(device: str) -> str:
+    """'auto' (what the bench and the real-data run pass) -> 'cuda' when there is one, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

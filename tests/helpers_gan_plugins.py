@@ -36,7 +36,7 @@ def run_plugin_through_downstream(name: str, config: Any, tmp_path: Path) -> dic
     def context() -> GeneratorContext:
         return GeneratorContext(name=name, source_defects=source_defects, target_good=[s.source for s in target_good],
                                 defect_types=TYPES, work_dir=tmp_path / "generator", options=options,
-                                config_dir=tmp_path)
+                                config_dir=tmp_path, device="auto")  # as the bench passes it
 
     first = context()
     generator = build_generator(first)

@@ -22,6 +22,7 @@ from gan_baselines.plugin_support import (
     fill_square,
     load_gan_config,
     model_is_complete,
+    resolve_device,
     train_for_context,
 )
 
@@ -58,7 +59,7 @@ class MultistageGenerator(WindowedGenerator):
 
 
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> MultistageGenerator:
-    return MultistageGenerator(MultistageGAN.from_pretrained(Path(path)), "cpu" if device == "auto" else device)
+    return MultistageGenerator(MultistageGAN.from_pretrained(Path(path)), resolve_device(device))
 
 
 def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
@@ -77,7 +78,7 @@ def build(ctx) -> MultistageGenerator:
     c = trainer.config
     ctx.notes.append(f"multistage: texture features {vgg_name(model)}; trained {c.stage1_steps} + {c.stage2_steps} "
                      f"steps at {c.model.resolution} px ({trainer.cpu_seconds / 60:.1f} CPU-min this run)")
-    return MultistageGenerator(model, ctx.device)
+    return MultistageGenerator(model, resolve_device(ctx.device))
 
 
 PLUGIN = GeneratorPlugin(

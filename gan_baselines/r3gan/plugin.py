@@ -18,6 +18,7 @@ from gan_baselines.plugin_support import (
     fill_square,
     load_gan_config,
     model_is_complete,
+    resolve_device,
     train_for_context,
 )
 from gan_baselines.r3gan.config import R3GANConfig
@@ -45,7 +46,7 @@ class R3GANGenerator(WindowedGenerator):
 
 
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> R3GANGenerator:
-    return R3GANGenerator(R3GAN.from_pretrained(Path(path)), "cpu" if device == "auto" else device)
+    return R3GANGenerator(R3GAN.from_pretrained(Path(path)), resolve_device(device))
 
 
 def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
@@ -62,7 +63,7 @@ def build(ctx) -> R3GANGenerator:
     c = trainer.config
     ctx.notes.append(f"r3gan: trained {trainer.step} steps at {c.model.resolution} px, batch {c.train_batch_size}, "
                      f"R1/R2 every {c.lazy_reg_every} step(s) ({trainer.cpu_seconds / 60:.1f} CPU-min this run)")
-    return R3GANGenerator(model, ctx.device)
+    return R3GANGenerator(model, resolve_device(ctx.device))
 
 
 PLUGIN = GeneratorPlugin(
