@@ -23,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from defectfill.bench.config import REAL_ONLY, BenchConfig, downstream_config_for
-from defectfill.bench.protocol import BenchData, simulate_protocol
+from defectfill.bench.protocol import BenchData, load_protocol_data
 from defectfill.bench.stages import StageLog
 from defectfill.config import to_dict
 from defectfill.errors import ConfigError
@@ -93,6 +94,41 @@ def _sheet(path: Path, samples: list, max_images: int = 32) -> Path | None:
                               [s.defect_type for s in chosen], ncols=8, tile=96)
 
 
+def _crop_around(image: np.ndarray, mask: np.ndarray, min_side: int = 32) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    side = int(max(min_side, 2 * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)))
+    side = min(side, *image.shape[:2])
+    y0 = int(np.clip(round(cy - side / 2), 0, image.shape[0] - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, image.shape[1] - side))
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def write_crops_sheet(train: list, generated: dict[str, Path], path: Path, per_row: int = 8) -> Path:
+    """Rows of crops: real training defects, then each synthetic arm's defects (around the request
+    masks); no outlines, so that the defects are seen as they are."""
+    from defectfill.data.images import load_image, load_mask
+    from defectfill.generators.manifest import read_generation_manifest
+    from defectfill.masks import connected_components
+    from defectfill.viz import save_contact_sheet
+
+    images, captions = [], []
+    real = []
+    for sample in train:
+        if sample.mask.any():
+            labels, count = connected_components(sample.mask)
+            sizes = [(labels == k).sum() for k in range(1, count + 1)]
+            real.append(_crop_around(sample.image, labels == 1 + int(np.argmax(sizes))))
+    for crop in real[:per_row]:
+        images.append(crop)
+        captions.append("real")
+    for arm, folder in generated.items():
+        for item in read_generation_manifest(folder)[:per_row]:
+            images.append(_crop_around(load_image(item.image), load_mask(item.request_mask)))
+            captions.append(arm)
+    return save_contact_sheet(path, images, captions=captions, ncols=per_row, tile=128)
+
+
 def _train_record(work: Path) -> dict[str, Any] | None:
     """What a generator recorded about its training (train_done.json), if it wrote one."""
     path = work / "train_done.json"
@@ -113,13 +149,21 @@ def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
 
 
 def bench_requests(config: BenchConfig, data: BenchData, seed: int) -> tuple[list[Request], MaskPolicy]:
-    """`synthetic_per_class` requests per defect type into the target good images, the same for every
-    synthetic arm of a seed; masks shaped like the source masks of the type (mode auto/real) or procedural."""
-    types = list(config.data.defect_types)
-    requests = plan_requests(data.target_good_paths(), types, per_type=config.generation.synthetic_per_class,
-                             seed=seed)
-    real = {} if config.generation.masks == "procedural" else {t: data.source_masks(t) for t in types}
-    return requests, MaskPolicy(mode=config.generation.masks, real_masks=real)
+    """The requests of a seed, the same for every synthetic arm; masks shaped like the source masks of
+    the type (mode auto/real) or procedural.
+
+    into target_good: `synthetic_per_class` per defect type into the target good images (good tiles of
+    strips). into training_images (one fabric): `per_image` into every training image, of the image's
+    own type, `clearance_px` away from its real defect (which stays labelled)."""
+    g = config.generation
+    types = list(data.defect_types)
+    real = {} if g.masks == "procedural" else {t: data.source_masks(t) for t in types}
+    if g.into == "training_images":
+        requests = plan_requests(data.training_images(), types, per_image=g.per_image, seed=seed,
+                                 generation_seed=seed * 100_003, own_type=True)
+        return requests, MaskPolicy(mode=g.masks, real_masks=real, clearance_px=g.clearance_px)
+    requests = plan_requests(data.target_good_paths(), types, per_type=g.synthetic_per_class, seed=seed)
+    return requests, MaskPolicy(mode=g.masks, real_masks=real)
 
 
 class Generators:
@@ -153,7 +197,7 @@ class Generators:
             self.stages.mark()
             ctx = GeneratorContext(name=name, source_defects=self.data.source_defects(),
                                    target_good=self.data.target_good_paths(),
-                                   defect_types=list(self.config.data.defect_types), work_dir=work,
+                                   defect_types=list(self.data.defect_types), work_dir=work,
                                    options=self.config.options_for(name), seed=self.config.seed, device="auto",
                                    source_dir=self.data.source_dir, source_layout="mvtec",
                                    config_dir=self.config.config_dir)
@@ -177,10 +221,23 @@ def generate_arm(name: str, generators: Generators, folder: Path, requests: list
         generators.stages.mark()
         run_generation(generator, requests, folder, num_candidates=generators.config.generation.num_candidates,
                        masks=masks, model_name=str(generators.out_dir / "generators" / name), contact_sheet=False,
+                       keep_source_labels=generators.config.generation.into == "training_images",
                        num_processes=1, process_index=0)
         write_contact_sheet(folder)
         generators.stages.record(f"generate:{name}:{label}", images=len(requests))
     return folder
+
+
+def strip_arm_result(strip: dict) -> dict:
+    """An arm on strips as the bench reports it: the strip-level scores (predictions stitched back
+    to strip coordinates) in place of the tile-level ones, which stay under `tile_level`."""
+    tile = strip["tile_level"]
+    result = {**tile, "tile_level": {k: tile.get(k) for k in ("deeplab", "rtdetr", "test_images")},
+              "test_images": strip["strip_level"]["strips"], "tiling": strip["tiling"], "train_tiles": strip["train_tiles"]}
+    for model in ("deeplab", "rtdetr"):
+        if model in strip["strip_level"]:
+            result[model] = {**(tile.get(model) or {}), **strip["strip_level"][model]}
+    return result
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -199,19 +256,22 @@ def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], No
 
 def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     from defectfill.downstream.arm import RESULTS_NAME, run_arm
+    from defectfill.realdata.strips import STRIP_RESULTS_NAME, run_strip_arm
     from defectfill.report.html import bench_section, seeds_section, write_report
     from defectfill.report.seeds import compare_arms, seed_summary
 
+    # 1. the protocol's data (the user's folders are read and checked before anything is written)
+    folders = config.data.kind == "folders"
+    data = load_protocol_data(config, out_dir) if folders else None
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, out_dir)
     stages = StageLog(out_dir / "stages.jsonl")
-
-    # 1. the protocol's data
     stages.mark()
-    data: BenchData = simulate_protocol(config, out_dir / "data")
-    if not stages.done("simulate"):
-        stages.record("simulate")
-    echo(f"[bench] data in {out_dir / 'data'}")
+    if data is None:
+        data = load_protocol_data(config, out_dir)
+    if not stages.done("data"):
+        stages.record("data")
+    echo(f"[bench] data: {json.dumps(data.description)[:300]}")
     generators = Generators(config, data, out_dir, stages)
     for name in config.synthetic_arms:
         generators.drop_stale(name)
@@ -230,16 +290,20 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
                 manifests[seed][name] = generate_arm(name, generators, seed_dir / "generated" / name, requests, masks,
                                                      f"seed-{seed}")
         # 3. every arm: same detector/segmenter, budget and seed
-        downstream = downstream_config_for(config, seed)
+        downstream = downstream_config_for(config, seed, classes=data.defect_types)
         per_seed[seed] = []
         for name in config.arms:
-            finished = (seed_dir / "arms" / name / RESULTS_NAME).is_file()
+            finished = (seed_dir / "arms" / name / (STRIP_RESULTS_NAME if data.tiling else RESULTS_NAME)).is_file()
             stages.mark()
             if not finished and train is None:
                 train, test = data.real_training_samples(), data.test_samples()
             echo(f"[bench] seed {seed}: arm {name}{' (finished, read back)' if finished else ''}")
-            result = run_arm(name, train if train is not None else [], test if test is not None else [], downstream,
-                             seed_dir / "arms", manifests=[manifests[seed][name]] if name in manifests[seed] else [])
+            arm_manifests = [manifests[seed][name]] if name in manifests[seed] else []
+            if data.tiling is None:
+                result = run_arm(name, train or [], test or [], downstream, seed_dir / "arms", manifests=arm_manifests)
+            else:
+                result = strip_arm_result(run_strip_arm(name, train or [], test or [], downstream, data.tiling,
+                                                        seed_dir / "arms", manifests=arm_manifests))
             if not finished:
                 stages.record(f"arm:{name}:seed-{seed}")
             per_seed[seed].append(result)
@@ -252,7 +316,9 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
     summary = {
         "name": config.name,
         "config": str(out_dir / CONFIG_NAME),
-        "protocol": to_dict(config.data),
+        "protocol": to_dict(config.data) if not folders else {"folders": to_dict(config.data.folders),
+                                                                 **data.description},
+        "defect_types": list(data.defect_types),
         "budget": to_dict(config.generation),
         "seeds": config.run_seeds,
         "arms": seeds["arms"],
@@ -273,6 +339,9 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         test = data.test_samples()
     if (sheet := _sheet(out_dir / "sheets" / "real_target_test.png", test)) is not None:
         sheets.append(("Real target test defects (never seen in training)", sheet))
+    if manifests[config.run_seeds[0]]:
+        crops = write_crops_sheet(data.source_defects(), manifests[config.run_seeds[0]], out_dir / "sheets" / "crops.png")
+        sheets.append(("Real source defects (first row) beside each generator's (one row each), as they are", crops))
     for name, folder in manifests[config.run_seeds[0]].items():
         if (folder / "contact_sheet.png").is_file():
             title = f"Generated by {name}, seed {config.run_seeds[0]} (changed-pixel labels outlined, selection score)"

@@ -144,13 +144,26 @@ def bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:
     for note in summary["notes"]:
         parts.append(f"<p style='background:#fee;border-left:4px solid #c00;padding:0.6em 1em;font-weight:bold'>"
                      f"{html.escape(note)}</p>")
-    parts.append(
-        f"<p>Source fabrics {html.escape(', '.join(d['source_textures']))}: {d['source_defects_per_type']} labelled "
-        f"defects per type. Target (new) fabrics {html.escape(', '.join(d['target_textures']))}: "
-        f"{d['target_good']} good images per texture for training; test = {d['test_defects_per_type']} defects per "
-        f"type and {d['test_good']} good images per texture. Defect types: {html.escape(', '.join(d['defect_types']))}; "
-        f"{d['image_size']} px. Every synthetic arm: {summary['budget']['synthetic_per_class']} images per class, "
-        f"the same requests and seeds, {summary['budget']['num_candidates']} candidates each.</p>")
+    budget = summary["budget"]
+    into = (f"{budget['synthetic_per_class']} images per class into the target good images"
+            if budget.get("into", "target_good") == "target_good"
+            else f"{budget['per_image']} per training image (its real defect kept labelled)")
+    if "source_textures" in d:  # the simulator
+        data = (f"Source fabrics {', '.join(d['source_textures'])}: {d['source_defects_per_type']} labelled defects per "
+                f"type. Target (new) fabrics {', '.join(d['target_textures'])}: {d['target_good']} good images per "
+                f"texture for training; test = {d['test_defects_per_type']} defects per type and {d['test_good']} good "
+                f"images per texture. Defect types: {', '.join(d['defect_types'])}; {d['image_size']} px (simulated).")
+    else:  # the user's folders
+        counts = d.get("counts", {})
+        where = d.get("folder") or d.get("source")
+        split = (f"split by fabric code (source fabrics {d['source_fabrics']} of {d['fabrics']})" if "fabrics" in d
+                 else f"split rule {d.get('rule', 'separate folders')}")
+        data = (f"Data: {where}, {split}: {counts.get('source_defects')} labelled source defects, "
+                f"{counts.get('target_good')} good training images of the new fabric, test = {counts.get('test')} images "
+                f"({counts.get('test_defects')} with defects). Defect types (from the data): "
+                f"{', '.join(summary.get('defect_types', []))}.")
+    parts.append(f"<p>{html.escape(data)} Every synthetic arm: {html.escape(into)}, the same requests within a seed, "
+                 f"{budget['num_candidates']} candidates each.</p>")
     goal = summary["goal"]
     lines = [f"{k.removeprefix('vs_')}: {v['gain_points']:+.1f} points (goal {v['needed_points']:+.0f}): "
              f"{'met' if v['met'] else 'NOT met'}" for k, v in goal.items() if k.startswith("vs_")]
