@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ STAGES = ("vae", "unet")
 def atomic_save_dir(target: str | Path, save) -> Path:
     """Call `save(tmp_dir)` and move the finished folder to `target` (replacing an older one)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = io_utils.make_temp_dir(target)
     try:
         save(tmp)
         old = None

@@ -37,6 +37,7 @@ from defectfill.data.reading import (
 )
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
+from defectfill.safe_load import path_inside
 
 __all__ = [
     "LAYOUTS",
@@ -363,7 +364,7 @@ def read_coco(
             )
         seen_names.add(file_name)
         seen_ids.add(image_id)
-        image_path = images_dir / file_name
+        image_path = path_inside(images_dir, file_name, source=json_path, what="file_name")  # no ../ or links out
         image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):

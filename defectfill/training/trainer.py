@@ -411,7 +411,10 @@ def train_defectfill(config: DefectFillTrainConfig) -> Path:
 
     Returns `config.output_dir`, a model folder readable by `defectfill.models.weights`.
     """
-    return DefectFillTrainer(config).train()
+    from defectfill.locks import output_lock
+
+    with output_lock(config.output_dir, command="train"):  # a second run on the same folder refuses
+        return DefectFillTrainer(config).train()
 
 
 def read_loss_log(output_dir: str | Path) -> list[dict[str, Any]]:
