@@ -129,10 +129,13 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 @contextmanager
-def output_lock(folder: str | Path, command: str = "") -> Iterator[Path]:
-    """Hold `<folder>/.defectfill.lock` for the duration of the block (see the module docstring)."""
+def output_lock(folder: str | Path, command: str = "", rank: int | None = None) -> Iterator[Path]:
+    """Hold `<folder>/.defectfill.lock` for the duration of the block (see the module docstring).
+
+    rank: this process's rank in a multi-process run (default: from $RANK / $LOCAL_RANK); only rank 0 locks.
+    """
     folder = Path(folder)
-    if secondary_rank():
+    if (rank > 0) if rank is not None else secondary_rank():
         yield folder
         return
     lock = (folder / LOCK_NAME).absolute()

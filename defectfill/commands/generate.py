@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise DataError(f"--images {args.images}: no images found (looked for .png/.jpg/.bmp/.tif/.webp)")
     real_masks = load_real_masks(args.real_masks, args.defect_type)
-    with output_lock(args.out, command="generate"):  # a second run on the same --out refuses
-        device = args.device or str(accelerate_state().device)
+    state = accelerate_state()
+    with output_lock(args.out, command="generate", rank=state.process_index):  # a second run on --out refuses
+        device = args.device or str(state.device)
         if args.model is not None:
             if plugin.load is None:
                 raise ConfigError(f"generator {args.generator!r} has no trained-model folder; use --train-data")

@@ -95,6 +95,8 @@ def _open(path: Path) -> Image.Image:
         if img.width * img.height > limit:
             raise _too_large(path, img.width, img.height, limit)
         img.load()  # force decoding now, so truncated files fail here
+    except DataError:
+        raise
     except Image.DecompressionBombError as exc:  # PIL's own limit, hit while reading the header
         raise DataError(f"{path}: image too large ({exc}; refused before decoding); cut it into smaller images "
                         "first") from exc

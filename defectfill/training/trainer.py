@@ -236,20 +236,29 @@ class DefectFillTrainer:
         partial = self.output_dir / f".checkpoint-{step}.partial"
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
-            limit = self.config.checkpoints_total_limit
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(partial))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                atomic_write_json(partial / STATE_FILE, {"global_step": step, "num_processes": acc.num_processes,
+                                                         "concepts": self.concepts})
+        except (OSError, RuntimeError) as exc:  # disk full, file-size limit, ...: the older checkpoints are still complete
+            shutil.rmtree(partial, ignore_errors=True)
+            previous = [p.name for p in list_checkpoints(self.output_dir)]
+            raise ModelError(
+                f"{final}: writing the checkpoint failed ({type(exc).__name__}: {exc}); nothing was replaced, the "
+                f"previous checkpoint(s) {previous or 'none'} in {self.output_dir} are intact. Free disk space, then "
+                "resume with resume_from_checkpoint=latest") from exc
+        if acc.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            limit = self.config.checkpoints_total_limit  # drop old checkpoints only once the new one is complete
             if limit is not None:
                 existing = [p for p in list_checkpoints(self.output_dir) if p != final]
                 for old in existing[: max(0, len(existing) - (limit - 1))]:
                     shutil.rmtree(old)
-        acc.wait_for_everyone()
-        acc.save_state(str(partial))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_write_json(partial / STATE_FILE, {"global_step": step, "num_processes": acc.num_processes,
-                                                     "concepts": self.concepts})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(partial, final)
         acc.wait_for_everyone()
         return final
 
