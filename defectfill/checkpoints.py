@@ -30,6 +30,7 @@ def atomic_save_dir(target: str | Path, save) -> Path:
     tmp = io_utils.make_temp_dir(target)
     try:
         save(tmp)
+        io_utils.apply_umask_modes(tmp)  # safetensors' save_file makes 0600 files
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")

@@ -56,6 +56,16 @@ def make_temp_dir(target: str | Path) -> Path:
     return tmp
 
 
+def apply_umask_modes(folder: str | Path) -> None:
+    """Give `folder` and everything under it the umask's modes (writers such as safetensors' Rust code
+    create 0600 files); used on a temporary folder before it is published."""
+    folder = Path(folder)
+    os.chmod(folder, dir_mode())
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, dir_mode() if path.is_dir() else file_mode())
+
+
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\.[^.]+)?$|^\..+\.tmp-[A-Za-z0-9_]+$|^\..+\.partial$")
 
 

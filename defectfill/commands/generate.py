@@ -86,7 +86,7 @@ def _list_generators() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from defectfill.data.images import list_images
+    from defectfill.data.images import check_readable, list_images
     from defectfill.generators.registry import check_options, get_plugin
     from defectfill.generators.requests import MaskPolicy, load_real_masks, plan_requests
     from defectfill.generators.runner import accelerate_state, run_generation
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     images = list_images(args.images)
     if not images:
         raise DataError(f"--images {args.images}: no images found (looked for .png/.jpg/.bmp/.tif/.webp)")
+    check_readable(images, "--images")  # refuse unreadable images before anything is written
     real_masks = load_real_masks(args.real_masks, args.defect_type)
     state = accelerate_state()
     with output_lock(args.out, command="generate", rank=state.process_index):  # a second run on --out refuses

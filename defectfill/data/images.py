@@ -293,8 +293,19 @@ def to_rgb_array(image: Any, name: str = "image") -> np.ndarray:
             if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
                 raise DataError(f"{name}: float image values must lie in [0, 1], found [{arr.min():.3g}, {arr.max():.3g}]")
             arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        elif arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.size and int(arr.max()) > 255:
+            # 16-bit (or wider) integers: scaled to 8 bit as 16-bit files are (they were clipped, saturating to white)
+            if arr.min() < 0:
+                raise DataError(f"{name}: negative values in an integer image; pass 0-255 (uint8) or 0-65535 (uint16)")
+            hi = 65535.0 if int(arr.max()) <= 65535 else float(arr.max())
+            arr = np.clip(arr.astype(np.float64) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            _warn(name, ["high_bit_depth"], stacklevel=2)
         else:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            if arr.size and arr.min() < 0:
+                raise DataError(f"{name}: negative values in an integer image; pass 0-255 (uint8)")
+            arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
 
 
@@ -331,6 +342,20 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
 def save_mask(path: str | Path, mask: np.ndarray) -> None:
     """Write a bool mask as a 0/255 single-channel PNG, atomically."""
     save_image(path, (np.asarray(mask).astype(bool) * 255).astype(np.uint8))
+
+
+def check_readable(paths: list[Path], what: str = "image") -> None:
+    """Decode every file once (nothing kept) and raise one DataError listing all that cannot be read, so
+    a long job refuses bad input before it writes anything instead of failing half-way."""
+    problems = []
+    for path in paths:
+        try:
+            _open(Path(path)).close()
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DataError(f"{len(problems)} of {len(paths)} {what} file(s) cannot be used: " + " | ".join(problems[:10])
+                        + (f" | ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
 
 
 def list_images(folder: str | Path) -> list[Path]:

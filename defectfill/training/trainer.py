@@ -31,7 +31,7 @@ import torch
 
 from defectfill.config import save_config, to_dict
 from defectfill.errors import ConfigError, ModelError
-from defectfill.io_utils import Manifest, atomic_write_json
+from defectfill.io_utils import Manifest, apply_umask_modes, atomic_write_json
 from defectfill.losses import LossWeights
 from defectfill.models import weights as weights_io
 from defectfill.models.concepts import check_defect_type_name, default_token
@@ -253,6 +253,7 @@ class DefectFillTrainer:
         if acc.is_main_process:
             if final.exists():
                 shutil.rmtree(final)
+            apply_umask_modes(partial)  # readable by a teammate, as any file written with the umask
             os.replace(partial, final)
             limit = self.config.checkpoints_total_limit  # drop old checkpoints only once the new one is complete
             if limit is not None:
