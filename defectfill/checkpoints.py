@@ -80,7 +80,15 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None, total_limit: int | None = None,
 ) -> Path:
     root = Path(root)
-    path = save_training_state(root / f"{stage}-{step:06d}", model, optimizer, {"stage": stage, "step": step, **(extra or {})})
+    try:
+        path = save_training_state(root / f"{stage}-{step:06d}", model, optimizer,
+                                   {"stage": stage, "step": step, **(extra or {})})
+    except Exception as exc:  # OSError, SafetensorError, torch.save RuntimeError: disk full, file-size limit
+        previous = [p.name for p in list_checkpoints(root, stage)]
+        raise ModelError(
+            f"{root / f'{stage}-{step:06d}'}: writing the checkpoint failed ({type(exc).__name__}: {exc}); the previous "
+            f"checkpoint(s) {previous or 'none'} are intact. Free disk space, then resume with "
+            "--resume_from_checkpoint latest") from exc
     if total_limit:
         for old in list_checkpoints(root, stage)[:-total_limit]:
             shutil.rmtree(old, ignore_errors=True)

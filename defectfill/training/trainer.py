@@ -243,7 +243,7 @@ class DefectFillTrainer:
             if acc.is_main_process:
                 atomic_write_json(partial / STATE_FILE, {"global_step": step, "num_processes": acc.num_processes,
                                                          "concepts": self.concepts})
-        except (OSError, RuntimeError) as exc:  # disk full, file-size limit, ...: the older checkpoints are still complete
+        except Exception as exc:  # OSError, SafetensorError, torch.save RuntimeError (disk full): older ones are intact
             shutil.rmtree(partial, ignore_errors=True)
             previous = [p.name for p in list_checkpoints(self.output_dir)]
             raise ModelError(
