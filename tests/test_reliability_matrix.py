@@ -176,6 +176,10 @@ def test_bad_file_in_a_dataset_reader_and_data_info(case, dataset, tmp_path, cap
     assert str(target) in str(err.value)
     assert main(["data", "info", str(bad)]) == 1
     assert str(target) in capsys.readouterr().err
+    out = tmp_path / "converted"
+    assert main(["data", "convert", str(bad), "--to", "coco", "--out", str(out)]) == 1
+    assert str(target) in capsys.readouterr().err
+    assert _tree(out) == [], "data convert wrote into its output folder before refusing"
 
 
 def test_a_dataset_where_every_image_is_unreadable(dataset, tmp_path, capsys):
