@@ -182,3 +182,7 @@ def test_a_failed_defectfill_checkpoint_write_keeps_the_previous_one(train_setup
     from defectfill.models.weights import read_model_info
 
     read_model_info(out / "checkpoint-2", checkpoint=True)  # complete and loadable
+    from defectfill.io_utils import dir_mode, file_mode
+
+    modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")}  # readable by others
+    assert modes == {str(p.relative_to(out)): oct(dir_mode() if p.is_dir() else file_mode()) for p in out.rglob("*")}
