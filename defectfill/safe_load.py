@@ -10,8 +10,9 @@
 
 Third-party formats that only exist as pickles are read with `torch.load(..., weights_only=True)`
 (accelerate's optimizer/scheduler/RNG state in DefectFill checkpoints, diffusers/transformers `.bin`
-fallbacks, torchvision's DeepLab backbone); ultralytics' own `.pt` checkpoints (RT-DETR) are the one
-exception, loaded by ultralytics itself: pass only `.pt` files you trust (see docs/DEVELOPING.md).
+fallbacks, torchvision's DeepLab backbone). ultralytics' own `.pt` checkpoints (RT-DETR) are the one
+exception to safetensors, loaded by ultralytics itself, restricted (weights_only + its allow-list) by
+`ULTRALYTICS_SAFE_LOAD=1`, which `defectfill.env.offline_env` sets (see docs/DEVELOPING.md).
 """
 
 from __future__ import annotations

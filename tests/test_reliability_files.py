@@ -205,6 +205,22 @@ def test_third_party_pickles_load_with_weights_only(tmp_path):
     assert not marker.exists()
 
 
+def test_ultralytics_checkpoints_load_restricted_under_offline_env(tmp_path):
+    """offline_env sets ULTRALYTICS_SAFE_LOAD=1: ultralytics' .pt loader then uses weights_only=True and an
+    allow-list, so a .pt that would run code is refused without running it."""
+    marker = tmp_path / "UNPICKLED"
+    evil = _evil_files(tmp_path / "evil", marker)["torch.save zip"]
+    code = ("from defectfill.env import offline_env\n"
+            f"offline_env({str(tmp_path / 'cache')!r})\n"
+            "from ultralytics.nn.tasks import torch_safe_load\n"
+            f"torch_safe_load({str(evil)!r})\n")
+    env = {k: v for k, v in os.environ.items() if k != "ULTRALYTICS_SAFE_LOAD"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300,
+                          env={**env, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode != 0, "ultralytics loaded a pickle that runs code"
+    assert not marker.exists(), "ultralytics unpickled the file"
+
+
 def test_no_source_file_unpickles_or_trusts_remote_code():
     repo = Path(__file__).resolve().parents[1]
     sources = [p for d in ("defectfill", "gan_baselines", "train_scripts") for p in (repo / d).rglob("*.py")]
