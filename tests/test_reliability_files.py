@@ -280,3 +280,15 @@ def test_manifest_and_coco_paths_that_leave_their_root_are_refused(escape, tmp_p
     (coco_root / "instances.json").write_text(json.dumps(coco))
     with pytest.raises(DataError, match=r"instances.json: file_name .* points outside"):
         read_coco(coco_root / "instances.json")
+
+
+def test_a_manifest_line_cut_by_a_kill_does_not_swallow_the_next_record(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    manifest = io_utils.Manifest(path, key="image")
+    manifest.append({"image": "a.png"})
+    with open(path, "a") as f:
+        f.write('{"image": "b.p')  # killed mid-line
+    resumed = io_utils.Manifest(path, key="image")
+    assert [r["image"] for r in resumed] == ["a.png"]
+    resumed.append({"image": "b.png"})
+    assert [r["image"] for r in io_utils.Manifest(path, key="image")] == ["a.png", "b.png"]
