@@ -218,7 +218,7 @@ def test_generate_refuses_a_bad_good_image_before_writing(case, dataset, tmp_pat
 
 
 @pytest.mark.parametrize("case", sorted(CONVERTED_FILES))
-def test_generate_converts_unusual_good_images(case, dataset, tmp_path):
+def test_generate_converts_unusual_good_images(case, dataset, tmp_path, capsys):
     ds, _ = dataset
     images = tmp_path / "good"
     images.mkdir()
@@ -229,6 +229,7 @@ def test_generate_converts_unusual_good_images(case, dataset, tmp_path):
         rc = _generate(ds, images, out)
     if case == "one-pixel.png":  # no room for a defect: refused with the reason
         assert rc == 1 and _tree(out) == []
+        assert "too small for mask proposals" in capsys.readouterr().err
         return
     assert rc == 0
     from defectfill.generators.manifest import read_generation_manifest
