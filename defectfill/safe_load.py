@@ -27,16 +27,22 @@ PICKLE_PROTOCOL_BYTE = b"\x80"  # every pickle of protocol >= 2 starts with PROT
 
 def path_inside(root: str | Path, name: str | Path, *, source: str | Path, what: str = "path") -> Path:
     """`root / name`, refused when it resolves outside `root` (`..`, absolute elsewhere, symlink out)."""
-    root = Path(root)
-    path = root / name
-    real_root = root.resolve()
+    return check_inside(Path(root) / name, [root], source=source, what=what, name=name)
+
+
+def check_inside(path: str | Path, roots, *, source: str | Path, what: str = "path", name: str | Path | None = None) -> Path:
+    """`path` itself, refused (DataError) unless it resolves inside one of `roots`."""
+    path = Path(path)
     real = path.resolve()
-    if real != real_root and real_root not in real.parents:
-        raise DataError(
-            f"{source}: {what} {str(name)!r} points outside {root} (to {real}); a data file may only name "
-            f"files inside its own folder. Copy the file into {root} and use a relative path, or remove "
-            f"the entry")
-    return path
+    for root in roots:
+        real_root = Path(root).resolve()
+        if real == real_root or real_root in real.parents:
+            return path
+    root = Path(next(iter(roots)))
+    raise DataError(
+        f"{source}: {what} {str(name if name is not None else path)!r} points outside {root} (to {real}); a data "
+        f"file may only name files inside its own folder. Copy the file into {root} and use a relative path, or "
+        f"remove the entry")
 
 
 def sniff_pickle(path: str | Path) -> str | None:

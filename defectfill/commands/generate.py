@@ -138,13 +138,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, options: Any, images: list[Path], device: str):
-    from defectfill.data.readers import read_dataset
+    from defectfill.data.readers import detect_layout, read_dataset
     from defectfill.generators.context import GeneratorContext
     from defectfill.generators.registry import build_generator
 
     if not args.train_data.exists():
         raise DataError(f"--train-data {args.train_data}: not found; pass a folder of real labelled defects")
-    defects = [s for s in read_dataset(args.train_data) if not s.is_good]
+    # an image+mask folder does not name its class: it holds the type asked for
+    folder = detect_layout(args.train_data) == "folder"
+    defects = [s for s in read_dataset(args.train_data, **({"defect_type": args.defect_type} if folder else {}))
+               if not s.is_good]
     ctx = GeneratorContext(name=args.generator, source_defects=defects, target_good=images,
                            defect_types=[args.defect_type], options=options, seed=args.seed, device=device,
                            work_dir=args.work_dir or args.out / f"generator-{args.generator}",

@@ -49,7 +49,7 @@ def load_base_pipeline(base_model: str | os.PathLike, dtype: Any = None, token: 
 
     kwargs: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs["dtype"] = dtype  # diffusers >= 0.36 name; `torch_dtype` raises a FutureWarning
     if token is not None:
         kwargs["token"] = token
     try:
