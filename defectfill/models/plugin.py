@@ -94,12 +94,14 @@ def looks_like_hub_id(value: str) -> bool:
 
 def build_random_base(folder: Path, seed: int = 0) -> Path:
     """A tiny random diffusers inpainting model (64 px) written to `folder` (plumbing only)."""
+    from defectfill.io_utils import apply_umask_modes
     from defectfill.models.components import build_inpaint_pipeline, get_dummy_components
 
     if not (folder / "model_index.json").is_file():
         pipe = build_inpaint_pipeline(get_dummy_components(seed=seed, sample_size=8))
         staging = folder.with_name(f".{folder.name}.partial")
         pipe.save_pretrained(staging)
+        apply_umask_modes(staging)  # safetensors writes 0600 files; a teammate must be able to read them
         staging.replace(folder)
     return folder
 
