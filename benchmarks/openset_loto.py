@@ -40,7 +40,7 @@ from gan_baselines.dgt.openset import (
     region_logits,
 )
 from gan_baselines.dgt.train import fit_set, train_dgt
-from gan_baselines.training import FewShotBatches
+from gan_baselines.fewshot_training import FewShotBatches
 
 TYPES = ["stain", "oil", "hole", "broken_end", "white_stripe"]
 

@@ -40,48 +40,66 @@ def test_bench_micro_end_to_end_and_resume(tmp_path, capsys):
 
     base = _tiny_base(tmp_path / "tiny-base")
     config = load_bench_config(CONFIGS / "bench_micro.yaml", {"generators.defectfill.base_model": str(base)})
+    assert config.run_seeds == [0, 1]
     out = tmp_path / "run"
     summary = run_bench(config, out)
 
-    results = json.loads((out / "results.json").read_text())
-    assert [r["arm"] for r in results] == ["real_only", "cutpaste", "defectfill"]
-    real = results[0]["dataset"]["train_images"]["real"]
-    for result in results:
-        seg = result["deeplab"]
-        assert isinstance(seg["mean_f_measure"], float) and 0.0 <= seg["mean_f_measure"] <= 1.0
-        assert set(seg["per_class"]) == {"stain", "hole"}
-        assert seg["train"]["best_epoch"] == 1 and seg["train"]["seconds_per_epoch"][0] > 0
-        assert (out / "arms" / result["arm"] / "deeplab" / "best.safetensors").is_file()
-        assert result["dataset"]["train_images"]["real"] == real  # every arm: the same real data
-        assert result["test_images"] == 2 * 2 + 1  # 2 defects x 2 types + 1 good, on the target texture
-    assert results[0]["dataset"]["train_images"]["synthetic"] == 0
-    for result in results[1:]:
-        generated = [json.loads(line) for line in
-                     (out / "generated" / result["arm"] / "manifest.jsonl").read_text().splitlines()]
-        assert len(generated) == 4  # 2 per class, the same budget for every synthetic arm
-        assert result["generation"]["generated_crops"] >= 1
-    # the same requests (good image, seed) for every synthetic arm
-    plans = [[(r["source_image"], r["seed"], r["defect_type"]) for r in map(json.loads, (
-        out / "generated" / arm / "manifest.jsonl").read_text().splitlines())] for arm in ("cutpaste", "defectfill")]
-    assert plans[0] == plans[1]
+    for seed in (0, 1):
+        results = [json.loads((out / f"seed-{seed}" / "arms" / arm / "results.json").read_text())
+                   for arm in config.arms]
+        real = results[0]["dataset"]["train_images"]["real"]
+        for result in results:
+            seg = result["deeplab"]
+            assert isinstance(seg["mean_f_measure"], float) and 0.0 <= seg["mean_f_measure"] <= 1.0
+            assert set(seg["per_class"]) == {"stain", "hole"}
+            assert seg["train"]["best_epoch"] == 1 and seg["train"]["seconds_per_epoch"][0] > 0
+            assert result["config"]["seed"] == seed  # the detectors' seed is the run's seed
+            assert (out / f"seed-{seed}" / "arms" / result["arm"] / "deeplab" / "best.safetensors").is_file()
+            assert result["dataset"]["train_images"]["real"] == real  # every arm: the same real data
+            assert result["test_images"] == 2 * 2 + 1  # 2 defects x 2 types + 1 good, on the target texture
+            assert len(seg["per_image_counts"]) == result["test_images"]
+        assert results[0]["dataset"]["train_images"]["synthetic"] == 0
+        for result in results[1:]:
+            generated = (out / f"seed-{seed}" / "generated" / result["arm"] / "manifest.jsonl").read_text().splitlines()
+            assert len(generated) == 4  # 2 per class, the same budget for every synthetic arm
+            assert result["generation"]["generated_crops"] >= 1
+        # within a seed, the same requests (good image, seed) for every synthetic arm; other requests per seed
+        plans = [[(r["source_image"], r["seed"], r["defect_type"]) for r in map(json.loads, (
+            out / f"seed-{seed}" / "generated" / arm / "manifest.jsonl").read_text().splitlines())]
+            for arm in ("cutpaste", "defectfill")]
+        assert plans[0] == plans[1]
+    masks = [sorted(p.read_bytes() for p in (out / f"seed-{s}" / "generated" / "cutpaste" / "request_masks").iterdir())
+             for s in (0, 1)]
+    assert masks[0] != masks[1]
     # the source textures never appear in the target data
     assert all("plain" not in p.name for p in (out / "data" / "target_test").rglob("*.png"))
-    assert (out / "generators" / "defectfill" / "model" / "learned_embeds.safetensors").is_file()
+    assert (out / "generators" / "defectfill" / "model" / "learned_embeds.safetensors").is_file()  # trained once
     assert summary["generators"]["defectfill"]["random_base"] is False  # the test's base was found, no fallback
+    # seeds: mean ± std per arm, paired intervals of every synthetic arm vs real-only and cut-paste
+    assert summary["seeds"] == [0, 1] and summary["arms"]["cutpaste"]["mean_f"]["n"] == 2
+    pairs = {(c["arm"], c["baseline"]) for c in summary["comparisons"]}
+    assert pairs == {("cutpaste", "real_only"), ("defectfill", "real_only"), ("defectfill", "cutpaste")}
+    for c in summary["comparisons"]:
+        assert c["low"] <= c["diff"] <= c["high"] and c["num_images"] == 5 and c["seeds"] == [0, 1]
+        assert c["holds_zero"] == (c["low"] <= 0 <= c["high"])
+        if c["holds_zero"]:
+            assert f"{c['arm']} vs {c['baseline']}" in summary["verdict"] and "no ranking" in summary["verdict"]
+    assert " won" not in summary["verdict"]
     page = (out / "report.html").read_text()
-    assert "Bench protocol" in page and "defectfill" in page and "<table>" in page
+    assert "Bench protocol" in page and "Over seeds [0, 1]" in page and "Paired differences" in page
     printed = capsys.readouterr().out
-    assert "| real_only |" in printed and "report:" in printed
-    assert set(summary["ran_this_time"]) >= {"simulate", "build:defectfill", "build:cutpaste", "generate:cutpaste",
-                                             "generate:defectfill", "arm:real_only", "arm:cutpaste", "arm:defectfill"}
+    assert "| real_only |" in printed and "report:" in printed and "± " in printed
+    assert set(summary["ran_this_time"]) >= {"data", "build:defectfill", "build:cutpaste", "generate:cutpaste:seed-0",
+                                             "generate:defectfill:seed-1", "arm:real_only:seed-0",
+                                             "arm:defectfill:seed-1"}
 
     # second run: nothing is recomputed, nothing but the report is rewritten
     before = _mtimes(out)
-    again = run_bench(load_bench_config(CONFIGS / "bench_micro.yaml", {"generators.defectfill.base_model": str(base)}), out)
+    again = run_bench(load_bench_config(CONFIGS / "bench_micro.yaml", {"generators.defectfill.base_model": str(base)}),
+                      out)
     assert again["ran_this_time"] == []
-    after = _mtimes(out)
-    assert after == before  # no file outside the report was added, removed or rewritten
-    assert json.loads((out / "results.json").read_text()) == results
+    assert _mtimes(out) == before  # no file outside the report was added, removed or rewritten
+    assert again["comparisons"] == summary["comparisons"]
 
 
 def test_bench_refuses_a_different_config_in_the_same_folder(tmp_path):

@@ -16,7 +16,7 @@ from gan_baselines.dgt.config import DGTConfig, DGTLossWeights
 from gan_baselines.dgt.model import DGT, dgt_losses, dgt_optimizers, dgt_step_fn
 from gan_baselines.dgt.openset import UNKNOWN, WeibullOpenSet, detect_defects
 from gan_baselines.dgt.train import train_dgt
-from gan_baselines.training import FewShotBatches, TrainingArgs, step_generator, train_loop
+from gan_baselines.fewshot_training import FewShotBatches, TrainingArgs, step_generator, train_loop
 
 
 def tiny_model(seed: int = 0) -> DGT:

@@ -15,6 +15,8 @@ masks without an image and file names outside the nnnn_ddd_ff pattern.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from defectfill.data.reading import ReadReport, check_policy, read_image, read_m
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
-__all__ = ["DEFECT_CODES", "defect_name", "parse_name", "read_aitex"]
+__all__ = ["DEFECT_CODES", "code_counts", "defect_name", "parse_name", "read_aitex"]
 
 # The AITEX defect codes (dataset paper, Table 2). 036 appears once in the public copy.
 DEFECT_CODES: dict[str, str] = {
@@ -57,6 +59,19 @@ def defect_name(code: str) -> str:
     if code == GOOD_CODE:
         return "good"
     return DEFECT_CODES.get(code, f"code_{code}")
+
+
+def code_counts(names: Iterable[str]) -> tuple[Counter, Counter]:
+    """Counts per fabric code (ff) and per defect code (ddd) over the names of the form nnnn_ddd_ff
+    (others ignored): what a line-scan set's file names say about it, masks or not."""
+    fabrics: Counter = Counter()
+    codes: Counter = Counter()
+    for name in names:
+        parsed = parse_name(str(name))
+        if parsed is not None:
+            fabrics[parsed["fabric"]] += 1
+            codes[parsed["code"]] += 1
+    return fabrics, codes
 
 
 def _masks_by_stem(mask_dir: Path, report: ReadReport) -> dict[str, list[Path]]:
@@ -147,5 +162,6 @@ def read_aitex(
                     meta["declared_code"] = parsed["code"]  # a defect code in the good folder: trust the folder
                 samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good",
                                             source=image_path, is_gray=is_gray, meta=meta))
+    report.raise_unlabelled()
     report.warn_new()
     return samples

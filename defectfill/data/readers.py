@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import yaml
 
+from defectfill.data.aitex import GOOD_CODE, parse_name
 from defectfill.data.images import IMAGE_SUFFIXES, list_images
 from defectfill.data.reading import (
     QUIRKS,
@@ -37,8 +38,10 @@ from defectfill.data.reading import (
 )
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
+from defectfill.safe_load import check_inside
 
 __all__ = [
+    "FOLDER_DEFECT_TYPE",
     "LAYOUTS",
     "QUIRKS",
     "UNLABELLED_POLICIES",
@@ -53,6 +56,9 @@ __all__ = [
 ]
 
 LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex", "good")
+# The class of an image + mask folder that does not name it (no defect_type=, no defects.json):
+# neutral, never a guess such as "stain"; the reader warns how to name it.
+FOLDER_DEFECT_TYPE = "defect"
 
 MASK_DIRS = ("annotations", "masks", "ground_truth", "mask", "gt")
 YOLO_YAML = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
@@ -71,8 +77,10 @@ def _unique_stems(paths: list[Path], where: Path) -> dict[str, Path]:
     return by_stem
 
 
-def _find_mask(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}_mask", stem):
+def _find_mask(folder: Path, stem: str, beside_image: bool = False) -> Path | None:
+    """`<stem>_mask.*`, or `<stem>.*` in a mask folder; never the image itself when the masks lie
+    beside the images (`beside_image`): there an image without a mask must read as one."""
+    for name in (f"{stem}_mask",) if beside_image else (f"{stem}_mask", stem):
         for suffix in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
             p = folder / f"{name}{suffix}"
             if p.is_file():
@@ -141,6 +149,7 @@ def read_mvtec(
                                  source=image_path, mask_source=mask_path if kind != "good" else None,
                                  is_gray=is_gray, meta=meta)
                 )
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -168,7 +177,7 @@ def _folder_pairs(root: Path) -> tuple[dict[str, Path], Path | None, bool]:
 
 def read_image_mask_folder(
     root: str | Path,
-    defect_type: str = "stain",
+    defect_type: str | None = None,
     report: ReadReport | None = None,
     unlabelled: str = "skip",
 ) -> list[DefectSample]:
@@ -179,7 +188,9 @@ def read_image_mask_folder(
       `<stem>_mask.png` there), the layout of the hsst-stains set.
 
     Every image is declared a defect of `defect_type`, unless `defects.json` (written by
-    `writers.write_masks`) names each stem's type ("good" allowed). Masks of any binary encoding
+    `writers.write_masks`) names each stem's type ("good" allowed). Neither given: the class is
+    FOLDER_DEFECT_TYPE ("defect"), counted as the quirk `unnamed_class` and warned with how to name
+    it (`defect_type=`, `data --defect-type`, the training config's `folder_defect_type`). Masks of any binary encoding
     (0/255, 0/1, class indices) are read; an image without a mask, or with an all-black one, follows
     `unlabelled` ("skip", "good", "error"), counted in the report.
     """
@@ -199,8 +210,11 @@ def read_image_mask_folder(
     for stem, image_path in images.items():
         image, is_gray = read_image(image_path, report)
         kind = types.get(stem, defect_type)
+        if kind is None:
+            report.note("unnamed_class", image_path)
+            kind = FOLDER_DEFECT_TYPE
         mask = np.zeros(image.shape[:2], dtype=bool)
-        mask_path = _find_mask(mask_dir if nested else root, stem) if kind != "good" else None
+        mask_path = _find_mask(mask_dir if nested else root, stem, beside_image=not nested) if kind != "good" else None
         if kind != "good":
             if mask_path is None:
                 kind = unlabelled_sample(
@@ -218,12 +232,17 @@ def read_image_mask_folder(
                 mask, mask_path = np.zeros_like(mask), None
         samples.append(DefectSample(image, mask, kind, source=image_path, mask_source=mask_path,
                                     is_gray=is_gray, meta={"name": stem, "layout": "folder"}))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
 
 def read_good_images(root: str | Path, report: ReadReport | None = None) -> list[DefectSample]:
-    """A folder of defect-free images (the new fabric's good images): every image is "good"."""
+    """A folder of defect-free images (the new fabric's good images): every image is "good".
+
+    Names of the AITEX form nnnn_ddd_ff keep their codes in meta ("fabric", "code"); a defect code
+    (ddd != 000) there means a defect strip whose mask is missing: still read as good, but counted
+    (`defect_code_no_mask`) and warned with the fix."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the folder holding the good images")
@@ -235,8 +254,15 @@ def read_good_images(root: str | Path, report: ReadReport | None = None) -> list
     samples = []
     for stem, image_path in paths.items():
         image, is_gray = read_image(image_path, report)
+        meta: dict[str, Any] = {"name": stem, "layout": "good"}
+        parsed = parse_name(stem)
+        if parsed is not None:
+            meta.update(parsed)
+            if parsed["code"] != GOOD_CODE:  # a defect strip without its mask, read as good: say so loudly
+                meta["declared_code"] = parsed["code"]
+                report.note("defect_code_no_mask", image_path)
         samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good", source=image_path,
-                                    is_gray=is_gray, meta={"name": stem, "layout": "good"}))
+                                    is_gray=is_gray, meta=meta))
     report.warn_new()
     return samples
 
@@ -325,6 +351,27 @@ def _labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes: boo
                         is_gray=is_gray, meta=meta)
 
 
+def _coco_image_path(file_name: Any, json_path: Path, images_dir: Path) -> Path:
+    """Where a COCO `file_name` lives. Exporters disagree: plain `a.png` (relative to the images
+    folder), `images/a.png` (CVAT, Label Studio: relative to the dataset root, i.e. the JSON's
+    folder or the images folder's parent) or an absolute / foreign path (the base name is then
+    looked up in the images folder). The first existing candidate wins."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise DataError(f"{json_path}: image entry with file_name {file_name!r}; every image needs a file name")
+    relative = Path(file_name.replace("\\", "/"))
+    candidates = [images_dir / relative, json_path.parent / relative, images_dir.parent / relative,
+                  images_dir / relative.name]
+    tried = list(dict.fromkeys(candidates))
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise DataError(
+            f"{json_path}: image file_name {file_name!r} not found; looked for "
+            f"{', '.join(str(p) for p in tried)}; put the images there or pass images_dir= "
+            f"(`--images-dir`) the folder holding them"
+        )
+    return found
+
+
 def read_coco(
     json_path: str | Path,
     images_dir: str | Path | None = None,
@@ -333,7 +380,9 @@ def read_coco(
 ) -> list[DefectSample]:
     """COCO instances JSON: boxes and polygon / RLE segmentations -> one sample per image.
 
-    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder).
+    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder); a
+    `file_name` that already holds a folder (`images/a.png`, as CVAT and Label Studio write it) is
+    also looked up relative to the JSON's folder, and by its base name (see `_coco_image_path`).
     An image without annotations is a good image. Its mask is the union of its instances'
     segmentations (filled boxes where an instance has none: meta["mask_from_boxes"]); its boxes are
     the instances' bboxes; its defect_type the category with the largest total area.
@@ -363,7 +412,9 @@ def read_coco(
             )
         seen_names.add(file_name)
         seen_ids.add(image_id)
-        image_path = images_dir / file_name
+        image_path = check_inside(_coco_image_path(file_name, json_path, images_dir),  # no ../, links out
+                                  [images_dir, json_path.parent, images_dir.parent], source=json_path,
+                                  what="file_name", name=file_name)
         image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):
@@ -417,6 +468,7 @@ def read_coco(
             continue
         samples.append(_labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes, image_path,
                                         is_gray, meta, report))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -599,12 +651,29 @@ def detect_layout(path: str | Path) -> str:
         return "folder"
     if images:
         return "good"
-    raise DataError(
-        f"{path}: unknown dataset layout; expected one of: MVTec-AD (train/good, test/<type>, ground_truth/), "
-        f"image+mask folder (x.png + x_mask.png, or images/ + annotations/), COCO (.json + images/), "
-        f"YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, Mask_images/, NoDefect_images/), "
-        f"or a folder of good images"
-    )
+    raise DataError(f"{path}: unknown dataset layout; found {_found_in(path)}. Expected one of: {LAYOUT_HELP}. "
+                    f"Fix: arrange the folder as one of these (or pass the subfolder that is one), "
+                    f"or name the layout with layout= / `--layout`")
+
+
+LAYOUT_HELP = (
+    "MVTec-AD (train/good, test/<type>, ground_truth/), image+mask folder (x.png + x_mask.png, or images/ + "
+    "annotations/), COCO (.json + images/), YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, "
+    "Mask_images/, NoDefect_images/), or a folder of good images"
+)
+
+
+def _found_in(folder: Path) -> str:
+    """What a folder holds, in a few words, for the unknown-layout error."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p.name for p in entries if p.is_file()]
+    dirs = [p for p in entries if p.is_dir()]
+    with_images = [d.name + "/" for d in dirs if list_images(d)]
+    parts = [f"{len(files)} file(s)" + (f" (e.g. {', '.join(files[:3])})" if files else "") + ", no image"]
+    parts.append(f"{len(dirs)} subfolder(s)" + (f" (e.g. {', '.join(d.name + '/' for d in dirs[:3])})" if dirs else ""))
+    if with_images:
+        parts.append(f"images in the subfolder(s) {', '.join(with_images[:5])}")
+    return "; ".join(parts)
 
 
 def _coco_json_in(folder: Path) -> Path | None:

@@ -28,11 +28,18 @@ QUIRKS: dict[str, str] = {
     "unknown_code": "unknown defect code: named code_<ddd>",
     "orphan_mask": "mask file without a defect image: ignored",
     "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
+    "defect_code_no_mask": "file name carries an AITEX defect code (nnnn_ddd_ff, ddd != 000) but no mask was "
+                           "found: read as a GOOD image. If it holds a defect, put it in Defect_images/ with its "
+                           "mask in Mask_images/<stem>_mask.png (AITEX layout) or beside it as <stem>_mask.png; "
+                           "if it is good, rename it nnnn_000_ff",
+    "unnamed_class": "image+mask folder that does not name its defect class: labelled 'defect' (name it: "
+                     "defect_type=, `--defect-type NAME`, or folder_defect_type: in the training config)",
 }
 # Quirks that are normal for their layout: counted, not warned.
 QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
 UNLABELLED_POLICIES = ("skip", "good", "error")
 EXAMPLES_PER_QUIRK = 5
+MAX_LISTED = 20  # files named in one error message
 
 
 @dataclass
@@ -44,6 +51,7 @@ class ReadReport:
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "file: reason", every skipped image
+    unlabelled_errors: list[str] = field(default_factory=list)  # unlabelled="error": raised together
     _warned: Counter = field(default_factory=Counter, repr=False)
 
     def note(self, quirk: str, file: Any) -> None:
@@ -57,6 +65,21 @@ class ReadReport:
         """Count `quirk` and record that `file` is not among the samples, and why."""
         self.note(quirk, file)
         self.skipped.append(f"{file}: {QUIRKS.get(quirk, quirk)}")
+
+    def raise_unlabelled(self) -> None:
+        """With unlabelled="error": one DataError naming every defect image without a usable mask
+        (a reader collects them all first, so that one run shows the whole list to fix)."""
+        if not self.unlabelled_errors:
+            return
+        lines = self.unlabelled_errors
+        shown = "\n".join("  " + line for line in lines[:MAX_LISTED])
+        more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+        self.unlabelled_errors = []
+        raise DataError(
+            f"{self.root}: {len(lines)} defect image(s) without a usable mask:\n{shown}{more}\n"
+            f"Fix: add (or draw) the masks, or read with unlabelled='skip' (left out, counted; "
+            f"`--unlabelled skip`) or unlabelled='good'"
+        )
 
     def warn_new(self) -> None:
         """One DataWarning per quirk kind met since the last call, with its count and an example."""
@@ -99,9 +122,11 @@ def read_mask(path: Path, shape: tuple[int, int], report: ReadReport) -> np.ndar
 def unlabelled_sample(
     quirk: str, image_path: Path, policy: str, report: ReadReport, fix: str
 ) -> str:
-    """Apply the policy for a declared defect without a usable mask; returns "skip" or "good"."""
+    """Apply the policy for a declared defect without a usable mask; returns "skip" or "good".
+    "error" is recorded and raised, with every other such file, by `ReadReport.raise_unlabelled`."""
     if policy == "error":
-        raise DataError(f"{image_path}: {QUIRKS[quirk].split(':')[0]}; {fix}")
+        report.unlabelled_errors.append(f"{image_path}: {QUIRKS[quirk].split(':')[0]}; {fix}")
+        return "skip"
     if policy == "skip":
         report.skip(quirk, image_path)
         return "skip"

@@ -97,7 +97,21 @@ def _read_real(real: Sequence[DefectSample] | str | Path) -> tuple[list[DefectSa
         from defectfill.data.readers import read_mvtec
 
         return read_mvtec(real, "train"), str(Path(real).resolve())
-    return list(real), "<in-memory samples>"
+    return list(real), describe_sources(real)
+
+
+def describe_sources(samples: Sequence[DefectSample], limit: int = 5) -> str:
+    """Where in-memory samples came from, for the recipe: their files' folders (at most `limit`, with
+    counts), or "<in-memory samples>" for samples made in memory."""
+    from collections import Counter
+
+    folders = Counter(str(Path(s.source).resolve().parent) for s in samples if s.source is not None)
+    if not folders:
+        return "<in-memory samples>"
+    parts = [f"{folder} ({count})" for folder, count in folders.most_common(limit)]
+    more = len(folders) - limit
+    made = sum(s.source is None for s in samples)
+    return "; ".join(parts) + (f"; {more} more folders" if more > 0 else "") + (f"; {made} made in memory" if made else "")
 
 
 def _check_classes(entries: Sequence[_Entry], classes: Sequence[str]) -> None:

@@ -68,9 +68,11 @@ def _unique_stems(sources: Sequence[Source]) -> list[str]:
 
 
 def plan_requests(sources: Sequence[Source], defect_types: Sequence[str], *, per_image: int | None = None,
-                  per_type: int | None = None, seed: int = 0, generation_seed: int | None = None) -> list[Request]:
+                  per_type: int | None = None, seed: int = 0, generation_seed: int | None = None,
+                  own_type: bool = False) -> list[Request]:
     """The requests (module docstring); request i is generated with seed `generation_seed + i`
-    (default `seed + i`)."""
+    (default `seed + i`). own_type (per_image): a source that is a defect sample of one of
+    `defect_types` gets requests of its own type (its real defect stays labelled as what it is)."""
     if (per_image is None) == (per_type is None):
         raise DataError("plan_requests: give exactly one of per_image (requests per image) and per_type")
     count = per_image if per_image is not None else per_type
@@ -88,6 +90,8 @@ def plan_requests(sources: Sequence[Source], defect_types: Sequence[str], *, per
         for i, source in enumerate(sources):
             for j in range(per_image):
                 defect_type = types[(i * per_image + j) % len(types)]
+                if own_type and isinstance(source, DefectSample) and source.defect_type in types:
+                    defect_type = source.defect_type
                 slots.append((i, defect_type, (seed, i, j), f"{stems[i]}__{defect_type}_{j}.png"))
     else:
         for k in range(per_type):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gan_baselines.training import TrainingArgs
+from gan_baselines.fewshot_training import TrainingArgs
 
 
 @dataclass

@@ -33,7 +33,7 @@ from defectfill.io_utils import atomic_write_json, load_safetensors
 from defectfill.masks import connected_components
 from gan_baselines.dgt.config import OpenMaxConfig
 from gan_baselines.dgt.model import DGT
-from gan_baselines.training import to_tensor, upscale_to_side
+from gan_baselines.fewshot_training import to_tensor, upscale_to_side
 
 UNKNOWN = "unknown defect"
 FIT_FILE = "openset.safetensors"

@@ -18,11 +18,12 @@ from defectfill.data.images import load_image
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
+from gan_baselines.plugin_support import resolve_device
 from gan_baselines.dgt.config import DGTConfig
 from gan_baselines.dgt.model import DGT
 from gan_baselines.dgt.openset import WeibullOpenSet
 from gan_baselines.dgt.train import train_dgt
-from gan_baselines.training import MODEL_DIR, to_tensor, to_uint8
+from gan_baselines.fewshot_training import MODEL_DIR, to_tensor, to_uint8
 
 
 class DGTGenerator(WindowedGenerator):
@@ -58,8 +59,8 @@ def build(ctx: GeneratorContext) -> DGTGenerator:
     options = dataclasses.replace(options, train=dataclasses.replace(options.train, seed=ctx.seed))
     good = [load_image(p) for p in ctx.target_good]
     defects = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
-    model, openset = train_dgt(options, defects, good, ctx.defect_types, ctx.work_dir, device=ctx.device)
-    return DGTGenerator(model, openset, ctx.device)
+    model, openset = train_dgt(options, defects, good, ctx.defect_types, ctx.work_dir, device=resolve_device(ctx.device))
+    return DGTGenerator(model, openset, resolve_device(ctx.device))
 
 
 def load(path: Path, options: DGTConfig, device: str = "cpu") -> DGTGenerator:
@@ -67,7 +68,7 @@ def load(path: Path, options: DGTConfig, device: str = "cpu") -> DGTGenerator:
     path = Path(path)
     folder = path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
     openset = WeibullOpenSet.load(folder) if (folder / "openset.json").is_file() else None
-    return DGTGenerator(DGT.from_pretrained(str(folder)), openset, device)
+    return DGTGenerator(DGT.from_pretrained(str(folder)), openset, resolve_device(device))
 
 
 PLUGIN = GeneratorPlugin(build=build, options=DGTConfig, load=load,

@@ -13,7 +13,7 @@ from defectfill.data.sample import DefectSample
 from gan_baselines.dgt.config import DGTConfig
 from gan_baselines.dgt.model import DGT, dgt_optimizers, dgt_step_fn
 from gan_baselines.dgt.openset import WeibullOpenSet, choose_threshold
-from gan_baselines.training import (
+from gan_baselines.fewshot_training import (
     MODEL_DIR,
     FewShotBatches,
     check_same_types,

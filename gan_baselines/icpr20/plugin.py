@@ -16,10 +16,11 @@ from defectfill.data.images import load_image
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
+from gan_baselines.plugin_support import resolve_device
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.model import ICPR20
 from gan_baselines.icpr20.train import train_icpr20
-from gan_baselines.training import MODEL_DIR, to_tensor, to_uint8
+from gan_baselines.fewshot_training import MODEL_DIR, to_tensor, to_uint8
 
 
 class ICPR20Generator(WindowedGenerator):
@@ -52,14 +53,15 @@ def build(ctx: GeneratorContext) -> ICPR20Generator:
     options = dataclasses.replace(options, train=dataclasses.replace(options.train, seed=ctx.seed))
     good = [load_image(p) for p in ctx.target_good]
     defects = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
-    return ICPR20Generator(train_icpr20(options, defects, good, ctx.defect_types, ctx.work_dir, ctx.device), ctx.device)
+    return ICPR20Generator(train_icpr20(options, defects, good, ctx.defect_types, ctx.work_dir, resolve_device(ctx.device)),
+                           resolve_device(ctx.device))
 
 
 def load(path: Path, options: ICPR20Config, device: str = "cpu") -> ICPR20Generator:
     """A trained model folder (`<work_dir>/model`, or the work_dir holding it)."""
     path = Path(path)
     folder = path / MODEL_DIR if (path / MODEL_DIR / "config.json").is_file() else path
-    return ICPR20Generator(ICPR20.from_pretrained(str(folder)), device)
+    return ICPR20Generator(ICPR20.from_pretrained(str(folder)), resolve_device(device))
 
 
 PLUGIN = GeneratorPlugin(build=build, options=ICPR20Config, load=load,
