@@ -22,9 +22,9 @@ import torch
 from defectfill.bench.protocol import BenchData
 from defectfill.viz import save_contact_sheet
 from gan_baselines.dgt.model import DGT
+from gan_baselines.fewshot_training import to_tensor, to_uint8
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.train import train_icpr20
-from gan_baselines.fewshot_training import to_tensor, to_uint8
 
 
 def main() -> None:

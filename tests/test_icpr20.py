@@ -9,10 +9,10 @@ from helpers_gan_baselines import TYPES, tiny_data
 
 from defectfill.config import load_config
 from defectfill.errors import ModelError
+from gan_baselines.fewshot_training import FewShotBatches, TrainingArgs, step_generator
 from gan_baselines.icpr20.config import ICPR20Config, ICPR20ModelConfig
 from gan_baselines.icpr20.model import ICPR20, icpr20_losses, icpr20_optimizers, icpr20_step_fn
 from gan_baselines.icpr20.train import train_icpr20
-from gan_baselines.fewshot_training import FewShotBatches, TrainingArgs, step_generator
 
 
 def tiny_model() -> ICPR20:

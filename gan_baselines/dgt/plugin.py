@@ -18,12 +18,12 @@ from defectfill.data.images import load_image
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
-from gan_baselines.plugin_support import resolve_device
 from gan_baselines.dgt.config import DGTConfig
 from gan_baselines.dgt.model import DGT
 from gan_baselines.dgt.openset import WeibullOpenSet
 from gan_baselines.dgt.train import train_dgt
 from gan_baselines.fewshot_training import MODEL_DIR, to_tensor, to_uint8
+from gan_baselines.plugin_support import resolve_device
 
 
 class DGTGenerator(WindowedGenerator):

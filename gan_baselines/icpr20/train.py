@@ -10,9 +10,15 @@ import numpy as np
 import torch
 
 from defectfill.data.sample import DefectSample
+from gan_baselines.fewshot_training import (
+    MODEL_DIR,
+    FewShotBatches,
+    check_same_types,
+    model_is_complete,
+    train_loop,
+)
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.model import ICPR20, icpr20_optimizers, icpr20_step_fn
-from gan_baselines.fewshot_training import MODEL_DIR, FewShotBatches, check_same_types, model_is_complete, train_loop
 
 
 def train_icpr20(config: ICPR20Config, defects: Sequence[DefectSample], good_images: Sequence[np.ndarray],
