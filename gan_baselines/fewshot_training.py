@@ -197,13 +197,14 @@ def train_loop(
     `step_fn` does its own zero_grad / backward (through the `backward` it is given) / step and
     returns the scalars to log. Returns the trained model, also saved to `<output_dir>/model/`.
     """
-    from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
+    from defectfill.distributed import new_accelerator
+
     output_dir = Path(output_dir)
     ckpt_root = output_dir / CHECKPOINTS_DIR
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device == "cpu")
+    accelerator = new_accelerator(mixed_precision=args.mixed_precision, cpu=device == "cpu")
     start = 0
     if args.resume_from_checkpoint:
         found = (_checkpoints(ckpt_root)[-1:] if args.resume_from_checkpoint == "latest"
