@@ -70,32 +70,37 @@ def main() -> None:
     parser.add_argument("--config", default="configs/bench_real_stains.yaml")
     parser.add_argument("--data_dir", default=None, help="the hsst-stains folder (default: the config's)")
     parser.add_argument("--overlays", nargs="*", default=[], help="recipes whose test predictions are drawn")
+    parser.add_argument("--init_weights", default=None,
+                        help="start every recipe from this segmenter checkpoint (e.g. simulator-pretrained); "
+                             "results go to <recipe>_pre")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_real_stains_config(args.config, {"data.data_dir": args.data_dir} if args.data_dir else None)
     train, test = load_split(config)
     out = Path(args.out)
     rows: dict[str, list[dict]] = {}
+    suffix = "_pre" if args.init_weights else ""
     for recipe in args.recipes:
         for seed in args.seeds:
             downstream = downstream_config_for(config, seed)
             for dotted, value in RECIPES[recipe].items():
                 section, key = dotted.split(".")
                 setattr(getattr(downstream, section), key, value)
+            downstream.deeplab.init_weights = args.init_weights
             downstream.deeplab.__post_init__()
             downstream.evaluation.generation_metrics = False
             started = time.process_time()
-            result = run_arm("real_only", train, test, downstream, out / recipe / f"seed{seed}")
+            result = run_arm("real_only", train, test, downstream, out / f"{recipe}{suffix}" / f"seed{seed}")
             stain = result["deeplab"]["per_class"][config.data.defect_type]
-            info = json.loads((out / recipe / f"seed{seed}" / "real_only" / "deeplab" / "best.json").read_text())
+            info = json.loads((out / f"{recipe}{suffix}" / f"seed{seed}" / "real_only" / "deeplab" / "best.json").read_text())
             val = info["best_val"]["per_class"][config.data.defect_type]["f_measure"]
-            row = {"recipe": recipe, "seed": seed, "val_F": val, "F": stain["f_measure"], "P": stain["precision"],
+            row = {"recipe": recipe + suffix, "seed": seed, "val_F": val, "F": stain["f_measure"], "P": stain["precision"],
                    "R": stain["recall"], "kept_epoch": result["deeplab"]["train"]["best_epoch"],
                    "cpu_s_this_call": round(time.process_time() - started, 1)}
-            rows.setdefault(recipe, []).append(row)
+            rows.setdefault(recipe + suffix, []).append(row)
             print(json.dumps(row), flush=True)
             if recipe in args.overlays:
-                overlay_sheet(out / recipe / f"seed{seed}" / "real_only" / "deeplab", test,
+                overlay_sheet(out / f"{recipe}{suffix}" / f"seed{seed}" / "real_only" / "deeplab", test,
                               out / f"overlays_{recipe}_seed{seed}.png")
     print("\n| recipe | val F (kept epoch) | test stain F (mean ± std) | per seed | P mean | R mean | CPU s / run |\n"
           "|---|---|---|---|---|---|---|")

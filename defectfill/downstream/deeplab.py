@@ -288,7 +288,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     for epoch in range(first_epoch, config.epochs + 1):
         train_set.set_epoch(epoch)
         model.train()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         losses = []
         progress = tqdm(train_loader, desc=f"{config.arch} epoch {epoch}/{config.epochs}", leave=False)
         for images, masks in progress:
@@ -309,7 +309,8 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
         scores = _validate(model, val_loader, device, classes)
         mean_f = scores["mean_f_measure"] if scores["mean_f_measure"] is not None else 0.0
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_f": mean_f,
-                        "predicted_defect_pixels": scores["predicted_defect_pixels"]})
+                        "predicted_defect_pixels": scores["predicted_defect_pixels"],
+                        "cpu_seconds": time.process_time() - cpu_started})  # this process, training + validation
         tqdm.write(_epoch_line(epoch, config.epochs, history[-1]["loss"], scores, held_out, classes))
         if scores["defect_pixels"] and not scores["predicted_defect_pixels"]:
             logger.warning(NO_DEFECT_WARNING.format(out=out_dir, epoch=epoch, n=len(val_set), present=scores["defect_pixels"]))
