@@ -19,7 +19,9 @@
   pixels) and TensorBoard scalars. With a held-out validation split (`assemble.val_fraction` > 0)
   the best epoch on it is kept; when the validation images *are* the training images
   (val_fraction 0) the last epoch is kept, because the best epoch on training images is chosen on
-  the data it fitted. A loud warning says when the model predicts no defect pixel on validation.
+  the data it fitted. When the model predicts no defect pixel on validation the epoch's line says
+  so, a warning is logged once that lasts half the epochs, and a banner (and `warnings` in
+  best.json) says so when the kept model predicts none.
   The kept model is `best.safetensors` + `best.json` (config, classes, epoch, scores, history).
 - Resume: after each epoch the whole training state is written to `last/` (model, optimizer,
   scheduler, RNG states, best-so-far; safetensors + JSON, folder replaced atomically). A training
@@ -230,13 +232,14 @@ def validation_is_held_out(train_set: SegmentationFolder, val_set: SegmentationF
 
 def _epoch_line(epoch: int, epochs: int, loss: float, scores: dict, held_out: bool, classes: Sequence[str]) -> str:
     where = "val" if held_out else "train images (no held-out val)"
+    none = " NO DEFECT PIXEL PREDICTED" if scores["defect_pixels"] and not scores["predicted_defect_pixels"] else ""
     parts = []
     for name in classes:
         c = scores["per_class"][name]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
         parts.append(f"{name} P {fmt(c['precision'])} R {fmt(c['recall'])} F {fmt(c['f_measure'])}")
     return (f"segmenter epoch {epoch}/{epochs}: loss {loss:.4f} | {where}: " + "; ".join(parts)
-            + f" | defect px predicted {scores['predicted_defect_pixels']} / present {scores['defect_pixels']}")
+            + f" | defect px predicted {scores['predicted_defect_pixels']} / present {scores['defect_pixels']}{none}")
 
 
 def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
@@ -278,7 +281,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     weights = class_weights(config, num_classes).to(device)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
 
-    best_score, record, epoch_seconds, step, first_epoch, history = -1.0, None, [], 0, 1, []
+    best_score, record, epoch_seconds, step, first_epoch, history, warned = -1.0, None, [], 0, 1, [], False
     resume_dir = out_dir / RESUME_DIR
     if (resume_dir / "state.json").is_file():
         progress = _load_resume_state(resume_dir, model, optimizer, scheduler, loader_generator)
@@ -312,7 +315,9 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
                         "predicted_defect_pixels": scores["predicted_defect_pixels"],
                         "cpu_seconds": time.process_time() - cpu_started})  # this process, training + validation
         tqdm.write(_epoch_line(epoch, config.epochs, history[-1]["loss"], scores, held_out, classes))
-        if scores["defect_pixels"] and not scores["predicted_defect_pixels"]:
+        # the first epochs of a random init often predict no defect: warn once it lasts half the run
+        if scores["defect_pixels"] and not scores["predicted_defect_pixels"] and 2 * epoch >= config.epochs and not warned:
+            warned = True
             logger.warning(NO_DEFECT_WARNING.format(out=out_dir, epoch=epoch, n=len(val_set), present=scores["defect_pixels"]))
         tag = "val" if held_out else "train_images"
         writer.add_scalar(f"{tag}/mean_f_measure", mean_f, epoch)
