@@ -101,7 +101,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             if recipe in args.overlays:
                 overlay_sheet(out / f"{recipe}{suffix}" / f"seed{seed}" / "real_only" / "deeplab", test,
-                              out / f"overlays_{recipe}_seed{seed}.png")
+                              out / f"overlays_{recipe}{suffix}_seed{seed}.png")
     print("\n| recipe | val F (kept epoch) | test stain F (mean ± std) | per seed | P mean | R mean | CPU s / run |\n"
           "|---|---|---|---|---|---|---|")
     for recipe, runs in rows.items():
