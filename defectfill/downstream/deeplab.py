@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
 CHECKPOINT = "best.safetensors"
 CHECKPOINT_INFO = "best.json"
 RESUME_DIR = "last"
+logger = logging.getLogger(__name__)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -244,13 +246,10 @@ def _epoch_line(epoch: int, epochs: int, loss: float, scores: dict, held_out: bo
 
 def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
     """Train on `dataset_root` (an assembled folder); returns the record written to best.json."""
-    import logging
-
     from safetensors.torch import save_file
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    logger = logging.getLogger(__name__)
     out_dir = Path(out_dir)
     info_path = out_dir / CHECKPOINT_INFO
     if info_path.is_file():
@@ -285,7 +284,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     resume_dir = out_dir / RESUME_DIR
     if (resume_dir / "state.json").is_file():
         progress = _load_resume_state(resume_dir, model, optimizer, scheduler, loader_generator)
-        best_score, record, history = progress["best_score"], progress["record"], progress["history"]
+        best_score, record, history = progress["best_score"], progress["record"], progress.get("history", [])
         epoch_seconds, step, first_epoch = progress["epoch_seconds"], progress["step"], progress["epoch"] + 1
         tqdm.write(f"segmenter: resumed {out_dir} after epoch {progress['epoch']}")
     for epoch in range(first_epoch, config.epochs + 1):
@@ -338,11 +337,11 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
                            {"epoch": epoch, "step": step, "best_score": best_score, "record": record,
                             "epoch_seconds": epoch_seconds, "history": history})
     writer.close()
-    warnings_ = []
+    kept_warnings = []
     if record["val"]["defect_pixels"] and not record["val"]["predicted_defect_pixels"]:
-        warnings_.append(NO_DEFECT_WARNING.format(out=out_dir, epoch=record["epoch"], n=len(val_set),
+        kept_warnings.append(NO_DEFECT_WARNING.format(out=out_dir, epoch=record["epoch"], n=len(val_set),
                                                   present=record["val"]["defect_pixels"]))
-        tqdm.write(f"\n{'!' * 100}\nWARNING: the KEPT model: {warnings_[-1]}\n{'!' * 100}\n")
+        tqdm.write(f"\n{'!' * 100}\nWARNING: the KEPT model: {kept_warnings[-1]}\n{'!' * 100}\n")
     info = {
         "weights": str(out_dir / CHECKPOINT),
         "classes": list(classes),
@@ -352,7 +351,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
         "best_epoch": record["epoch"],
         "best_val": record["val"],
         "history": history,
-        "warnings": warnings_,
+        "warnings": kept_warnings,
         "seconds_per_epoch": epoch_seconds,
         "median_seconds_per_epoch": float(np.median(epoch_seconds)),
         "train_images": len(train_set),
