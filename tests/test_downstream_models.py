@@ -77,7 +77,7 @@ def test_deeplab_trains_saves_and_predicts(dataset, tmp_path):
     maps = predict_deeplab(model, images, SIZE)
     assert maps[0].shape == (80, 80) and maps[1].shape == (SIZE, SIZE)
     assert maps[0].max() <= 2 and maps[0].min() >= 0
-    with pytest.raises(ModelError, match="holds a trained DeepLabV3"):
+    with pytest.raises(ModelError, match="holds a trained segmenter"):
         train_deeplab(dataset.root, TYPES, config, tmp_path / "deeplab")
     assert train_deeplab(dataset.root, TYPES, config, tmp_path / "deeplab", if_exists="skip") == loaded_info
 

@@ -49,23 +49,51 @@ class RTDETRConfig:
 
 @dataclass
 class DeepLabConfig:
-    """DeepLabV3 through torchvision (random init unless `backbone_weights` names a local file)."""
+    """The pixel segmenter (section `deeplab`, results key `deeplab`): DeepLabV3 through torchvision
+    or a small U-Net (`defectfill.downstream.unet`), random init unless `backbone_weights` or
+    `init_weights` name a local file.
 
-    arch: Literal["mobilenet_v3_large", "resnet50"] = "mobilenet_v3_large"
+    arch: `unet` learns from random init on a CPU in minutes (the CPU default); DeepLabV3
+        (`mobilenet_v3_large`, `resnet50` at output stride 8 as in the multistage-GAN paper) is the
+        GPU configuration with ImageNet weights.
+    loss: `ce` class-weighted cross-entropy; `ce_dice` adds 1 - soft Dice over the defect classes.
+    background_weight / defect_weight: the cross-entropy class weights (paper: 1 / 9).
+    warmup_steps: linear warm-up of the learning rate, then "poly" decay to 0.
+    init_weights: a segmenter checkpoint (safetensors of the same arch, e.g. simulator-pretrained);
+        tensors whose shape differs (the class head) keep their random init.
+    """
+
+    arch: Literal["unet", "mobilenet_v3_large", "resnet50"] = "mobilenet_v3_large"
     backbone_weights: str | None = None
+    init_weights: str | None = None
     output_stride: Literal[8, 16] = 8  # resnet50 only; 8 as in the multistage-GAN paper
+    unet_depth: int = 4
+    unet_base_width: int = 16
     epochs: int = 10
     batch_size: int = 8
     image_size: int = 128
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = 0.001
+    warmup_steps: int = 0
     momentum: float = 0.9
     weight_decay: float = 0.0001
+    loss: Literal["ce", "ce_dice"] = "ce"
     background_weight: float = 1.0  # class-weighted cross-entropy: background 1, defects 9 (paper)
     defect_weight: float = 9.0
     amp: bool = True  # used on CUDA only
     device: str = "auto"
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch == "unet" and self.image_size % 2 ** (self.unet_depth - 1):
+            raise ConfigError(
+                f"deeplab.image_size {self.image_size} must be a multiple of {2 ** (self.unet_depth - 1)} for a U-Net "
+                f"of depth {self.unet_depth}; change image_size or unet_depth"
+            )
+        if min(self.background_weight, self.defect_weight) <= 0:
+            raise ConfigError(
+                f"deeplab: class weights must be > 0, found background {self.background_weight}, defect {self.defect_weight}"
+            )
 
 
 @dataclass

@@ -1,19 +1,28 @@
-"""DeepLabV3 through torchvision: build, train (plain loop), save, load, predict class maps.
+"""The pixel segmenter: build, train (plain loop), save, load, predict class maps.
 
-- Models: `deeplabv3_mobilenet_v3_large` (CPU) or DeepLabV3-ResNet50 (GPU) built with
-  `weights=None, weights_backbone=None` (nothing downloaded); a pretrained backbone is loaded from
-  a local file when the user has one (`backbone_weights`: a torchvision ImageNet state dict, .pth
-  or .safetensors).
+- Models: a small U-Net (`defectfill.downstream.unet`, the CPU default: it learns from random init
+  in minutes), `deeplabv3_mobilenet_v3_large` or DeepLabV3-ResNet50 (the paper's GPU configuration),
+  built with `weights=None, weights_backbone=None` (nothing downloaded); a pretrained DeepLabV3
+  backbone is loaded from a local file when the user has one (`backbone_weights`: a torchvision
+  ImageNet state dict, .pth or .safetensors); `init_weights` starts any arch from a segmenter
+  checkpoint (e.g. simulator-pretrained).
 - ResNet50 at output stride 8 as in the multistage-GAN paper (Liu et al., TIP 2020): layers 3 and 4
   dilated instead of strided (`replace_stride_with_dilation=[False, True, True]`); 16 dilates
   layer 4 only. No CRF.
-- Classes: background + one per defect type. Loss: class-weighted cross-entropy,
-  L = Σ_pixels w_{y} · CE(p, y) / Σ w_{y}, with w = 1 for background and 9 for defects (the paper's
-  α1 = 1, α2 = 9).
-- Training: AdamW or SGD, AMP on CUDA only, tqdm progress, TensorBoard scalars (loss, val mean F)
-  through torch.utils.tensorboard; after each epoch the model is scored on the validation split
-  (pixel F-measure, `defectfill.metrics.segmentation`) and the best is kept as
-  `best.safetensors` + `best.json` (its config, classes, epoch, scores).
+- Classes: background + one per defect type. Loss (`segmentation_loss`): class-weighted
+  cross-entropy, L_CE = Σ_pixels w_{y} · CE(p, y) / Σ_pixels w_{y}, w = 1 for background and 9 for
+  defects (the paper's α1 = 1, α2 = 9; configurable), plus optionally 1 - soft Dice over the defect
+  classes.
+- Training: AdamW or SGD, linear warm-up then "poly" decay, AMP on CUDA only, tqdm progress.
+  After each epoch the model is scored on the validation split (pixel F-measure,
+  `defectfill.metrics.segmentation`): one console line (loss, val P / R / F, predicted defect
+  pixels) and TensorBoard scalars. With a held-out validation split (`assemble.val_fraction` > 0)
+  the best epoch on it is kept; when the validation images *are* the training images
+  (val_fraction 0) the last epoch is kept, because the best epoch on training images is chosen on
+  the data it fitted. When the model predicts no defect pixel on validation the epoch's line says
+  so, a warning is logged once that lasts half the epochs, and a banner (and `warnings` in
+  best.json) says so when the kept model predicts none.
+  The kept model is `best.safetensors` + `best.json` (config, classes, epoch, scores, history).
 - Resume: after each epoch the whole training state is written to `last/` (model, optimizer,
   scheduler, RNG states, best-so-far; safetensors + JSON, folder replaced atomically). A training
   interrupted between epochs continues from there and ends with the same weights as an
@@ -24,6 +33,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Sequence
@@ -45,6 +55,7 @@ from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
 CHECKPOINT = "best.safetensors"
 CHECKPOINT_INFO = "best.json"
 RESUME_DIR = "last"
+logger = logging.getLogger(__name__)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -73,7 +84,36 @@ def _load_backbone(backbone: nn.Module, path: Path, arch: str) -> None:
 
 
 def build_deeplab(config: DeepLabConfig, num_classes: int) -> nn.Module:
-    """DeepLabV3 with `num_classes` outputs (background included), random init or local backbone."""
+    """The segmenter of `config.arch` with `num_classes` outputs (background included): random init,
+    a local backbone (DeepLabV3) or a local segmenter checkpoint (`init_weights`)."""
+    model = _build_arch(config, num_classes)
+    if config.init_weights:
+        load_init_weights(model, Path(config.init_weights))
+    return model
+
+
+def load_init_weights(model: nn.Module, path: Path) -> None:
+    """Copy the tensors of a segmenter checkpoint whose names and shapes match (the class head of
+    another class count keeps its random init); refuse a file that matches less than half."""
+    if not path.is_file():
+        raise ModelError(f"deeplab.init_weights: {path} not found; pass a segmenter .safetensors (best.safetensors) or leave it empty")
+    state = _load_state_dict(path)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(matched) < len(own) // 2:
+        raise ModelError(f"{path}: only {len(matched)} of the model's {len(own)} tensors match; pass a checkpoint of "
+                         "the same deeplab.arch (and unet_depth / unet_base_width)")
+    model.load_state_dict(matched, strict=False)
+
+
+def _build_arch(config: DeepLabConfig, num_classes: int) -> nn.Module:
+    if config.arch == "unet":
+        from defectfill.downstream.unet import UNet
+
+        if config.backbone_weights:
+            raise ModelError("deeplab.backbone_weights: an ImageNet backbone fits DeepLabV3 only; for arch unet use "
+                             "init_weights (a segmenter checkpoint) or leave it empty")
+        return UNet(num_classes, depth=config.unet_depth, base_width=config.unet_base_width)
     from torchvision.models import resnet50
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
@@ -108,15 +148,41 @@ def class_weights(config: DeepLabConfig, num_classes: int) -> torch.Tensor:
     return torch.tensor([config.background_weight] + [config.defect_weight] * (num_classes - 1), dtype=torch.float32)
 
 
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, dice: bool) -> torch.Tensor:
+    """logits (B, C, H, W), target (B, H, W) class indices, weights (C,) ->
+
+    L = Σ_i w_{y_i} CE_i / Σ_i w_{y_i}  [+ 1 - Dice],  Dice = (2 Σ p·y + 1) / (Σ p + Σ y + 1)
+
+    with p the softmax and y the one-hot target of the defect classes (c ≥ 1), summed over the batch.
+    """
+    loss = F.cross_entropy(logits, target, weight=weights)
+    if dice:
+        probabilities = logits.softmax(1)[:, 1:]
+        onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probabilities.dtype)
+        loss = loss + 1 - (2 * (probabilities * onehot).sum() + 1) / (probabilities.sum() + onehot.sum() + 1)
+    return loss
+
+
 @torch.no_grad()
 def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[str]) -> dict:
+    """Pixel scores on `loader`, plus the number of defect pixels predicted and present."""
     model.eval()
     counts = PixelCounts(len(classes) + 1)
+    predicted = present = 0
     for images, masks in loader:
         predictions = model(images.to(device))["out"].argmax(1).cpu().numpy()
         for prediction, mask in zip(predictions, masks.numpy()):
             counts.update(prediction, mask)
-    return scores_from_counts(counts, classes)
+            predicted += int((prediction > 0).sum())
+            present += int((mask > 0).sum())
+    return {**scores_from_counts(counts, classes), "predicted_defect_pixels": predicted, "defect_pixels": present}
+
+
+NO_DEFECT_WARNING = (
+    "{out}: epoch {epoch}: the segmenter predicts NO defect pixel on the {n} validation images ({present} defect "
+    "pixels there); it is still in the all-background phase. Train longer, raise deeplab.lr or "
+    "deeplab.defect_weight, or use deeplab.arch: unet (learns from random init on a CPU)."
+)
 
 
 def _save_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
@@ -152,6 +218,32 @@ def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, gen
     return state
 
 
+def _poly_with_warmup(warmup_steps: int, total_steps: int):
+    """lr factor at `step`: linear warm-up over `warmup_steps`, then "poly" (1 - step / total)^0.9."""
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        return warm * max(0.0, 1 - step / total_steps) ** 0.9
+    return factor
+
+
+def validation_is_held_out(train_set: SegmentationFolder, val_set: SegmentationFolder) -> bool:
+    """False when the validation images are training images (an assembled folder with val_fraction 0
+    writes the real training images again under the same names)."""
+    return not {p.name for p in val_set.images} <= {p.name for p in train_set.images}
+
+
+def _epoch_line(epoch: int, epochs: int, loss: float, scores: dict, held_out: bool, classes: Sequence[str]) -> str:
+    where = "val" if held_out else "train images (no held-out val)"
+    none = " NO DEFECT PIXEL PREDICTED" if scores["defect_pixels"] and not scores["predicted_defect_pixels"] else ""
+    parts = []
+    for name in classes:
+        c = scores["per_class"][name]
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+        parts.append(f"{name} P {fmt(c['precision'])} R {fmt(c['recall'])} F {fmt(c['f_measure'])}")
+    return (f"segmenter epoch {epoch}/{epochs}: loss {loss:.4f} | {where}: " + "; ".join(parts)
+            + f" | defect px predicted {scores['predicted_defect_pixels']} / present {scores['defect_pixels']}{none}")
+
+
 def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
     """Train on `dataset_root` (an assembled folder); returns the record written to best.json."""
     from safetensors.torch import save_file
@@ -163,13 +255,14 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     if info_path.is_file():
         if if_exists == "skip":
             return json.loads(info_path.read_text())
-        raise ModelError(f"{out_dir}: holds a trained DeepLabV3 ({CHECKPOINT_INFO}); choose another folder or pass if_exists='skip'")
+        raise ModelError(f"{out_dir}: holds a trained segmenter ({CHECKPOINT_INFO}); choose another folder or pass if_exists='skip'")
     torch.manual_seed(seed)
     num_classes = len(classes) + 1
     device = _device(config)
     model = build_deeplab(config, num_classes).to(device)
     train_set = SegmentationFolder(dataset_root, "train", num_classes, config.image_size, train=True, seed=seed)
     val_set = SegmentationFolder(dataset_root, "val", num_classes, config.image_size)
+    held_out = validation_is_held_out(train_set, val_set)
     loader_generator = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=len(train_set) > config.batch_size,
@@ -181,60 +274,88 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = max(1, config.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / total_steps) ** 0.9)  # "poly"
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly_with_warmup(config.warmup_steps, total_steps))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weights = class_weights(config, num_classes).to(device)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
 
-    best_score, record, epoch_seconds, step, first_epoch = -1.0, None, [], 0, 1
+    best_score, record, epoch_seconds, step, first_epoch, history, warned = -1.0, None, [], 0, 1, [], False
     resume_dir = out_dir / RESUME_DIR
     if (resume_dir / "state.json").is_file():
         progress = _load_resume_state(resume_dir, model, optimizer, scheduler, loader_generator)
-        best_score, record = progress["best_score"], progress["record"]
+        best_score, record, history = progress["best_score"], progress["record"], progress.get("history", [])
         epoch_seconds, step, first_epoch = progress["epoch_seconds"], progress["step"], progress["epoch"] + 1
-        tqdm.write(f"deeplab: resumed {out_dir} after epoch {progress['epoch']}")
+        tqdm.write(f"segmenter: resumed {out_dir} after epoch {progress['epoch']}")
     for epoch in range(first_epoch, config.epochs + 1):
         train_set.set_epoch(epoch)
         model.train()
-        started = time.perf_counter()
-        progress = tqdm(train_loader, desc=f"deeplab epoch {epoch}/{config.epochs}", leave=False)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        losses = []
+        progress = tqdm(train_loader, desc=f"{config.arch} epoch {epoch}/{config.epochs}", leave=False)
         for images, masks in progress:
             images, masks = images.to(device), masks.to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(images)["out"]
-            loss = F.cross_entropy(logits.float(), masks, weight=weights)
+            loss = segmentation_loss(logits.float(), masks, weights, dice=config.loss == "ce_dice")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             step += 1
-            writer.add_scalar("train/loss", loss.item(), step)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            losses.append(loss.item())
+            writer.add_scalar("train/loss", losses[-1], step)
+            progress.set_postfix(loss=f"{losses[-1]:.4f}")
         epoch_seconds.append(time.perf_counter() - started)
         scores = _validate(model, val_loader, device, classes)
         mean_f = scores["mean_f_measure"] if scores["mean_f_measure"] is not None else 0.0
-        writer.add_scalar("val/mean_f_measure", mean_f, epoch)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_f": mean_f,
+                        "predicted_defect_pixels": scores["predicted_defect_pixels"],
+                        "cpu_seconds": time.process_time() - cpu_started})  # this process, training + validation
+        tqdm.write(_epoch_line(epoch, config.epochs, history[-1]["loss"], scores, held_out, classes))
+        # the first epochs of a random init often predict no defect: warn once it lasts half the run
+        if scores["defect_pixels"] and not scores["predicted_defect_pixels"] and 2 * epoch >= config.epochs and not warned:
+            warned = True
+            logger.warning(NO_DEFECT_WARNING.format(out=out_dir, epoch=epoch, n=len(val_set), present=scores["defect_pixels"]))
+        tag = "val" if held_out else "train_images"
+        writer.add_scalar(f"{tag}/mean_f_measure", mean_f, epoch)
+        for name in classes:
+            for metric in ("precision", "recall", "f_measure"):
+                if (value := scores["per_class"][name][metric]) is not None:
+                    writer.add_scalar(f"{tag}/{name}/{metric}", value, epoch)
+        writer.add_scalar(f"{tag}/predicted_defect_pixels", scores["predicted_defect_pixels"], epoch)
+        writer.add_scalar("train/epoch_loss", history[-1]["loss"], epoch)
         writer.add_scalar("train/seconds_per_epoch", epoch_seconds[-1], epoch)
-        if mean_f > best_score:  # the first epoch always becomes the first best
+        # held-out validation: keep the best epoch on it; validation on the training images: keep the last
+        if (mean_f > best_score) if held_out else epoch == config.epochs:
             best_score = mean_f
             state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             atomic_save(out_dir / CHECKPOINT, lambda tmp, s=state: save_file(s, str(tmp)))
             record = {"epoch": epoch, "val": scores}
         _save_resume_state(resume_dir, model, optimizer, scheduler, loader_generator,
                            {"epoch": epoch, "step": step, "best_score": best_score, "record": record,
-                            "epoch_seconds": epoch_seconds})
+                            "epoch_seconds": epoch_seconds, "history": history})
     writer.close()
+    kept_warnings = []
+    if record["val"]["defect_pixels"] and not record["val"]["predicted_defect_pixels"]:
+        kept_warnings.append(NO_DEFECT_WARNING.format(out=out_dir, epoch=record["epoch"], n=len(val_set),
+                                                  present=record["val"]["defect_pixels"]))
+        tqdm.write(f"\n{'!' * 100}\nWARNING: the KEPT model: {kept_warnings[-1]}\n{'!' * 100}\n")
     info = {
         "weights": str(out_dir / CHECKPOINT),
         "classes": list(classes),
         "config": asdict(config),
+        "selection": "best epoch on held-out validation images" if held_out else
+                     "last epoch (no held-out validation: val_fraction 0, the validation images are the training images)",
         "best_epoch": record["epoch"],
         "best_val": record["val"],
+        "history": history,
+        "warnings": kept_warnings,
         "seconds_per_epoch": epoch_seconds,
         "median_seconds_per_epoch": float(np.median(epoch_seconds)),
         "train_images": len(train_set),
+        "val_images": len(val_set),
         "device": str(device),
         "seed": seed,
     }
@@ -252,7 +373,7 @@ def load_deeplab(out_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, d
     if not info_path.is_file() or not (out_dir / CHECKPOINT).is_file():
         raise ModelError(f"{out_dir}: no {CHECKPOINT} + {CHECKPOINT_INFO}; train first (defectfill finetune --model deeplab)")
     info = json.loads(info_path.read_text())
-    config = from_dict(DeepLabConfig, {**info["config"], "backbone_weights": None}, where=str(info_path))
+    config = from_dict(DeepLabConfig, {**info["config"], "backbone_weights": None, "init_weights": None}, where=str(info_path))
     model = build_deeplab(config, len(info["classes"]) + 1)
     model.load_state_dict(load_file(str(out_dir / CHECKPOINT)))
     return model.to(device).eval(), info
