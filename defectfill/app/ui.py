@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from defectfill.app.curation import CurationRequest, CurationSet
+from defectfill.app.curation import CurationRequest, CurationSet, digest
 from defectfill.app.generators import GeneratorBook, run_generator
 from defectfill.app.requests import (
     candidate_choices,
@@ -56,6 +56,7 @@ class AppSettings:
     num_candidates: int = 4
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
+    brush_size: int | str = 4  # brush radius in image pixels ("auto": Gradio's, large on small images)
 
 
 def _error(exc: Exception) -> str:
@@ -89,8 +90,11 @@ class CurationApp:
         return load_good_image(folder / name), name
 
     def generate(self, editor: dict | None, mask_file: str | None, model: str, defect_type: str, k: int, seed: int,
-                 steps: int, guidance: float, source_name: str) -> tuple[CurationRequest, Any, float]:
+                 steps: int, guidance: float, source: dict | None) -> tuple[CurationRequest, Any, float]:
+        """source: {"name", "digest"} of the last image loaded from a file; the request keeps its name
+        when the editor still shows that image, else it is an "upload" (pasted or dropped in the editor)."""
         image, mask = request_from_editor(editor, mask_file)
+        source_name = source["name"] if source and source.get("digest") == digest(image) else "upload"
         types = self.settings.book.defect_types(model)
         if defect_type not in types:
             raise DataError(f"defect type {defect_type!r}: not known to {model}; pick one of {types}")
@@ -103,7 +107,7 @@ class CurationApp:
                                      seed=int(seed), num_inference_steps=int(steps), guidance_scale=float(guidance))
         seconds = time.perf_counter() - started
         request = CurationRequest(image=image, mask=mask, defect_type=defect_type, generator=spec.name,
-                                  model=str(spec.path), seed=int(seed), source_name=source_name or "upload",
+                                  model=str(spec.path), seed=int(seed), source_name=source_name,
                                   settings=tuple(sorted(used.items())))
         return request, result, seconds
 
@@ -141,7 +145,7 @@ def build_demo(app: CurationApp):
             image, source = app.pick_image(name)
         except DefectfillError as exc:
             return gr.skip(), gr.skip(), _error(exc)
-        return editor_value(image), source, f"Loaded {source} ({image.shape[1]}x{image.shape[0]})."
+        return editor_value(image), {"name": source, "digest": digest(image)}, f"Loaded {source} ({image.shape[1]}x{image.shape[0]})."
 
     def on_file(path):
         if not path:
@@ -151,10 +155,7 @@ def build_demo(app: CurationApp):
         except DefectfillError as exc:
             return gr.skip(), gr.skip(), _error(exc)
         name = Path(path).name
-        return editor_value(image), name, f"Loaded {name} ({image.shape[1]}x{image.shape[0]})."
-
-    def on_editor_upload():
-        return "upload"
+        return editor_value(image), {"name": name, "digest": digest(image)}, f"Loaded {name} ({image.shape[1]}x{image.shape[0]})."
 
     def on_model(model):
         try:
@@ -173,10 +174,10 @@ def build_demo(app: CurationApp):
             return gr.skip(), _error(exc)
         return editor_value(image, mask), f"Proposed a {defect_type} mask ({mode}, seed {int(seed)}); edit it or generate."
 
-    def on_generate(editor, mask_file, model, defect_type, k, seed, steps, guidance, source_name):
+    def on_generate(editor, mask_file, model, defect_type, k, seed, steps, guidance, source):
         try:
             request, result, seconds = app.generate(editor, mask_file, model, defect_type, k, seed, steps, guidance,
-                                                    source_name)
+                                                    source)
         except DefectfillError as exc:
             return gr.skip(), gr.skip(), gr.skip(), _error(exc)
         best = result.selected[0] + 1
@@ -217,7 +218,7 @@ def build_demo(app: CurationApp):
 
     # ------------------------------------------------------------------------------- layout
     with gr.Blocks(title="defectfill app", analytics_enabled=False) as demo:
-        source_name = gr.State("upload")
+        source = gr.State(None)  # {"name", "digest"} of the image last loaded from a file
         last = gr.State(None)
         gr.Markdown("## defectfill: make and curate defects")
         message = gr.Markdown("Upload or pick a good fabric image, paint where the defect goes, then Generate.",
@@ -234,7 +235,7 @@ def build_demo(app: CurationApp):
                         label="Fabric: paint the mask with the brush (zoom and pan for a long strip)",
                         type="numpy", image_mode="RGBA", format="png", layers=False, transforms=(),
                         sources=("upload", "clipboard"), elem_id="editor",
-                        brush=gr.Brush(colors=["rgb(255, 40, 40)"], color_mode="fixed"),
+                        brush=gr.Brush(default_size=settings.brush_size, colors=["rgb(255, 40, 40)"], color_mode="fixed"),
                     )
                     with gr.Row():
                         mask_file = gr.File(label="Mask file (optional: replaces the painted mask)", type="filepath",
@@ -275,12 +276,11 @@ def build_demo(app: CurationApp):
         gr.Markdown(SHARE_HINT, elem_id="share-hint")
 
         # ------------------------------------------------------------------------------ events
-        pick.change(on_pick, pick, [editor, source_name, message], api_name="pick_image")
-        good_file.upload(on_file, good_file, [editor, source_name, message], api_name="load_image")
-        editor.upload(on_editor_upload, None, source_name, api_visibility="private")
+        pick.change(on_pick, pick, [editor, source, message], api_name="pick_image")
+        good_file.upload(on_file, good_file, [editor, source, message], api_name="load_image")
         model.change(on_model, model, [defect_type, message], api_name="model_types")
         propose.click(on_propose, [editor, defect_type, seed, mode], [editor, message], api_name="propose")
-        generate.click(on_generate, [editor, mask_file, model, defect_type, k, seed, steps, guidance, source_name],
+        generate.click(on_generate, [editor, mask_file, model, defect_type, k, seed, steps, guidance, source],
                        [gallery, accept, last, message], api_name="generate")
         save.click(on_decide, [folder, last, accept], [message, dataset_md], api_name="decide")
         export.click(on_export, folder, message, api_name="export")

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-candidates", type=int, default=4, help="k shown at start (default 4)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps shown at start (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance shown at start (default 7.5)")
+    parser.add_argument("--brush", type=int, default=4, help="brush radius in image pixels at start (default 4)")
     parser.add_argument("--device", default=None, help="torch device (default cuda when present, else cpu)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 shares on the network)")
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_from_args(args: argparse.Namespace):
     """(CurationApp, gr.Blocks) from the parsed arguments."""
+    if not args.model:
+        raise ConfigError("--model: give at least one trained generator folder (a DefectFill model, or "
+                          "cutpaste=DIR of real defects)")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
@@ -54,9 +58,6 @@ def build_from_args(args: argparse.Namespace):
     from defectfill.generation import load_real_masks
     from defectfill.selection import ensure_metric_available
 
-    if not args.model:
-        raise ConfigError("--model: give at least one trained generator folder (a DefectFill model, or "
-                          "cutpaste=DIR of real defects)")
     if args.images is not None and not args.images.is_dir():
         raise ConfigError(f"--images {args.images}: not a folder; pass a folder of good images")
     ensure_metric_available(args.selection_metric)
@@ -78,7 +79,7 @@ def build_from_args(args: argparse.Namespace):
             raise ConfigError(f"--real-masks {args.real_masks}: no non-empty masks found for any defect type")
     settings = AppSettings(book=book, data_folder=args.data, images_folder=args.images, run_folder=args.run,
                            real_masks=real_masks, num_candidates=args.num_candidates,
-                           num_inference_steps=args.steps, guidance_scale=args.guidance)
+                           num_inference_steps=args.steps, guidance_scale=args.guidance, brush_size=args.brush)
     app = CurationApp(settings)
     return app, build_demo(app)
 
