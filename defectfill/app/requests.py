@@ -98,9 +98,11 @@ def candidate_tiles(result: GenerationResult) -> list[tuple[np.ndarray, str]]:
     return tiles
 
 
-def candidate_choices(result: GenerationResult) -> list[str]:
-    """The labels of the accept checkboxes, in candidate order: "#1", "#2", ... (as in the captions)."""
-    return [f"#{i + 1}" for i in range(len(result.candidates))]
+def candidate_choices(result: GenerationResult) -> list[tuple[str, str]]:
+    """The accept checkboxes, in candidate order: (shown "#1 0.414 (selected)", value "#1")."""
+    best = result.selected[0] if result.selected else None
+    return [(f"#{i + 1} {s:.3f}" + (" (selected)" if i == best else ""), f"#{i + 1}")
+            for i, s in enumerate(result.scores)]
 
 
 def choice_index(label: str) -> int:

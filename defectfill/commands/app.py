@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps shown at start (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance shown at start (default 7.5)")
     parser.add_argument("--brush", type=int, default=4, help="brush radius in image pixels at start (default 4)")
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="torch CPU threads (default torch's); on a shared, busy CPU 1 is several times faster "
+                             "than 2 (10 DDIM steps x 4 candidates at 64 px: 6.7 s with 1, 71 s with 2, measured)")
     parser.add_argument("--device", default=None, help="torch device (default cuda when present, else cpu)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 shares on the network)")
@@ -61,10 +64,14 @@ def build_from_args(args: argparse.Namespace):
     if args.images is not None and not args.images.is_dir():
         raise ConfigError(f"--images {args.images}: not a folder; pass a folder of good images")
     ensure_metric_available(args.selection_metric)
+    import torch
+
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise ConfigError(f"--num-threads must be >= 1, found {args.num_threads}")
+        torch.set_num_threads(args.num_threads)
     device = args.device
     if device is None:
-        import torch
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
     book = GeneratorBook([parse_model_spec(m) for m in args.model], device, base_model=args.base_model,
                          selection_metric=args.selection_metric)
