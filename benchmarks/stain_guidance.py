@@ -1,13 +1,13 @@
 """Which guidance scale gives real-looking stains with a trained DefectFill stain concept?
 
 Generates one stain per training image of the real-stain split (`configs/bench_real_stains.yaml`:
-same requests as seed 0 of `defectfill real`) at each guidance scale, and compares the generated
+same requests as seed 0 of the real-stain bench) at each guidance scale, and compares the generated
 stains' contrast (`defectfill.metrics.generation.defect_contrast`: mean grey level in the stain
 minus its ring; real stains are dark) with the real ones. Writes a strip of the selected
 candidates per scale to --out.
 
-Run (after `defectfill real ...` has trained the concept in <run>/defectfill/model):
-`.venv/bin/python benchmarks/stain_guidance.py runs/real-stains/defectfill/model --guidance 1 3 7.5`
+Run (after `defectfill real ...` has trained the concept in <run>/generators/defectfill/model):
+`.venv/bin/python benchmarks/stain_guidance.py runs/real-stains/generators/defectfill/model --guidance 1 3 7.5`
 (about 1 min per scale on one thread).
 """
 
@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectfill.bench.config import load_bench_config
+from defectfill.bench.protocol import load_folder_data
+from defectfill.bench.run import bench_requests
 from defectfill.metrics.generation import defect_contrast
 from defectfill.models.defectfill import DefectFill
-from defectfill.realdata.stains_run import load_real_stains_config, load_split, plan_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,24 +45,26 @@ def main() -> None:
     parser.add_argument("--num_threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.num_threads)
-    config = load_real_stains_config(args.config)
-    train, test = load_split(config)
+    config = load_bench_config(args.config)
+    data = load_folder_data(config)
+    train, test = data.training_images(), data.test_samples()
     real = [defect_contrast(s.image, s.mask) for s in train + test if s.mask.any()]
     print(f"real stains ({len(real)}): contrast mean {np.mean(real):.1f}, median {np.median(real):.1f}")
-    cfg = config.defectfill
+    cfg = config.options_for("defectfill")
     model = DefectFill.from_pretrained(args.model, base_model=str(ROOT / cfg.base_model),
                                        selection_metric=cfg.selection_metric, change_threshold=cfg.change_threshold)
-    requests = plan_requests(train, config, seed=0)
+    requests, masks = bench_requests(config, data, seed=0)
     args.out.mkdir(parents=True, exist_ok=True)
     for scale in args.guidance:
         contrasts, strip = [], []
         for request in requests:
-            result = model.generate(request.sample.image, request.mask, defect_type=config.data.defect_type,
+            mask = masks.propose(request, request.source.size, request.source.mask)
+            result = model.generate(request.source.image, mask, defect_type=request.defect_type,
                                     num_candidates=config.generation.num_candidates,
                                     num_inference_steps=cfg.num_inference_steps, guidance_scale=scale, seed=request.index)
             chosen = result.candidates[result.selected[0]]
-            contrasts.append(defect_contrast(chosen, request.mask))
-            strip.append(window(chosen, request.mask))
+            contrasts.append(defect_contrast(chosen, mask))
+            strip.append(window(chosen, mask))
         print(f"guidance {scale:g}: contrast mean {np.mean(contrasts):.1f}, median {np.median(contrasts):.1f}", flush=True)
         Image.fromarray(np.concatenate(strip, 1)).save(args.out / f"stains_guidance_{scale:g}.png")
 

@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DefectFill": "defectfill.models.defectfill",
-    "GenerationResult": "defectfill.generator",
-    "DefectGenerator": "defectfill.generator",
+    "GenerationResult": "defectfill.generators.interface",
+    "DefectGenerator": "defectfill.generators.interface",
     "DefectSample": "defectfill.data.sample",
     "DefectfillError": "defectfill.errors",
 }

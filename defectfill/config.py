@@ -168,3 +168,18 @@ def save_config(config: Any, path: str | Path) -> None:
     from defectfill.io_utils import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(value: str, base: Path | None = None) -> Path | None:
+    """An existing file/folder named by `value`: as given (absolute), next to `base`, in the working
+    directory, or in the repository root; None when none exists."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for root in ([base] if base is not None else []) + [Path.cwd(), REPO_ROOT]:
+        if (root / path).exists():
+            return (root / path).resolve()
+    return None

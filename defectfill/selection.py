@@ -23,6 +23,7 @@ highest in-mask LPIPS. Metrics (chosen explicitly by name, never swapped silentl
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +34,39 @@ import numpy as np
 from defectfill.errors import GenerationError, ModelError
 from defectfill.masks import resize_mask
 
+logger = logging.getLogger(__name__)
+
 SELECTION_METRICS = ("lpips", "lpips-vgg", "ms-ssim-distance")
-DEFAULT_METRIC = "lpips"
+AUTO = "auto"  # LPIPS (the paper's) when its AlexNet weights are here, else ms-ssim-distance
+DEFAULT_METRIC = AUTO
 
 # torchvision file names of the ImageNet trunks lpips loads (torchvision.models.*_Weights.IMAGENET1K_V1)
 _LPIPS_TRUNKS = {"lpips": ("alex", "alexnet-owt-7be5be79.pth"), "lpips-vgg": ("vgg", "vgg16-397923af.pth")}
 
 
 def check_metric(metric: str) -> str:
+    """`metric` itself when it names a metric; "auto" resolved (`resolve_metric`)."""
+    if metric == AUTO:
+        return resolve_metric(metric)
     if metric not in SELECTION_METRICS:
         raise GenerationError(
-            f"selection_metric {metric!r} is unknown; choose one of {list(SELECTION_METRICS)} "
+            f"selection_metric {metric!r} is unknown; choose one of {[AUTO, *SELECTION_METRICS]} "
             "(ms-ssim-distance needs no download)"
         )
     return metric
+
+
+@functools.cache
+def resolve_metric(metric: str) -> str:
+    """"auto" -> "lpips" when its AlexNet weights are in the torch cache, else "ms-ssim-distance";
+    the choice is logged once per process (and every result records the metric it used)."""
+    if metric != AUTO:
+        return check_metric(metric)
+    chosen = "lpips" if lpips_weights_path("lpips").is_file() else "ms-ssim-distance"
+    why = "its AlexNet weights are in the torch cache" if chosen == "lpips" else (
+        f"LPIPS needs AlexNet weights at {lpips_weights_path('lpips')}, not present (offline)")
+    logger.info("selection_metric auto -> %s (%s)", chosen, why)
+    return chosen
 
 
 # ----------------------------------------------------------------------------------------- boxes
@@ -164,8 +184,8 @@ def _lpips_distances(metric: str, original: np.ndarray, candidates: list[np.ndar
 
 
 def ensure_metric_available(metric: str) -> str:
-    """Fail early (before any generation) when `metric` cannot run here; returns the metric."""
-    check_metric(metric)
+    """Fail early (before any generation) when `metric` cannot run here; returns the metric ("auto" resolved)."""
+    metric = check_metric(metric)
     if metric in _LPIPS_TRUNKS:
         _lpips_model(metric)
     return metric

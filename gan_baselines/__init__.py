@@ -1,1 +1,1 @@
-"""GAN and classical baselines behind the same DefectGenerator interface (defectfill.generator)."""
+"""GAN and classical baselines behind the same DefectGenerator interface (defectfill.generators)."""

@@ -17,16 +17,26 @@ candidates): the mean absolute difference from the good image inside the request
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from defectfill.data.images import to_mask_array, to_rgb_array
 from defectfill.data.sample import DefectSample
 from defectfill.errors import GenerationError
-from defectfill.generator import GenerationResult
-from defectfill.masks import changed_mask, mask_to_boxes
+from defectfill.generators.context import GeneratorContext
+from defectfill.generators.interface import GenerationResult
+from defectfill.generators.registry import GeneratorPlugin
+from defectfill.generators.shared import (
+    MEAN_ABS_DIFF,
+    build_result,
+    check_request,
+    input_is_gray,
+    mean_abs_diff_scores,
+    numpy_rng,
+)
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -35,21 +45,8 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def _numpy_rng(generator: Any) -> np.random.Generator:
-    """A numpy Generator seeded from a torch.Generator / int / numpy Generator / None."""
-    if isinstance(generator, np.random.Generator):
-        return generator
-    if generator is None:
-        return np.random.default_rng()
-    if isinstance(generator, (int, np.integer)):
-        return np.random.default_rng(int(generator))
-    import torch
-
-    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
-
-
 class CutPaste:
-    """Cut-paste defect generator (implements `defectfill.generator.DefectGenerator`)."""
+    """Cut-paste defect generator (implements `defectfill.generators.interface.DefectGenerator`)."""
 
     name = "cutpaste"
 
@@ -119,33 +116,40 @@ class CutPaste:
         generator: Any = None,
     ) -> GenerationResult:
         """Paste `num_candidates` random real defect crops of `defect_type` into `mask` on `image`."""
-        image = to_rgb_array(image, name="image")
-        request = to_mask_array(mask, name="mask")
-        if request.shape != image.shape[:2]:
-            raise GenerationError(
-                f"mask: size {request.shape[1]}x{request.shape[0]} differs from image {image.shape[1]}x{image.shape[0]}; "
-                "pass a mask of the image's size"
-            )
-        if not request.any():
-            raise GenerationError("mask: empty request mask; draw where the defect should go")
-        if defect_type not in self.patches:
-            raise GenerationError(
-                f"defect_type: {defect_type!r} was not seen in fit(); known types are {self.defect_types}"
-            )
-        if num_candidates < 1:
-            raise GenerationError(f"num_candidates: must be >= 1, found {num_candidates}")
-        rng = _numpy_rng(generator)
+        gray = input_is_gray(image)
+        image, request = check_request(image, mask, defect_type=defect_type, known_types=self.defect_types,
+                                       num_candidates=num_candidates)
+        rng = numpy_rng(generator)
         candidates = [self._paste(image, request, rng, defect_type) for _ in range(num_candidates)]
-        changed = [changed_mask(image, c, request, threshold=self.change_threshold) for c in candidates]
-        scores = [float(np.abs(c.astype(np.int16) - image).max(axis=2)[request].mean() / 255.0) for c in candidates]
-        return GenerationResult(
-            candidates=candidates,
-            scores=scores,
-            selected=[int(i) for i in np.argsort(scores)[::-1]],
-            request_mask=request,
-            changed_masks=changed,
-            boxes=[mask_to_boxes(m) for m in changed],
-            defect_type=defect_type,
-            selection_metric="mean_abs_diff_in_mask",
-            meta={"generator": self.name, "feather": self.feather},
-        )
+        return build_result(image, request, candidates, mean_abs_diff_scores(image, candidates, request),
+                            defect_type=defect_type, selection_metric=MEAN_ABS_DIFF, change_threshold=self.change_threshold,
+                            top_k=num_candidates, gray=gray, meta={"generator": self.name, "feather": self.feather})
+
+
+# ------------------------------------------------------------------------------ plug-in
+@dataclass
+class CutPasteOptions:
+    feather: float = 1.0  # px of Gaussian feathering of the pasted defect, inside the request mask
+    flip: bool = True
+    rotate: bool = True
+    change_threshold: float = 0.1
+
+
+def build(ctx: GeneratorContext) -> CutPaste:
+    """Cut-paste needs no training: it keeps the source defects' crops."""
+    o: CutPasteOptions = ctx.options
+    defects = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
+    return CutPaste(feather=o.feather, flip=o.flip, rotate=o.rotate, change_threshold=o.change_threshold).fit(defects)
+
+
+def load(path: Path, options: CutPasteOptions, device: str = "cpu") -> CutPaste:
+    """Cut-paste's "model" is a folder of real labelled defects (any layout the readers know)."""
+    from defectfill.data.readers import read_dataset
+
+    samples = read_dataset(path)
+    return CutPaste(feather=options.feather, flip=options.flip, rotate=options.rotate,
+                    change_threshold=options.change_threshold).fit(samples)
+
+
+PLUGIN = GeneratorPlugin(build=build, options=CutPasteOptions, load=load,
+                         help="cut-paste: real defect crops pasted into the mask (the floor every generator must beat)")

@@ -145,3 +145,44 @@ def test_unparsed_names_are_skipped_and_listed(aitex_dir):
         samples = read_aitex(aitex_dir, report=report, include_good=False)
     assert len(samples) == 5 and report.counts["unparsed_name"] == 1
     assert any("scan 12.png" in line and "nnnn_ddd_ff" in line for line in report.skipped)
+
+
+def test_defect_strips_without_masks_are_flagged_and_counted_per_code(tmp_path, capsys):
+    """A folder of nnnn_ddd_ff strips and no masks reads as good images: warned loudly, with the fix,
+    and `data info` counts the names per fabric code (ff) and per defect code (ddd)."""
+    import json
+
+    from defectfill.cli import main
+    from defectfill.data.aitex import code_counts
+
+    rng = np.random.default_rng(5)
+    for name in ("0001_002_01", "0002_019_01", "0003_019_02", "0004_000_02", "0005_000_02"):
+        _save(tmp_path / f"{name}.png", _strip(rng))
+    assert detect_layout(tmp_path) == "good"
+    report = ReadReport()
+    with pytest.warns(DataWarning, match=r"3 file\(s\): .*AITEX defect code.*read as a GOOD image.*Mask_images"):
+        samples = read_dataset(tmp_path, report=report)
+    assert report.counts["defect_code_no_mask"] == 3 and all(s.is_good for s in samples)
+    assert samples[0].meta["declared_code"] == "002" and samples[0].meta["fabric"] == "01"
+    fabrics, codes = code_counts(s.meta["name"] for s in samples)
+    assert fabrics == {"01": 2, "02": 3} and codes == {"002": 1, "019": 2, "000": 2}
+    assert main(["data", "info", str(tmp_path), "--json", str(tmp_path / "info.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: 3 of 5 file names carry an AITEX defect code")
+    assert "Fix: put the defect strips in Defect_images/" in out
+    assert "fabric codes (nnnn_ddd_ff names, ff): 01 x2, 02 x3" in out
+    assert "000 good x2, 002 broken_end x1, 019 fuzzyball x2" in out
+    summary = json.loads((tmp_path / "info.json").read_text())
+    assert summary["fabric_codes"] == {"01": 2, "02": 3} and summary["defect_codes"]["019"] == 2
+    assert main(["data", "convert", str(tmp_path), "--to", "mvtec", "--out", str(tmp_path / "o")]) == 0
+    assert "WARNING: 3 of 5" in capsys.readouterr().err
+
+
+def test_data_info_counts_fabric_codes_of_an_aitex_folder(aitex_dir, capsys):
+    from defectfill.cli import main
+
+    assert main(["data", "info", str(aitex_dir)]) == 0
+    out = capsys.readouterr().out
+    assert not out.startswith("WARNING")  # the defects here have their masks (or are skipped and listed)
+    # read: 4 defects with masks + 099 (unknown code) + 3 good strips; 0005 (black mask), 0006 (no mask) skipped
+    assert "fabric codes (nnnn_ddd_ff names, ff): 00 x3, 01 x2, 02 x1, 03 x1, 06 x1" in out

@@ -15,8 +15,8 @@ from defectfill.app.curation import CURATION_KEYS, CurationRequest, CurationSet
 from defectfill.app.requests import candidate_tiles, editor_value, mask_layer, request_from_editor
 from defectfill.app.runs import read_run_folder
 from defectfill.data.images import load_image, load_mask, save_image, save_mask
-from defectfill.downstream.manifest import read_generation_manifest
 from defectfill.errors import DataError
+from defectfill.generators.manifest import read_generation_manifest
 from gan_baselines.cutpaste import CutPaste
 
 
@@ -165,7 +165,7 @@ def test_app_api_generate_accept_two_resume(world, tmp_path):
         model = "defectfill: model"
         tiles, choices, message = client.predict(value, None, model, "stain", 3, 0, 2, 7.5, api_name="/generate")
         assert len(tiles) == 3 and "3 candidates in" in message, message
-        assert [c[0] for c in choices["choices"]] == ["#1", "#2", "#3"]
+        assert [c[1] for c in choices["choices"]] == ["#1", "#2", "#3"] and "(selected)" in str(choices)
         said, summary = client.predict(str(data), ["#1", "#3"], api_name="/decide")
         assert said.startswith("accepted #1, #3; rejected 1"), said
         assert "2 accepted (stain 2), 1 rejected" in summary

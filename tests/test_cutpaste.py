@@ -10,10 +10,11 @@ import torch
 
 from defectfill.data.fabric import render_sample
 from defectfill.data.sample import DefectSample
-from defectfill.downstream.manifest import REQUIRED_KEYS, read_generation_manifest, write_generation_manifest
-from defectfill.downstream.requests import plan_requests
 from defectfill.errors import DataError, GenerationError
-from defectfill.generator import DefectGenerator
+from defectfill.generators.interface import DefectGenerator
+from defectfill.generators.manifest import MANIFEST_KEYS, read_generation_manifest
+from defectfill.generators.requests import MaskPolicy, masks_by_type
+from defectfill.generators.runner import generate_dataset
 from defectfill.masks import mask_to_boxes
 from gan_baselines.cutpaste import CutPaste
 
@@ -61,11 +62,11 @@ def test_cutpaste_is_deterministic_with_a_seed(real_defects, good_images):
 
 def test_cutpaste_rejects_bad_requests(real_defects, good_images):
     generator = CutPaste().fit(real_defects)
-    with pytest.raises(GenerationError, match="not seen in fit"):
+    with pytest.raises(GenerationError, match="not known to this generator"):
         generator.generate(good_images[0], _request(), defect_type="knot")
-    with pytest.raises(GenerationError, match="empty request mask"):
+    with pytest.raises(GenerationError, match="mask is empty"):
         generator.generate(good_images[0], np.zeros((96, 96), bool), defect_type="stain")
-    with pytest.raises(GenerationError, match="differs from image"):
+    with pytest.raises(GenerationError, match="of the image's size"):
         generator.generate(good_images[0], _request((48, 48)), defect_type="stain")
     with pytest.raises(GenerationError, match="no defective sample"):
         CutPaste().fit([DefectSample(good_images[0], np.zeros((96, 96), bool))])
@@ -73,12 +74,17 @@ def test_cutpaste_rejects_bad_requests(real_defects, good_images):
 
 def test_manifest_written_resumed_and_checked(real_defects, good_images, tmp_path):
     generator = CutPaste().fit(real_defects)
-    images, masks, types = plan_requests(good_images, real_defects, TYPES, 6, seed=1)
-    assert types == ["stain", "hole"] * 3
-    path = write_generation_manifest(generator, images, masks, types, tmp_path / "gen", seed=10)
+    goods = [DefectSample(image, np.zeros(image.shape[:2], bool)) for image in good_images]
+
+    def run():
+        return generate_dataset(generator, goods, TYPES, tmp_path / "gen", per_type=3, seed=10, num_processes=1,
+                                masks=MaskPolicy("real", masks_by_type(real_defects)))["manifest"]
+
+    path = run()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) == 6 and all(set(REQUIRED_KEYS) <= set(line) for line in lines)
-    assert [line["seed"] for line in lines] == list(range(10, 16))
+    assert len(lines) == 6 and all(tuple(line) == MANIFEST_KEYS for line in lines)
+    assert sorted(line["defect_type"] for line in lines) == ["hole"] * 3 + ["stain"] * 3
+    assert sorted(line["seed"] for line in lines) == list(range(10, 16))
     assert {line["generator"] for line in lines} == {"cutpaste"}
     items = read_generation_manifest(tmp_path / "gen")
     _, changed = items[0].load()
@@ -86,12 +92,12 @@ def test_manifest_written_resumed_and_checked(real_defects, good_images, tmp_pat
 
     # a rerun skips what is done: same lines, same files
     before = path.read_text()
-    write_generation_manifest(generator, images, masks, types, tmp_path / "gen", seed=10)
+    run()
     assert path.read_text() == before
 
     # missing files are all listed, in one error
-    (tmp_path / "gen" / "images" / "00001.png").unlink()
-    (tmp_path / "gen" / "changed" / "00004.png").unlink()
+    (tmp_path / "gen" / lines[1]["image"]).unlink()
+    (tmp_path / "gen" / lines[4]["changed_mask"]).unlink()
     with pytest.raises(DataError, match="2 file") as info:
         read_generation_manifest(tmp_path / "gen")
-    assert "00001.png" in str(info.value) and "00004.png" in str(info.value)
+    assert lines[1]["image"] in str(info.value) and lines[4]["changed_mask"] in str(info.value)

@@ -15,9 +15,9 @@ from defectfill.data.images import save_image, save_mask
 from defectfill.data.sample import DefectSample
 from defectfill.downstream.assemble import assemble, load_assembled
 from defectfill.downstream.config import AssembleConfig
-from defectfill.downstream.manifest import write_generation_manifest
-from defectfill.downstream.requests import plan_requests
 from defectfill.errors import DataError
+from defectfill.generators.requests import MaskPolicy, masks_by_type
+from defectfill.generators.runner import generate_dataset
 from defectfill.masks import mask_to_boxes
 from gan_baselines.cutpaste import CutPaste
 
@@ -35,9 +35,9 @@ def real():
 @pytest.fixture(scope="module")
 def generated(real, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gen")
-    goods = [s.image for s in real if s.is_good]
-    images, masks, types = plan_requests(goods, real, TYPES, 4, seed=0)
-    write_generation_manifest(CutPaste().fit(real), images, masks, types, folder, seed=0)
+    goods = [s for s in real if s.is_good]
+    generate_dataset(CutPaste().fit(real), goods, TYPES, folder, per_type=2, seed=0,
+                     masks=MaskPolicy("real", masks_by_type(real)), num_processes=1)
     return folder
 
 
@@ -113,11 +113,12 @@ def test_missing_manifest_files_stop_before_writing(real, generated, tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(generated, broken)
-    (broken / "images" / "00000.png").unlink()
-    (broken / "requests" / "00002.png").unlink()
+    records = [json.loads(line) for line in (broken / "manifest.jsonl").read_text().splitlines()]
+    (broken / records[0]["image"]).unlink()
+    (broken / records[2]["request_mask"]).unlink()
     with pytest.raises(DataError, match="2 file") as info:
         assemble(real, [generated, broken], tmp_path / "d", TYPES)
-    assert "00000.png" in str(info.value) and "00002.png" in str(info.value)
+    assert records[0]["image"] in str(info.value) and records[2]["request_mask"] in str(info.value)
     assert not (tmp_path / "d").exists()
 
 
@@ -126,7 +127,8 @@ def test_empty_changed_masks_are_dropped_and_counted(real, generated, tmp_path):
 
     folder = tmp_path / "gen"
     shutil.copytree(generated, folder)
-    save_mask(folder / "changed" / "00001.png", np.zeros((SIZE, SIZE), bool))
+    records = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    save_mask(folder / records[1]["changed_mask"], np.zeros((SIZE, SIZE), bool))
     recipe = assemble(real, [folder], tmp_path / "d", TYPES).recipe
     assert recipe["dropped"]["synthetic_empty_changed_mask"] == 1
     assert recipe["train_images"]["synthetic"] == 3

@@ -90,8 +90,8 @@ def test_epoch_times_small_rtdetr_vs_rtdetr_l_and_deeplab(out_dir):
 
 def test_small_bench_real_only_vs_cutpaste(out_dir):
     from defectfill.downstream.arm import run_arm
-    from defectfill.downstream.manifest import write_generation_manifest
-    from defectfill.downstream.requests import plan_requests
+    from defectfill.generators.requests import MaskPolicy, masks_by_type
+    from defectfill.generators.runner import generate_dataset
     from defectfill.report.html import write_report
     from defectfill.report.table import verdict
     from gan_baselines.cutpaste import CutPaste
@@ -102,9 +102,10 @@ def test_small_bench_real_only_vs_cutpaste(out_dir):
     real += [DefectSample(render_sample("twill", None, 1000 + s, SIZE)[0], np.zeros((SIZE, SIZE), bool)) for s in range(16)]
     test = [DefectSample(*render_sample("twill", t, 2000 + s, SIZE), defect_type=t) for t in TYPES for s in range(10)]
     test += [DefectSample(render_sample("twill", None, 3000 + s, SIZE)[0], np.zeros((SIZE, SIZE), bool)) for s in range(5)]
-    goods = [s.image for s in real if s.is_good]
-    images, masks, types = plan_requests(goods, real, TYPES, 32, seed=0)
-    generated = write_generation_manifest(CutPaste().fit(real), images, masks, types, out_dir / "gen_cutpaste", seed=0).parent
+    goods = [s for s in real if s.is_good]
+    generated = out_dir / "gen_cutpaste"
+    generate_dataset(CutPaste().fit(real), goods, TYPES, generated, per_type=16, seed=0,
+                     masks=MaskPolicy("real", masks_by_type(real)), num_processes=1)
     started = time.perf_counter()
     results = [
         run_arm("real_only", real, test, config, out_dir / "arms"),

@@ -12,8 +12,8 @@ from defectfill.data.fabric import simulate_dataset
 from defectfill.data.readers import read_mvtec
 from defectfill.downstream.arm import run_arm
 from defectfill.downstream.config import load_downstream_config
-from defectfill.downstream.manifest import write_generation_manifest
-from defectfill.downstream.requests import plan_requests
+from defectfill.generators.requests import MaskPolicy, masks_by_type
+from defectfill.generators.runner import generate_dataset
 from defectfill.report.html import write_report
 from defectfill.report.table import verdict
 from gan_baselines.cutpaste import CutPaste
@@ -35,9 +35,10 @@ def stage(tmp_path_factory):
         {"deeplab.epochs": 3, "deeplab.image_size": SIZE, "rtdetr.epochs": 3, "rtdetr.imgsz": SIZE,
          "evaluation.kid_subsets": 10, "evaluation.lpips_size": 32},
     )
-    goods = [s.image for s in real if s.is_good]
-    images, masks, types = plan_requests(goods, real, TYPES, 8, seed=0)
-    generated = write_generation_manifest(CutPaste().fit(real), images, masks, types, root / "gen", seed=0).parent
+    goods = [s for s in real if s.is_good]
+    generated = root / "gen"
+    generate_dataset(CutPaste().fit(real), goods, TYPES, generated, per_type=4, seed=0,
+                     masks=MaskPolicy("real", masks_by_type(real)), num_processes=1)
     arms = root / "arms"
     results = [
         run_arm("real_only", real, test, config, arms),

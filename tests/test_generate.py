@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from defectfill.errors import GenerationError, ModelError
-from defectfill.generator import DefectGenerator
+from defectfill.generators.interface import DefectGenerator
 from defectfill.masks import mask_to_boxes
 from defectfill.models.defectfill import DefectFill
 
@@ -272,3 +273,26 @@ def test_from_pretrained_refuses_incomplete_folders_and_pickles(tiny_dirs, tmp_p
 def test_missing_base_model_is_a_clear_model_error(tiny_dirs, tmp_path):
     with pytest.raises(ModelError, match="could not be loaded as a diffusers inpainting pipeline"):
         DefectFill.from_pretrained(tiny_dirs[1], base_model=tmp_path / "no-base")
+
+
+def test_defaults_work_offline_and_a_relative_base_resolves_from_any_folder(tmp_path, monkeypatch):
+    """What a new user hit: the default selection metric needed AlexNet weights (not cached offline),
+    a base recorded as a relative path failed from another folder, grey in gave RGB out."""
+    project = tmp_path / "project"
+    _, model_dir = build_tiny_model_dir(project / "runs" / "stain")
+    (project / "runs" / "stain" / "base").rename(project / "base")
+    info = json.loads((model_dir / "defectfill.json").read_text())
+    (model_dir / "defectfill.json").write_text(json.dumps({**info, "base_model": "base"}))  # relative to project
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = DefectFill.from_pretrained(model_dir)  # every default
+    assert Path(model.base_model) == (project / "base").resolve()
+    assert model.selection_metric == "ms-ssim-distance"  # "auto" without LPIPS weights in the cache
+    grey = _fabric(seed=3, gray=True)[..., 0]
+    mask = np.zeros(grey.shape, bool)
+    mask[20:40, 20:40] = True
+    result = model.generate(grey, mask, defect_type="stain", num_candidates=2, num_inference_steps=2, seed=0)
+    assert result.selection_metric == "ms-ssim-distance"
+    assert result.gray and result.image.shape == grey.shape and result.image.dtype == np.uint8
+    assert np.array_equal(result.image[~mask], grey[~mask])

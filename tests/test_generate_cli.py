@@ -13,7 +13,7 @@ from test_generate import _fabric, build_tiny_model_dir
 
 from defectfill.cli import main
 from defectfill.data.images import load_image, load_mask
-from defectfill.generation import MANIFEST_KEYS
+from defectfill.generators.manifest import MANIFEST_KEYS
 from defectfill.io_utils import read_jsonl
 from defectfill.masks import mask_to_boxes
 
@@ -119,7 +119,7 @@ def test_cli_errors_are_clear(setup, tmp_path, capsys):
 def _sharded_run(model_dir, images, out):
     from accelerate.state import AcceleratorState
 
-    from defectfill.generation import accelerate_state
+    from defectfill.generators.runner import accelerate_state
 
     AcceleratorState._reset_state(reset_partial_state=True)  # forked from a parent that used accelerate
     state = accelerate_state()

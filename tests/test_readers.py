@@ -314,7 +314,7 @@ def test_real_hsst_stains(hsst_stains_dir):
     """The 26 real stains: 25 with masks, one all-black mask reported and skipped."""
     report = ReadReport()
     with pytest.warns(DataWarning, match="all-black mask"):
-        samples = read_dataset(hsst_stains_dir, report=report)
+        samples = read_dataset(hsst_stains_dir, report=report, defect_type="stain")
     assert report.layout == "folder"
     assert len(samples) == 25 and report.counts["empty_mask"] == 1
     assert "2024_12_10_13_41_18_407_256_256" in report.skipped[0]
@@ -326,7 +326,7 @@ def test_real_hsst_stains(hsst_stains_dir):
     assert 0.0005 < min(fractions) and max(fractions) < 0.08  # README: 0.1-7.6 % of the image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        assert len(read_dataset(hsst_stains_dir, unlabelled="good")) == 26
+        assert len(read_dataset(hsst_stains_dir, unlabelled="good", defect_type="stain")) == 26
 
 
 def test_folder_of_good_images(tmp_path):
@@ -337,3 +337,69 @@ def test_folder_of_good_images(tmp_path):
     samples = read_dataset(tmp_path)
     assert [s.meta["name"] for s in samples] == ["g0", "g1", "g2"]
     assert all(s.is_good and not s.mask.any() and s.image.shape == (24, 32, 3) for s in samples)
+
+
+@pytest.mark.parametrize("json_in", [".", "annotations"])
+def test_coco_file_name_with_a_folder_is_found(tmp_path, json_in):
+    """CVAT / Label Studio write `file_name: images/a.png`, relative to the dataset root, not to images/."""
+    rng = np.random.default_rng(12)
+    _save(tmp_path / "images" / "a.png", _image(rng, 20, 30))
+    _save(tmp_path / "images" / "b.png", _image(rng, 20, 30))
+    data = {
+        "images": [{"id": 1, "file_name": "images/a.png", "width": 30, "height": 20},
+                   {"id": 2, "file_name": "C:\\export\\job_3\\b.png", "width": 30, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 6, 4]}],
+        "categories": [{"id": 1, "name": "hole"}],
+    }
+    path = tmp_path / json_in / "instances.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))
+    a, b = read_dataset(tmp_path)
+    assert a.source == tmp_path / "images" / "a.png" and a.defect_type == "hole" and a.meta["name"] == "a"
+    assert b.source == tmp_path / "images" / "b.png" and b.is_good  # a foreign path: found by its base name
+    data["images"][1]["file_name"] = "images/missing.png"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"instances\.json: image file_name 'images/missing\.png' not found; "
+                                        r"looked for .*images/images/missing\.png.*images_dir="):
+        read_dataset(tmp_path)
+
+
+def test_unknown_layout_says_what_was_found_and_what_to_do(tmp_path):
+    rng = np.random.default_rng(13)
+    (tmp_path / "notes.txt").write_text("hello")
+    _save(tmp_path / "fabric_01" / "0001_000_01.png", _image(rng))  # good strips one level down
+    _save(tmp_path / "fabric_02" / "0002_000_02.png", _image(rng))
+    with pytest.raises(DataError) as info:
+        read_dataset(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: unknown dataset layout")
+    assert "1 file(s) (e.g. notes.txt), no image" in message
+    assert "images in the subfolder(s) fabric_01/, fabric_02/" in message
+    for layout in ("MVTec-AD", "image+mask folder", "COCO", "YOLO", "AITEX", "good images"):
+        assert layout in message
+    assert "Fix: arrange the folder as one of these (or pass the subfolder that is one)" in message
+    assert "--layout" in message
+
+
+def test_missing_masks_error_names_every_file(tmp_path):
+    """unlabelled='error': one error listing every defect image without a usable mask, not the first only."""
+    rng = np.random.default_rng(14)
+    make_mvtec(tmp_path / "mvtec", rng)
+    for name in ("000", "001"):
+        (tmp_path / "mvtec" / "ground_truth" / "hole" / f"{name}_mask.png").unlink()
+    _save(tmp_path / "mvtec" / "test" / "hole" / "002.png", _image(rng))
+    _save(tmp_path / "mvtec" / "ground_truth" / "hole" / "002_mask.png", np.zeros((24, 32), np.uint8))
+    with pytest.raises(DataError) as info:
+        read_mvtec(tmp_path / "mvtec", "test", unlabelled="error")
+    message = str(info.value)
+    assert "3 defect image(s) without a usable mask" in message
+    for line in ("test/hole/000.png: defect image without a mask file; expected", "ground_truth/hole/000_mask.png",
+                 "test/hole/001.png", "002_mask.png: all-black mask"):
+        assert line in message
+    assert "Fix: add (or draw) the masks, or read with unlabelled='skip'" in message
+    for i in range(3):
+        _save(tmp_path / "folder" / f"p{i}.png", _image(rng))
+    _save(tmp_path / "folder" / "p0_mask.png", _box_mask(24, 32, 1, 1, 5, 5))
+    # masks beside the images: p1.png must not be taken as its own mask (it was, before)
+    with pytest.raises(DataError, match=r"2 defect image\(s\).*\n  .*p1\.png.*p1_mask\.png\n  .*p2\.png"):
+        read_dataset(tmp_path / "folder", defect_type="hole", unlabelled="error")

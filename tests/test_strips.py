@@ -160,9 +160,9 @@ def test_rtdetr_strip_boxes_are_in_strip_coordinates(strip_arm, strips):
 @pytest.fixture(scope="module")
 def tiny_defectfill(tmp_path_factory):
     """A DefectFill concept trained for 2 steps on a tiny random base (plumbing, not quality)."""
-    from defectfill.bench.arms import build_random_base
     from defectfill.data.writers import write_masks
     from defectfill.models.defectfill import DefectFill
+    from defectfill.models.plugin import build_random_base
     from defectfill.training import load_train_config, train_defectfill
 
     root = tmp_path_factory.mktemp("strip-defectfill")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from defectfill.errors import GenerationError
-from defectfill.models.window import (
+from defectfill.generators.window import (
     crop_image,
     crop_mask,
     feather_weights,

@@ -15,7 +15,7 @@ from defectfill.data.readers import (
     read_yolo,
 )
 from defectfill.data.sample import DefectSample
-from defectfill.data.writers import write_coco, write_masks, write_mvtec, write_yolo
+from defectfill.data.writers import hold_out_good, write_coco, write_masks, write_mvtec, write_yolo
 from defectfill.errors import DataError
 from defectfill.masks import mask_to_boxes
 
@@ -166,3 +166,64 @@ def test_yolo_boxes_at_the_border_are_exact_and_not_clipped(tmp_path):
     back = read_yolo(tmp_path, report=report)[0]
     assert back.boxes.tolist() == mask_to_boxes(mask).tolist()
     assert report.counts["clipped_label"] == 0
+
+
+def test_hold_out_good_keeps_strips_together_and_existing_splits():
+    rng = np.random.default_rng(4)
+
+    def good(name, **meta):
+        return DefectSample(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.zeros((8, 8), bool), "good",
+                            meta={"name": name, **meta})
+
+    tiles = [good(f"s{k}_x{x}", parent=f"s{k}") for k in range(5) for x in range(3)]  # 5 strips, 3 tiles each
+    mvtec_test = good("t0", split="test")
+    defect = _samples()[2]
+    samples = tiles + [mvtec_test, defect]
+    marked, held_out = hold_out_good(samples, 0.4, seed=1)
+    by_parent: dict = {}
+    for s in marked[:15]:
+        by_parent.setdefault(s.meta["parent"], set()).add(s.meta["split"])
+    assert all(len(splits) == 1 for splits in by_parent.values())  # a strip's tiles never straddle
+    assert sorted(next(iter(v)) for v in by_parent.values()) == ["test", "test", "train", "train", "train"]
+    assert held_out == 6 and marked[15] is mvtec_test and marked[16] is defect
+    assert all("split" not in s.meta for s in tiles)  # the inputs are not changed
+    again = hold_out_good(samples, 0.4, seed=1)[0]  # the same seed draws the same strips
+    assert [s.meta.get("split") for s in again] == [s.meta.get("split") for s in marked]
+    one, n = hold_out_good([good("only")], 0.5)
+    assert n == 0 and one[0].meta["split"] == "train"  # never every good image: train/good keeps one
+    assert hold_out_good(tiles, 0.0)[1] == 0
+    with pytest.raises(DataError, match=r"test-good fraction must be in \[0, 1\), found 1.0"):
+        hold_out_good(tiles, 1.0)
+
+
+def test_tidy_boxes_drops_specks_and_merges_near_boxes():
+    from defectfill.data.writers import tidy_boxes
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    mask = np.zeros((40, 60), bool)
+    mask[5:15, 5:10] = True  # 50 px
+    mask[5:15, 12:14] = True  # 20 px, 2 px right of the first: a broken yarn's second piece
+    mask[30, 50] = True  # a 1-px speck
+    mask[30:32, 40:42] = True  # 4 px: kept at the default
+    sample = DefectSample(image, mask, "broken_yarn", meta={"name": "s"})
+    kept, dropped, merged = tidy_boxes(sample)
+    assert (dropped, merged) == (1, 0) and kept.boxes.tolist() == [[5, 5, 10, 15], [12, 5, 14, 15], [40, 30, 42, 32]]
+    assert not kept.mask[30, 50] and kept.mask.sum() == 74 and sample.mask[30, 50]  # the input is untouched
+    joined, dropped, merged = tidy_boxes(sample, min_box_px=1, merge_gap=2)
+    assert (dropped, merged) == (0, 1) and joined.boxes.tolist() == [[5, 5, 14, 15], [40, 30, 42, 32], [50, 30, 51, 31]]
+    assert joined.mask.sum() == mask.sum()  # merging changes boxes, not pixel labels
+    assert tidy_boxes(sample, min_box_px=1) == (sample, 0, 0)
+    speck_only = DefectSample(image, mask & (np.arange(60) == 50)[None, :], "broken_yarn")
+    assert tidy_boxes(speck_only) == (None, 1, 0)
+    # two classes side by side stay apart; a box-only sample keeps mask = its filled boxes
+    two = DefectSample(image, mask, "hole", boxes=np.array([[5, 5, 10, 15], [12, 5, 14, 15]]),
+                       meta={"box_classes": ["hole", "knot"], "mask_from_boxes": True})
+    out, _, merged = tidy_boxes(two, merge_gap=5)
+    assert merged == 0 and out is two
+    same = DefectSample(image, mask, "hole", boxes=np.array([[5, 5, 10, 15], [12, 5, 14, 15]]),
+                        meta={"mask_from_boxes": True})
+    out, _, merged = tidy_boxes(same, merge_gap=5)
+    assert merged == 1 and out.boxes.tolist() == [[5, 5, 14, 15]] and out.mask.sum() == 90
+    assert out.meta["box_classes"] == ["hole"]
+    with pytest.raises(DataError, match="min_box_px must be >= 1"):
+        tidy_boxes(sample, min_box_px=0)

@@ -10,7 +10,7 @@
       export/yolo/data.yaml ...   `export()`: YOLO through `defectfill.data.writers.write_yolo`
       export/coco/annotations.json              and COCO through `write_coco`
 
-A manifest line holds the generation manifest's keys (`defectfill.generation.MANIFEST_KEYS`), so
+A manifest line holds the generation manifest's keys (`defectfill.generators.manifest`), so
 the folder is a generation folder that `defectfill assemble` and the downstream stage read as they
 read any generator's output, plus `request_id` (digest of the good image, the mask and the
 settings) and `candidate` (its index among the k). A candidate is decided once: deciding the same
@@ -35,8 +35,8 @@ import numpy as np
 from defectfill.data.images import load_image, load_mask, save_image, save_mask
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
-from defectfill.generation import MANIFEST_KEYS, MANIFEST_NAME
-from defectfill.generator import GenerationResult
+from defectfill.generators.interface import GenerationResult
+from defectfill.generators.manifest import MANIFEST_KEYS, MANIFEST_NAME, make_record
 from defectfill.io_utils import Manifest
 
 REJECTED_NAME = "rejected.jsonl"
@@ -146,14 +146,12 @@ class CurationSet:
             save_mask(self.folder / "request_masks" / name, request.mask)
             save_mask(self.folder / "changed_masks" / name, result.changed_masks[index])
             save_image(self.folder / "images" / name, result.candidates[index])
-            record = {
-                "image": f"images/{name}", "changed_mask": f"changed_masks/{name}",
-                "request_mask": f"request_masks/{name}", "defect_type": request.defect_type,
-                "source_image": source, "boxes": [[int(v) for v in b] for b in result.boxes[index]],
-                "score": float(result.scores[index]), "seed": int(request.seed), "generator": request.generator,
-                "model": request.model, "selection_metric": result.selection_metric,
-                "request_id": request_id, "candidate": int(index), "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
+            record = make_record(
+                image=f"images/{name}", changed_mask=f"changed_masks/{name}", request_mask=f"request_masks/{name}",
+                defect_type=request.defect_type, source_image=source, boxes=result.boxes[index],
+                score=result.scores[index], seed=request.seed, generator=request.generator, model=request.model,
+                selection_metric=result.selection_metric)
+            record.update(request_id=request_id, candidate=int(index), accepted_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
             assert tuple(record) == CURATION_KEYS
             self.accepted.append(record)
             self._decided.add((request_id, int(index)))

@@ -15,7 +15,7 @@ import numpy as np
 
 from defectfill.data.images import load_image, load_mask, to_rgb_array
 from defectfill.errors import DataError
-from defectfill.generator import GenerationResult
+from defectfill.generators.interface import GenerationResult
 from defectfill.mask_proposals import propose_masks
 from defectfill.viz import draw_mask_outline
 

@@ -2,8 +2,10 @@
 
 The bench reuses the configs of the stages it runs instead of copying their fields:
 
-- `defectfill.train_config` names a DefectFill training YAML (configs/defectfill_tiny.yaml,
-  configs/defectfill_sd2.yaml) and `defectfill.train_overrides` changes some of its fields;
+- `generators.<name>` holds each generator's own typed options (`defectfill.generators.registry`);
+  e.g. `generators.defectfill.train_config` names a DefectFill training YAML
+  (configs/defectfill_tiny.yaml, configs/defectfill_sd2.yaml) and `train_overrides` changes some
+  of its fields;
 - `downstream.config` names a downstream YAML (configs/downstream_*.yaml) and
   `downstream.overrides` changes some of its fields (dotted keys, e.g. `deeplab.epochs`); its
   `classes` are always the bench's defect types.
@@ -20,17 +22,61 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from defectfill.config import load_config
+from defectfill.config import REPO_ROOT, load_config, resolve_path
 from defectfill.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_ONLY = "real_only"
 
 
 @dataclass
-class DataConfig:
-    """The simulated protocol (DESIGN §6). Counts of good/test images are per texture."""
+class SplitRule:
+    """How one folder splits into source (labelled defects of other fabrics), target and test.
 
+    rule "fabric": `pattern` (a regex searched in each file stem) names the fabric in its group
+        `fabric`; images of `source_fabrics` give the source defects, the others are the target
+        (new) fabric: its good images train every arm, `test_good_fraction` of them and all its
+        defect images are the test set.
+    rule "alternate" / "halves" (one fabric): stems sorted; even positions (or the first half) train,
+        the others test; the training defects are the source.
+    """
+
+    rule: Literal["fabric", "alternate", "halves"] = "fabric"
+    pattern: str = r"(?P<fabric>\d+)"
+    source_fabrics: list[str] = field(default_factory=list)
+    test_good_fraction: float = 0.25
+
+
+@dataclass
+class FoldersConfig:
+    """The user's own data, in any layout the readers know (MVTec, image + mask, COCO, YOLO, AITEX,
+    images/ + annotations/): `source` + `target_good` + `target_test` folders, or one `folder` split by
+    `split`. Relative paths: next to the bench YAML, the working directory, the repository root."""
+
+    source: str | None = None  # labelled defects on the source (old) fabrics
+    target_good: str | None = None  # good images of the new fabric (subfolders are read too)
+    target_test: str | None = None  # labelled test images of the new fabric
+    folder: str | None = None  # or one folder holding everything, split by `split`
+    split: SplitRule = field(default_factory=SplitRule)
+    layout: str = "auto"
+    defect_type: str = "defect"  # the class of image + mask folders that name none
+    # an image declared defective without a usable mask (all-black, missing): "good" keeps it as a good
+    # image, "skip" leaves it out, "error" stops (in a test set it always stops)
+    unlabelled: Literal["good", "skip", "error"] = "good"
+    image_size: int | None = None  # resize every image to this square side (None: keep the size)
+    max_train_images: int | None = None  # quick checks: the first N source defects / good images (None: all)
+    max_test_images: int | None = None  # quick checks: the first N test images (None: all)
+    tile: int | None = None  # strips: train on tiles of this side, generate into good tiles, stitch predictions
+    tile_overlap: int = 32
+    keep_good_ratio: float = 0.25  # share of the defect-free training tiles kept
+
+
+@dataclass
+class DataConfig:
+    """The data of the protocol: the fabric simulator (DESIGN §6; counts of good/test images are per
+    texture) or, with `kind: folders`, the user's own folders (`folders`; class names from the data)."""
+
+    kind: Literal["simulator", "folders"] = "simulator"
+    folders: FoldersConfig = field(default_factory=FoldersConfig)
     source_textures: list[str] = field(default_factory=lambda: ["plain", "twill"])
     target_textures: list[str] = field(default_factory=lambda: ["satin", "rib"])
     defect_types: list[str] = field(default_factory=lambda: ["stain", "hole", "broken_end"])
@@ -50,28 +96,11 @@ class GenerationBudget:
     synthetic_per_class: int = 20
     num_candidates: int = 4  # candidates per request; each generator keeps its own best
     masks: Literal["auto", "real", "procedural"] = "auto"  # auto: shapes from the source masks
-
-
-@dataclass
-class DefectFillArmConfig:
-    """DefectFill: concepts trained on the source defects, generated into target good images."""
-
-    base_model: str = "assets/base-fabric-inpaint"  # local folder or Hub id of the inpainting base
-    allow_random_base: bool = True  # base folder missing: fall back to a random tiny base (arm meaningless)
-    train_config: str = "defectfill_tiny.yaml"
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    selection_metric: str = "ms-ssim-distance"  # LFS metric; "lpips" needs local AlexNet weights
-    change_threshold: float = 0.1
-    feather_px: float = 0.0
-    device: str = "auto"  # auto: cuda when present
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-@dataclass
-class CutPasteArmConfig:
-    feather: float = 1.0
+    # where synthetic defects go: the target good images (a new fabric), or every training image
+    # (one fabric: real defects stay labelled, new ones keep `clearance_px` away), `per_image` each
+    into: Literal["target_good", "training_images"] = "target_good"
+    per_image: int = 1
+    clearance_px: int = 4
 
 
 @dataclass
@@ -83,67 +112,48 @@ class DownstreamRef:
 @dataclass
 class BenchConfig:
     name: str = "bench"
-    seed: int = 0
+    seed: int = 0  # the data (simulator) and the generators' training
+    # every arm runs once per seed (requests, masks, generation and the detectors' training); empty: [seed]
+    seeds: list[int] = field(default_factory=list)
     # torch CPU threads (0: torch's default). On a machine shared with other jobs, 1 thread avoids
     # OpenMP stalls that made a DefectFill step ~12x slower with 2 threads on 2 busy cores.
     num_threads: int = 0
     arms: list[str] = field(default_factory=lambda: [REAL_ONLY, "cutpaste", "defectfill"])
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationBudget = field(default_factory=GenerationBudget)
-    defectfill: DefectFillArmConfig = field(default_factory=DefectFillArmConfig)
-    cutpaste: CutPasteArmConfig = field(default_factory=CutPasteArmConfig)
-    # options of generators registered later (GAN baselines): {arm name: {option: value}}
-    generator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # each generator's own options, {registered name: {option: value}} (defectfill.generators.registry;
+    # unknown names and keys rejected at load time); a generator not named here gets its defaults
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     downstream: DownstreamRef = field(default_factory=DownstreamRef)
     source: str = ""  # the YAML this config was read from (set by load_bench_config)
 
     def validate(self) -> BenchConfig:
-        from defectfill.bench.arms import ARM_GENERATORS
-        from defectfill.data.fabric import check_defect_type, check_texture
-        from defectfill.errors import DataError
+        from defectfill.generators.registry import available_generators
 
         d = self.data
         problems = []
-        known = [REAL_ONLY, *ARM_GENERATORS]
+        known = [REAL_ONLY, *available_generators()]
         unknown = [a for a in self.arms if a not in known]
         if unknown:
-            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known}")
+            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known} (real_only and the registered "
+                            "generators)")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             problems.append(f"arms: must be a non-empty list of distinct names, found {self.arms}")
-        for name in self.generator_options:
-            if name not in ARM_GENERATORS:
-                problems.append(f"generator_options: {name!r} is not a registered generator ({list(ARM_GENERATORS)})")
-        try:
-            for texture in [*d.source_textures, *d.target_textures]:
-                check_texture(texture, "data.*_textures")
-            for defect_type in d.defect_types:
-                check_defect_type(defect_type, "data.defect_types")
-        except DataError as exc:  # re-raised below as a config problem
-            problems.append(str(exc))
-        overlap = sorted(set(d.source_textures) & set(d.target_textures))
-        if overlap:
-            problems.append(f"data: textures {overlap} are both source and target; the target fabrics must be new")
-        if not d.source_textures or not d.target_textures or not d.defect_types:
-            problems.append("data: source_textures, target_textures and defect_types must be non-empty")
-        if len(set(d.defect_types)) != len(d.defect_types):
-            problems.append(f"data.defect_types: repeated names in {d.defect_types}")
-        if d.image_size < 32:
-            problems.append(f"data.image_size must be >= 32, found {d.image_size}")
-        if d.source_defects_per_type < len(d.source_textures):
-            problems.append(f"data.source_defects_per_type ({d.source_defects_per_type}) must be >= the number of "
-                            f"source textures ({len(d.source_textures)}), so that each has at least one defect")
-        for name in ("target_good", "test_defects_per_type"):
-            if getattr(d, name) < 1:
-                problems.append(f"data.{name} must be >= 1, found {getattr(d, name)}")
-        for name in ("source_good", "test_good"):
-            if getattr(d, name) < 0:
-                problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+        for name in self.generators:
+            if name not in known[1:]:
+                problems.append(f"generators: {name!r} is not a registered generator ({known[1:]})")
+        if d.kind == "simulator":
+            problems += _simulator_problems(d)
+        else:
+            problems += _folder_problems(d.folders)
+        if len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"seeds: {self.seeds} must be distinct")
         if self.num_threads < 0:
             problems.append(f"num_threads must be >= 0 (0: torch's default), found {self.num_threads}")
-        if self.generation.synthetic_per_class < 1 or self.generation.num_candidates < 1:
-            problems.append("generation: synthetic_per_class and num_candidates must be >= 1")
-        if self.defectfill.num_inference_steps < 1:
-            problems.append(f"defectfill.num_inference_steps must be >= 1, found {self.defectfill.num_inference_steps}")
+        g = self.generation
+        if g.synthetic_per_class < 1 or g.num_candidates < 1 or g.per_image < 1 or g.clearance_px < 0:
+            problems.append("generation: synthetic_per_class, num_candidates and per_image must be >= 1, "
+                            "clearance_px >= 0")
         if problems:
             where = self.source or "bench config"
             raise ConfigError(f"{where}: " + "; ".join(problems))
@@ -153,17 +163,79 @@ class BenchConfig:
     def synthetic_arms(self) -> list[str]:
         return [a for a in self.arms if a != REAL_ONLY]
 
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
 
-def resolve_path(value: str, base: Path | None = None) -> Path | None:
-    """An existing file/folder named by `value`: as given (absolute), next to `base`, in the working
-    directory, or in the repository root; None when none exists."""
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        return path if path.exists() else None
-    for root in ([base] if base is not None else []) + [Path.cwd(), REPO_ROOT]:
-        if (root / path).exists():
-            return (root / path).resolve()
-    return None
+    @property
+    def config_dir(self) -> Path | None:
+        return Path(self.source).parent if self.source else None
+
+    def options_for(self, name: str) -> Any:
+        """Generator `name`'s typed options (its `generators:` entry over its defaults), checked."""
+        from defectfill.generators.registry import check_options
+
+        return check_options(name, dict(self.generators.get(name, {})), self.config_dir)
+
+
+def _simulator_problems(d: DataConfig) -> list[str]:
+    from defectfill.data.fabric import check_defect_type, check_texture
+    from defectfill.errors import DataError
+
+    problems = []
+    try:
+        for texture in [*d.source_textures, *d.target_textures]:
+            check_texture(texture, "data.*_textures")
+        for defect_type in d.defect_types:
+            check_defect_type(defect_type, "data.defect_types")
+    except DataError as exc:  # re-raised below as a config problem
+        problems.append(str(exc))
+    overlap = sorted(set(d.source_textures) & set(d.target_textures))
+    if overlap:
+        problems.append(f"data: textures {overlap} are both source and target; the target fabrics must be new")
+    if not d.source_textures or not d.target_textures or not d.defect_types:
+        problems.append("data: source_textures, target_textures and defect_types must be non-empty")
+    if len(set(d.defect_types)) != len(d.defect_types):
+        problems.append(f"data.defect_types: repeated names in {d.defect_types}")
+    if d.image_size < 32:
+        problems.append(f"data.image_size must be >= 32, found {d.image_size}")
+    if d.source_defects_per_type < len(d.source_textures):
+        problems.append(f"data.source_defects_per_type ({d.source_defects_per_type}) must be >= the number of "
+                        f"source textures ({len(d.source_textures)}), so that each has at least one defect")
+    for name in ("target_good", "test_defects_per_type"):
+        if getattr(d, name) < 1:
+            problems.append(f"data.{name} must be >= 1, found {getattr(d, name)}")
+    for name in ("source_good", "test_good"):
+        if getattr(d, name) < 0:
+            problems.append(f"data.{name} must be >= 0, found {getattr(d, name)}")
+    return problems
+
+
+def _folder_problems(f: FoldersConfig) -> list[str]:
+    import re
+
+    problems = []
+    separate = [f.source, f.target_good, f.target_test]
+    if f.folder is None and None in separate:
+        problems.append("data.folders: name `folder` (split by `split`) or all of `source`, `target_good` and "
+                        "`target_test`")
+    if f.folder is not None and any(v is not None for v in separate):
+        problems.append("data.folders: name either `folder` or `source` / `target_good` / `target_test`, not both")
+    if f.folder is not None and f.split.rule == "fabric":
+        try:
+            if "fabric" not in re.compile(f.split.pattern).groupindex:
+                problems.append(f"data.folders.split.pattern {f.split.pattern!r} has no group (?P<fabric>...)")
+        except re.error as exc:
+            problems.append(f"data.folders.split.pattern {f.split.pattern!r} is not a regular expression: {exc}")
+        if not f.split.source_fabrics:
+            problems.append("data.folders.split.source_fabrics: name the fabric codes whose defects are the source")
+    if not 0 <= f.split.test_good_fraction < 1:
+        problems.append(f"data.folders.split.test_good_fraction must lie in [0, 1), found {f.split.test_good_fraction}")
+    if f.image_size is not None and (f.image_size < 32 or f.image_size % 8):
+        problems.append(f"data.folders.image_size must be a multiple of 8 and >= 32, found {f.image_size}")
+    if f.tile is not None and (f.tile < 32 or not 0 <= f.tile_overlap < f.tile):
+        problems.append(f"data.folders: need tile >= 32 and 0 <= tile_overlap < tile, found {f.tile}, {f.tile_overlap}")
+    return problems
 
 
 def _require(value: str, base: Path | None, what: str) -> Path:
@@ -174,22 +246,16 @@ def _require(value: str, base: Path | None, what: str) -> Path:
     return path
 
 
-def train_config_for(config: BenchConfig, **fields: Any):
-    """The DefectFill training config: `defectfill.train_config` + `train_overrides` + `fields`."""
-    from defectfill.training.config import load_train_config
-
-    base = Path(config.source).parent if config.source else None
-    path = _require(config.defectfill.train_config, base, "defectfill.train_config")
-    return load_train_config(path, **{**config.defectfill.train_overrides, **fields})
-
-
-def downstream_config_for(config: BenchConfig):
-    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types."""
+def downstream_config_for(config: BenchConfig, seed: int | None = None, classes: list[str] | None = None):
+    """The downstream config: `downstream.config` + `overrides`, classes = the bench's defect types
+    (`classes`: the ones found in the user's data), the detectors' seed = `seed` (default: the first
+    of the run's seeds)."""
     from defectfill.downstream.config import load_downstream_config
 
     base = Path(config.source).parent if config.source else None
     path = _require(config.downstream.config, base, "downstream.config")
-    overrides = {**config.downstream.overrides, "classes": list(config.data.defect_types)}
+    overrides = {**config.downstream.overrides, "classes": list(classes or config.data.defect_types),
+                 "seed": int(config.run_seeds[0] if seed is None else seed)}
     return load_downstream_config(path, overrides=overrides)
 
 
@@ -200,6 +266,6 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
     config.source = str(path.resolve())
     config.validate()
     downstream_config_for(config)
-    if "defectfill" in config.arms:
-        train_config_for(config)
+    for name in config.synthetic_arms:  # every generator's options parse and check before any work
+        config.options_for(name)
     return config

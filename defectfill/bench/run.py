@@ -1,8 +1,9 @@
 """`run_bench(config, out_dir)`: the benchmark protocol end to end, resumable at every step.
 
     simulate the protocol's data (source defects, target good, target test)      data/
-    per synthetic arm: build its generator (DefectFill trains here), generate     generators/, generated/<arm>/
-      the same requests (images, masks, seeds) into target good images
+    per synthetic arm: build its registered generator (DefectFill trains here),   generators/, generated/<arm>/
+      generate the same requests (images, masks, seeds) into target good images
+      (`defectfill.generators`: registry, request planner, runner)
     per arm: assemble real (+ synthetic) data, fine-tune the same detector and    arms/<arm>/
       segmenter with the same budget and seeds, evaluate on the target test set
     report: results.json (every arm), table.md, plots, sheets, report.html,       ./
@@ -16,27 +17,22 @@ The run folder remembers its config; resuming with a different one is refused.
 
 from __future__ import annotations
 
-import html
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from defectfill.bench.arms import (
-    RANDOM_BASE_WARNING,
-    ArmContext,
-    StageLog,
-    defectfill_base_status,
-    drop_random_base_results,
-    generate_arm,
-    plan_requests,
-)
 from defectfill.bench.config import REAL_ONLY, BenchConfig, downstream_config_for
-from defectfill.bench.protocol import BenchData, simulate_protocol
+from defectfill.bench.protocol import BenchData, load_protocol_data
+from defectfill.bench.stages import StageLog
 from defectfill.config import to_dict
 from defectfill.errors import ConfigError
+from defectfill.generators.manifest import generation_complete
+from defectfill.generators.requests import MaskPolicy, Request, plan_requests
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 
 CONFIG_NAME = "bench_config.yaml"
@@ -47,7 +43,7 @@ GOAL_POINTS = {REAL_ONLY: 10.0, "cutpaste": 5.0}
 
 # fields that may change between runs in one folder: arms are independent folders (an arm can be
 # added or left out later); threads change speed, not results
-_RESUMABLE_FIELDS = ("source", "arms", "num_threads")
+_RESUMABLE_FIELDS = ("source", "arms", "num_threads", "seeds")
 
 
 def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
@@ -98,60 +94,150 @@ def _sheet(path: Path, samples: list, max_images: int = 32) -> Path | None:
                               [s.defect_type for s in chosen], ncols=8, tile=96)
 
 
-def _embed(path: Path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}" style="max-width:100%">'
-
-
-def _bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:
-    """The bench's own part of report.html: protocol, base model warning, goal, seconds, sheets."""
-    d = summary["protocol"]
-    parts = ["<h2>Bench protocol</h2>"]
-    for note in summary["notes"]:
-        parts.append(f"<p style='background:#fee;border-left:4px solid #c00;padding:0.6em 1em;font-weight:bold'>"
-                     f"{html.escape(note)}</p>")
-    parts.append(
-        f"<p>Source fabrics {html.escape(', '.join(d['source_textures']))}: {d['source_defects_per_type']} labelled "
-        f"defects per type. Target (new) fabrics {html.escape(', '.join(d['target_textures']))}: "
-        f"{d['target_good']} good images per texture for training; test = {d['test_defects_per_type']} defects per "
-        f"type and {d['test_good']} good images per texture. Defect types: {html.escape(', '.join(d['defect_types']))}; "
-        f"{d['image_size']} px. Every synthetic arm: {summary['budget']['synthetic_per_class']} images per class, "
-        f"the same requests and seeds, {summary['budget']['num_candidates']} candidates each.</p>")
-    goal = summary["goal"]
-    lines = [f"{k.removeprefix('vs_')}: {v['gain_points']:+.1f} points (goal {v['needed_points']:+.0f}): "
-             f"{'met' if v['met'] else 'NOT met'}" for k, v in goal.items() if k.startswith("vs_")]
-    if lines:
-        parts.append(f"<p>Goal (DefectFill, {html.escape(goal['metric'])}): " + "; ".join(map(html.escape, lines)) + "</p>")
-    seconds, cpu = summary["seconds"], summary["cpu_seconds"]
-    if seconds:
-        parts.append("<p>Seconds per stage, wall clock / CPU of this process (the run that computed it): " + ", ".join(
-            f"{html.escape(k)} {v:.0f}" + (f" / {cpu[k]:.0f}" if k in cpu else "") for k, v in seconds.items())
-            + f"; total {sum(seconds.values()):.0f} / {sum(cpu.values()):.0f}.</p>")
-    for title, sheet in sheets:
-        parts += [f"<h3>{html.escape(title)}</h3>", _embed(sheet)]
-    return "\n".join(parts)
+def _crop_around(image: np.ndarray, mask: np.ndarray, min_side: int = 32) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    side = int(max(min_side, 2 * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)))
+    side = min(side, *image.shape[:2])
+    y0 = int(np.clip(round(cy - side / 2), 0, image.shape[0] - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, image.shape[1] - side))
+    return image[y0 : y0 + side, x0 : x0 + side]
 
 
-def _insert_section(page: Path, section: str) -> None:
-    text = page.read_text()
-    marker = "<h2>Results</h2>"
-    text = text.replace(marker, section + "\n" + marker, 1) if marker in text else text.replace(
-        "</body>", section + "\n</body>", 1)
-    atomic_write_text(page, text)
+def write_crops_sheet(train: list, generated: dict[str, Path], path: Path, per_row: int = 8) -> Path:
+    """Rows of crops: real training defects, then each synthetic arm's defects (around the request
+    masks); no outlines, so that the defects are seen as they are."""
+    from defectfill.data.images import load_image, load_mask
+    from defectfill.generators.manifest import read_generation_manifest
+    from defectfill.masks import connected_components
+    from defectfill.viz import save_contact_sheet
+
+    images, captions = [], []
+    real = []
+    for sample in train:
+        if sample.mask.any():
+            labels, count = connected_components(sample.mask)
+            sizes = [(labels == k).sum() for k in range(1, count + 1)]
+            real.append(_crop_around(sample.image, labels == 1 + int(np.argmax(sizes))))
+    for crop in real[:per_row]:
+        images.append(crop)
+        captions.append("real")
+    for arm, folder in generated.items():
+        for item in read_generation_manifest(folder)[:per_row]:
+            images.append(_crop_around(load_image(item.image), load_mask(item.request_mask)))
+            captions.append(arm)
+    return save_contact_sheet(path, images, captions=captions, ncols=per_row, tile=128)
 
 
-def terminal_table(summary: dict, results: list[dict]) -> str:
-    from defectfill.report.table import markdown_table, verdict
+def _train_record(work: Path) -> dict[str, Any] | None:
+    """What a generator recorded about its training (train_done.json), if it wrote one."""
+    path = work / "train_done.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
-    lines = [markdown_table(results), verdict(results)]
+
+def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
+    from defectfill.report.seeds import comparison_table, seed_table
+
+    lines = [seed_table(seeds), comparison_table(comparisons), comparisons["verdict"]]
     for key, value in summary["goal"].items():
         if key.startswith("vs_"):
             lines.append(f"goal defectfill {key.replace('_', ' ')}: {value['gain_points']:+.1f} points of mean pixel F "
-                         f"(needed {value['needed_points']:+.0f}): {'met' if value['met'] else 'NOT met'}")
+                         f"(needed {value['needed_points']:+.0f}; seed means, see the intervals): "
+                         f"{'met' if value['met'] else 'NOT met'}")
     lines += [f"WARNING: {note}" for note in summary["notes"]]
     return "\n".join(lines)
+
+
+def bench_requests(config: BenchConfig, data: BenchData, seed: int) -> tuple[list[Request], MaskPolicy]:
+    """The requests of a seed, the same for every synthetic arm; masks shaped like the source masks of
+    the type (mode auto/real) or procedural.
+
+    into target_good: `synthetic_per_class` per defect type into the target good images (good tiles of
+    strips). into training_images (one fabric): `per_image` into every training image, of the image's
+    own type, `clearance_px` away from its real defect (which stays labelled)."""
+    g = config.generation
+    types = list(data.defect_types)
+    real = {} if g.masks == "procedural" else {t: data.source_masks(t) for t in types}
+    if g.into == "training_images":
+        requests = plan_requests(data.training_images(), types, per_image=g.per_image, seed=seed,
+                                 generation_seed=seed * 100_003, own_type=True)
+        return requests, MaskPolicy(mode=g.masks, real_masks=real, clearance_px=g.clearance_px)
+    requests = plan_requests(data.target_good_paths(), types, per_type=g.synthetic_per_class, seed=seed)
+    return requests, MaskPolicy(mode=g.masks, real_masks=real)
+
+
+class Generators:
+    """The run's generators, each built (trained) once on first use, in generators/<name>
+    (seed `config.seed`); what an earlier run built that is now stale is redone."""
+
+    def __init__(self, config: BenchConfig, data: BenchData, out_dir: Path, stages: StageLog):
+        self.config, self.data, self.out_dir, self.stages = config, data, out_dir, stages
+        self.built: dict[str, Any] = {}
+
+    def drop_stale(self, name: str) -> None:
+        import shutil
+
+        from defectfill.generators.registry import get_plugin
+
+        work = self.out_dir / "generators" / name
+        plugin = get_plugin(name)
+        if plugin.stale is None or not plugin.stale(work, self.config.options_for(name), self.config.config_dir):
+            return
+        print(f"[bench] what generator {name} built earlier is stale (e.g. trained on a fallback base): "
+              "recomputing its training, generations and arms", file=sys.stderr, flush=True)
+        for path in [work, *self.out_dir.glob(f"seed-*/generated/{name}"), *self.out_dir.glob(f"seed-*/arms/{name}")]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def get(self, name: str) -> Any:
+        from defectfill.generators.context import GeneratorContext
+        from defectfill.generators.registry import build_generator
+
+        if name not in self.built:
+            work = self.out_dir / "generators" / name
+            self.stages.mark()
+            ctx = GeneratorContext(name=name, source_defects=self.data.source_defects(),
+                                   target_good=self.data.target_good_paths(),
+                                   defect_types=list(self.data.defect_types), work_dir=work,
+                                   options=self.config.options_for(name), seed=self.config.seed, device="auto",
+                                   source_dir=self.data.source_dir, source_layout="mvtec",
+                                   config_dir=self.config.config_dir)
+            self.built[name] = build_generator(ctx)
+            atomic_write_json(work / "notes.json", list(dict.fromkeys(ctx.notes)))
+            self.stages.record(f"build:{name}")
+        return self.built[name]
+
+    def notes(self, name: str) -> list[str]:
+        path = self.out_dir / "generators" / name / "notes.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+
+def generate_arm(name: str, generators: Generators, folder: Path, requests: list[Request], masks: MaskPolicy,
+                 label: str) -> Path:
+    """Run generator `name` on every request into `folder`, resumably (built only when needed)."""
+    from defectfill.generators.runner import run_generation, write_contact_sheet
+
+    if not generation_complete(folder, len(requests)):
+        generator = generators.get(name)
+        generators.stages.mark()
+        run_generation(generator, requests, folder, num_candidates=generators.config.generation.num_candidates,
+                       masks=masks, model_name=str(generators.out_dir / "generators" / name), contact_sheet=False,
+                       keep_source_labels=generators.config.generation.into == "training_images",
+                       num_processes=1, process_index=0)
+        write_contact_sheet(folder)
+        generators.stages.record(f"generate:{name}:{label}", images=len(requests))
+    return folder
+
+
+def strip_arm_result(strip: dict) -> dict:
+    """An arm on strips as the bench reports it: the strip-level scores (predictions stitched back
+    to strip coordinates) in place of the tile-level ones, which stay under `tile_level`."""
+    tile = strip["tile_level"]
+    result = {**tile, "tile_level": {k: tile.get(k) for k in ("deeplab", "rtdetr", "test_images")},
+              "test_images": strip["strip_level"]["strips"], "tiling": strip["tiling"], "train_tiles": strip["train_tiles"]}
+    for model in ("deeplab", "rtdetr"):
+        if model in strip["strip_level"]:
+            result[model] = {**(tile.get(model) or {}), **strip["strip_level"][model]}
+    return result
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -170,70 +256,82 @@ def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], No
 
 def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     from defectfill.downstream.arm import RESULTS_NAME, run_arm
-    from defectfill.report.html import write_report
+    from defectfill.realdata.strips import STRIP_RESULTS_NAME, run_strip_arm
+    from defectfill.report.html import bench_section, seeds_section, write_report
+    from defectfill.report.seeds import compare_arms, seed_summary
 
+    # 1. the protocol's data (the user's folders are read and checked before anything is written)
+    folders = config.data.kind == "folders"
+    data = load_protocol_data(config, out_dir) if folders else None
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(config, out_dir)
     stages = StageLog(out_dir / "stages.jsonl")
-    downstream = downstream_config_for(config)
-
-    # 1. the protocol's data
     stages.mark()
-    data: BenchData = simulate_protocol(config, out_dir / "data")
-    if not stages.done("simulate"):
-        stages.record("simulate")
-    echo(f"[bench] data in {out_dir / 'data'}")
+    if data is None:
+        data = load_protocol_data(config, out_dir)
+    if not stages.done("data"):
+        stages.record("data")
+    echo(f"[bench] data: {json.dumps(data.description)[:300]}")
+    generators = Generators(config, data, out_dir, stages)
+    for name in config.synthetic_arms:
+        generators.drop_stale(name)
 
-    # 2. synthetic data: the same requests for every synthetic arm
-    ctx = ArmContext(config, out_dir, data, stages=stages)
-    if "defectfill" in config.arms:
-        drop_random_base_results(ctx)
-    manifests: dict[str, Path] = {}
-    if config.synthetic_arms:
-        requests = plan_requests(config, data)
-        for name in config.synthetic_arms:
-            ctx.options = dict(config.generator_options.get(name, {}))
-            echo(f"[bench] generation {name}: {len(requests)} requests")
-            manifests[name] = generate_arm(name, ctx, requests)
-
-    # 3. every arm: same detector/segmenter, budget and seeds
     train = test = None
-    results = []
-    for name in config.arms:
-        finished = (out_dir / "arms" / name / RESULTS_NAME).is_file()
-        stages.mark()
-        if not finished and train is None:
-            train, test = data.real_training_samples(), data.test_samples()
-        echo(f"[bench] arm {name}{' (finished, read back)' if finished else ''}")
-        result = run_arm(name, train if train is not None else [], test if test is not None else [], downstream,
-                         out_dir / "arms", manifests=[manifests[name]] if name in manifests else [])
-        if not finished:
-            stages.record(f"arm:{name}")
-        results.append(result)
+    per_seed: dict[int, list[dict]] = {}
+    manifests: dict[int, dict[str, Path]] = {}
+    for seed in config.run_seeds:
+        seed_dir = out_dir / f"seed-{seed}"
+        # 2. synthetic data: within a seed the same requests for every synthetic arm
+        manifests[seed] = {}
+        if config.synthetic_arms:
+            requests, masks = bench_requests(config, data, seed)
+            for name in config.synthetic_arms:
+                echo(f"[bench] seed {seed}: generation {name}: {len(requests)} requests")
+                manifests[seed][name] = generate_arm(name, generators, seed_dir / "generated" / name, requests, masks,
+                                                     f"seed-{seed}")
+        # 3. every arm: same detector/segmenter, budget and seed
+        downstream = downstream_config_for(config, seed, classes=data.defect_types)
+        per_seed[seed] = []
+        for name in config.arms:
+            finished = (seed_dir / "arms" / name / (STRIP_RESULTS_NAME if data.tiling else RESULTS_NAME)).is_file()
+            stages.mark()
+            if not finished and train is None:
+                train, test = data.real_training_samples(), data.test_samples()
+            echo(f"[bench] seed {seed}: arm {name}{' (finished, read back)' if finished else ''}")
+            arm_manifests = [manifests[seed][name]] if name in manifests[seed] else []
+            if data.tiling is None:
+                result = run_arm(name, train or [], test or [], downstream, seed_dir / "arms", manifests=arm_manifests)
+            else:
+                result = strip_arm_result(run_strip_arm(name, train or [], test or [], downstream, data.tiling,
+                                                        seed_dir / "arms", manifests=arm_manifests))
+            if not finished:
+                stages.record(f"arm:{name}:seed-{seed}")
+            per_seed[seed].append(result)
 
-    # 4. report
-    notes = list(dict.fromkeys(ctx.notes))
-    base = defectfill_base_status(out_dir) if "defectfill" in config.arms else None
-    if base and base.get("random_base"):
-        warning = RANDOM_BASE_WARNING.format(base=config.defectfill.base_model, folder=ctx.work_dir("defectfill"))
-        notes = list(dict.fromkeys([*notes, warning]))
+    # 4. report: mean ± std over seeds, paired intervals, the verdict from the intervals
+    notes = list(dict.fromkeys(n for name in config.synthetic_arms for n in generators.notes(name)))
+    seeds = seed_summary(per_seed)
+    comparisons = compare_arms(per_seed, seed=config.seed)
+    first = per_seed[config.run_seeds[0]]
     summary = {
         "name": config.name,
         "config": str(out_dir / CONFIG_NAME),
-        "protocol": to_dict(config.data),
+        "protocol": to_dict(config.data) if not folders else {"folders": to_dict(config.data.folders),
+                                                                 **data.description},
+        "defect_types": list(data.defect_types),
         "budget": to_dict(config.generation),
-        "arms": {r["arm"]: {"mean_f_measure": mean_f(r),
-                            "mAP50": (r.get("rtdetr") or {}).get("mAP50"),
-                            "mAP50_95": (r.get("rtdetr") or {}).get("mAP50_95"),
-                            "train_images": r.get("dataset", {}).get("train_images")} for r in results},
-        "goal": goal_check(results),
-        "defectfill_base": base,
-        "notes": notes,
+        "seeds": config.run_seeds,
+        "arms": seeds["arms"],
+        "comparisons": comparisons["comparisons"],
+        "verdict": comparisons["verdict"],
+        "goal": goal_check([{"arm": arm, "deeplab": {"mean_f_measure": stats.get("mean_f", {}).get("mean")}}
+                            for arm, stats in seeds["arms"].items()]),
+        "generators": {name: _train_record(out_dir / "generators" / name) for name in config.synthetic_arms},
+        "notes": notes + comparisons["notes"],
         "seconds": stages.seconds(),
         "cpu_seconds": stages.seconds("cpu_seconds"),
         "ran_this_time": list(stages.ran),
     }
-    page = write_report(results, out_dir, title=f"defectfill bench: {config.name}")
     sheets = []
     if (sheet := _sheet(out_dir / "sheets" / "real_source_defects.png", data.source_defects())) is not None:
         sheets.append(("Real source defects (what every generator learns from)", sheet))
@@ -241,14 +339,20 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         test = data.test_samples()
     if (sheet := _sheet(out_dir / "sheets" / "real_target_test.png", test)) is not None:
         sheets.append(("Real target test defects (never seen in training)", sheet))
-    for name, folder in manifests.items():
+    if manifests[config.run_seeds[0]]:
+        crops = write_crops_sheet(data.source_defects(), manifests[config.run_seeds[0]], out_dir / "sheets" / "crops.png")
+        sheets.append(("Real source defects (first row) beside each generator's (one row each), as they are", crops))
+    for name, folder in manifests[config.run_seeds[0]].items():
         if (folder / "contact_sheet.png").is_file():
-            sheets.append((f"Generated by {name} (changed-pixel labels outlined, LFS/selection score)",
-                           folder / "contact_sheet.png"))
-    _insert_section(page, _bench_section(summary, sheets))
+            title = f"Generated by {name}, seed {config.run_seeds[0]} (changed-pixel labels outlined, selection score)"
+            sheets.append((title, folder / "contact_sheet.png"))
+    page = write_report(first, out_dir, title=f"defectfill bench: {config.name}", verdict_text=comparisons["verdict"],
+                        results_title=f"Results of seed {config.run_seeds[0]}",
+                        sections=[seeds_section(seeds, comparisons), bench_section(summary, sheets)])
     summary["report"] = str(page)
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
-    echo(terminal_table(summary, results))
+    atomic_write_text(out_dir / "table.md", terminal_table(summary, seeds, comparisons) + "\n")
+    echo(terminal_table(summary, seeds, comparisons))
     echo(f"[bench] report: {page}")
     return summary
 

@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real masks to learn proposed shapes from (folder, or with a <defect-type>/ subfolder)")
     parser.add_argument("--base-model", default=None, help="base inpainting pipeline for DefectFill models "
                                                            "(default: the one in defectfill.json)")
-    parser.add_argument("--selection-metric", default="ms-ssim-distance",
-                        help="score of the candidates: ms-ssim-distance (offline, default), lpips or lpips-vgg "
-                             "(need local ImageNet weights)")
+    parser.add_argument("--selection-metric", default="auto",
+                        help="score of the candidates: auto (default: lpips when its weights are in the torch cache, "
+                             "else ms-ssim-distance, said in the page), lpips, lpips-vgg or ms-ssim-distance")
     parser.add_argument("--num-candidates", type=int, default=4, help="k shown at start (default 4)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps shown at start (default 50)")
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance shown at start (default 7.5)")
@@ -58,7 +58,7 @@ def build_from_args(args: argparse.Namespace):
         raise ConfigError("defectfill app needs Gradio: pip install 'defectfill[app]'") from exc
     from defectfill.app.generators import GeneratorBook, parse_model_spec
     from defectfill.app.ui import AppSettings, CurationApp, build_demo
-    from defectfill.generation import load_real_masks
+    from defectfill.generators.requests import load_real_masks
     from defectfill.selection import ensure_metric_available
 
     if args.images is not None and not args.images.is_dir():

@@ -1,83 +1,154 @@
-"""`defectfill generate`: put defects of one type into a folder of good images.
+"""`defectfill generate`: put defects of one type into a folder of good images, with any registered generator.
 
-    defectfill generate --model DIR --images DIR --defect-type stain --per-image 2 --out DIR \\
-        [--num-candidates 8] [--steps 50] [--guidance 7.5] [--seed 0] \\
-        [--selection-metric lpips|lpips-vgg|ms-ssim-distance] [--masks auto|real|procedural] [--real-masks DIR]
+    defectfill generate [--generator defectfill] --model DIR --images DIR --defect-type stain --out DIR \\
+        [--per-image 1] [--num-candidates 8] [--seed 0] [--masks auto|real|procedural] [--real-masks DIR] \\
+        [--option KEY=VALUE ...] [--steps 50] [--guidance 7.5] [--selection-metric auto]
+    defectfill generate --generator cutpaste --train-data REAL_DEFECTS --images DIR --defect-type stain --out DIR
 
-Writes images/, request_masks/, changed_masks/, manifest.jsonl and contact_sheet.png (see
-`defectfill.generation`). Run it again to resume. Several processes share the work when started
-with `accelerate launch --multi_gpu --num_processes N -m defectfill.cli generate ...` (on CPU too).
+--model loads a trained model folder (DefectFill: a concept folder or Hub id; cut-paste: a folder of
+real defects); --train-data trains the generator on real labelled defects (any layout the readers
+know) first, cached in --work-dir. Writes images/, request_masks/, changed_masks/, manifest.jsonl
+and contact_sheet.png (see `defectfill.generators.runner`). Run it again to resume. Several
+processes share the work when started with
+`accelerate launch --multi_gpu --num_processes N -m defectfill.cli generate ...` (on CPU too).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
-from defectfill.errors import DataError
+from defectfill.errors import ConfigError, DataError
+
+# shorthand flag -> option name, for generators that have that option (DefectFill)
+SHORTHANDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "selection_metric": "selection_metric",
+              "dtype": "dtype", "base_model": "load_base_model"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="DefectFill model folder or Hub repo id")
-    parser.add_argument("--base-model", default=None,
-                        help="base inpainting pipeline (folder or Hub id); default: the one in defectfill.json")
-    parser.add_argument("--images", required=True, type=Path, help="folder of good (defect-free) images")
-    parser.add_argument("--defect-type", required=True, help="the defect type to generate (a concept of the model)")
+    parser.add_argument("--generator", default="defectfill",
+                        help="registered generator name (default defectfill; `--generator list` lists them)")
+    parser.add_argument("--model", default=None,
+                        help="trained model: a folder or Hub repo id (DefectFill), a folder of real defects (cutpaste)")
+    parser.add_argument("--train-data", type=Path, default=None,
+                        help="instead of --model: real labelled defects to train the generator on (any layout)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where --train-data training is cached (default OUT/generator-<name>)")
+    parser.add_argument("--images", type=Path, help="folder of good (defect-free) images")
+    parser.add_argument("--defect-type", help="the defect type to generate (one the generator knows)")
     parser.add_argument("--per-image", type=int, default=1, help="defects generated per good image (default 1)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (resumable)")
-    parser.add_argument("--num-candidates", type=int, default=8, help="candidates per mask for LFS (default 8)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=7.5,
-                        help="classifier-free guidance scale (default 7.5, SD-2-inpainting's; with the offline "
-                             "base, check the defects' look at 1-3 too: see its README)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; item i uses seed + i (default 0)")
-    parser.add_argument("--selection-metric", default="lpips",
-                        help="LFS metric: lpips (needs local AlexNet weights), lpips-vgg, ms-ssim-distance (offline)")
+    parser.add_argument("--out", type=Path, help="output folder (resumable)")
+    parser.add_argument("--num-candidates", type=int, default=8, help="candidates per mask; the best is kept (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; request i uses seed + i (default 0)")
     parser.add_argument("--masks", default="auto", choices=["auto", "real", "procedural"],
                         help="where defects go: shapes from --real-masks, procedural shapes, or real when given")
     parser.add_argument("--real-masks", type=Path, default=None,
                         help="folder of real masks of this type (or with a <defect-type>/ subfolder)")
     parser.add_argument("--allow-border", action="store_true", help="let proposed masks touch the image border")
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a generator option (YAML value), e.g. --option guidance_scale=3; unknown keys are refused")
+    parser.add_argument("--steps", type=int, default=None, help="DefectFill: DDIM steps (option num_inference_steps)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="DefectFill: classifier-free guidance (option guidance_scale; SD-2's 7.5 by default; "
+                             "with the offline base check the defects' look at 1-3 too: see its README)")
+    parser.add_argument("--selection-metric", default=None,
+                        help="DefectFill: LFS metric auto (default: lpips when its AlexNet weights are here, else "
+                             "ms-ssim-distance), lpips, lpips-vgg, ms-ssim-distance")
+    parser.add_argument("--base-model", default=None,
+                        help="DefectFill: base inpainting pipeline (folder or Hub id); default: the one the model records")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's, i.e. cuda when present)")
     parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                        help="pipeline dtype (default float32)")
+                        help="DefectFill: pipeline dtype (default float32)")
     parser.add_argument("--no-contact-sheet", action="store_true", help="do not write contact_sheet.png")
+
+
+def generator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--option items and the shorthand flags -> {option: value} (checked against the generator later)."""
+    from defectfill.config import parse_overrides
+
+    values = parse_overrides(args.options)
+    for flag, option in SHORTHANDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            values[option] = value
+    return values
+
+
+def _list_generators() -> int:
+    from defectfill.generators.registry import get_plugin, registered_generators
+
+    for name, origin in sorted(registered_generators().items()):
+        print(f"{name:12s} {get_plugin(name).help}  [{origin}]")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from defectfill.data.images import list_images
-    from defectfill.generation import GenerationJob, generate_dataset, load_real_masks
-    from defectfill.models.defectfill import DefectFill
-    from defectfill.selection import ensure_metric_available
+    from defectfill.generators.registry import check_options, get_plugin
+    from defectfill.generators.requests import MaskPolicy, load_real_masks, plan_requests
+    from defectfill.generators.runner import accelerate_state, run_generation
 
+    if args.generator == "list":
+        return _list_generators()
+    missing = [f"--{name.replace('_', '-')}" for name in ("images", "defect_type", "out") if getattr(args, name) is None]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}; see defectfill generate --help")
+    if (args.model is None) == (args.train_data is None):
+        raise ConfigError("pass exactly one of --model (a trained model) and --train-data (real defects to train on)")
+    plugin = get_plugin(args.generator)
+    fields = {f.name for f in dataclasses.fields(plugin.options)}
+    for flag, option in SHORTHANDS.items():
+        if getattr(args, flag) is not None and option not in fields:
+            raise ConfigError(f"--{flag.replace('_', '-')} sets the option {option!r}, which generator "
+                              f"{args.generator!r} does not have; its options: {sorted(fields)} (--option KEY=VALUE)")
+    options = check_options(args.generator, generator_options(args), training=args.train_data is not None)
     if not args.images.is_dir():
         raise DataError(f"--images {args.images}: not a folder; pass the folder of good images")
     images = list_images(args.images)
     if not images:
         raise DataError(f"--images {args.images}: no images found (looked for .png/.jpg/.bmp/.tif/.webp)")
-    ensure_metric_available(args.selection_metric)
     real_masks = load_real_masks(args.real_masks, args.defect_type)
-    device = args.device
-    if device is None:
-        from defectfill.generation import accelerate_state
-
-        device = accelerate_state().device
-    dtype = None
-    if args.dtype:
-        import torch
-
-        dtype = getattr(torch, args.dtype)
-    model = DefectFill.from_pretrained(args.model, base_model=args.base_model, device=device, dtype=dtype,
-                                       selection_metric=args.selection_metric)
-    job = GenerationJob(
-        defect_type=args.defect_type, per_image=args.per_image, num_candidates=args.num_candidates,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-        selection_metric=args.selection_metric, masks=args.masks, allow_border=args.allow_border,
-        model_name=str(args.model), contact_sheet=not args.no_contact_sheet,
-    )
-    summary = generate_dataset(model, images, args.out, job, real_masks=real_masks)
+    device = args.device or str(accelerate_state().device)
+    if args.model is not None:
+        if plugin.load is None:
+            raise ConfigError(f"generator {args.generator!r} has no trained-model folder; use --train-data")
+        generator = plugin.load(Path(args.model), options, device)
+        model_name = str(args.model)
+    else:
+        generator, model_name = _train(args, options, images, device), str(args.train_data)
+    requests = plan_requests(images, [args.defect_type], per_image=args.per_image, seed=args.seed)
+    if args.defect_type not in generator.defect_types:
+        raise DataError(f"--defect-type {args.defect_type!r} is not known to the model; known: "
+                        f"{sorted(generator.defect_types)}")
+    summary = run_generation(generator, requests, args.out, num_candidates=args.num_candidates,
+                             masks=MaskPolicy(mode=args.masks, real_masks={args.defect_type: real_masks},
+                                              allow_border=args.allow_border),
+                             model_name=model_name, contact_sheet=not args.no_contact_sheet)
     if summary["rank"] == 0:
         print(f"generated {summary['generated']} (skipped {summary['skipped']} already done) on rank 0 of "
               f"{summary['num_processes']}; manifest: {summary['manifest']}", file=sys.stderr)
     return 0
+
+
+def _train(args: argparse.Namespace, options: Any, images: list[Path], device: str):
+    from defectfill.data.readers import detect_layout, read_dataset
+    from defectfill.generators.context import GeneratorContext
+    from defectfill.generators.registry import build_generator
+
+    if not args.train_data.exists():
+        raise DataError(f"--train-data {args.train_data}: not found; pass a folder of real labelled defects")
+    # an image+mask folder does not name its class: it holds the type asked for
+    folder = detect_layout(args.train_data) == "folder"
+    defects = [s for s in read_dataset(args.train_data, **({"defect_type": args.defect_type} if folder else {}))
+               if not s.is_good]
+    ctx = GeneratorContext(name=args.generator, source_defects=defects, target_good=images,
+                           defect_types=[args.defect_type], options=options, seed=args.seed, device=device,
+                           work_dir=args.work_dir or args.out / f"generator-{args.generator}",
+                           source_dir=args.train_data)
+    generator = build_generator(ctx)
+    for note in ctx.notes:
+        print(f"WARNING: {note}", file=sys.stderr)
+    return generator

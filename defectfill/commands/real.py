@@ -1,12 +1,12 @@
-"""`defectfill real`: the real-data run (real stains on woven fabric), resumable.
+"""`defectfill real`: the real-stain bench (what the real-data run became: a bench config).
 
-    defectfill real --config configs/bench_real_stains.yaml [--out runs/real-stains] [--set seeds=[0,1,2] ...]
+    defectfill real [--config configs/bench_real_stains.yaml] [--out runs/real-stains] [--set seeds=[0,1] ...]
 
-Fixed split of the real folder (sorted stems), a DefectFill stain concept and cut-paste fitted on
-the training half, stains generated into its defect-free regions, DeepLabV3 (and RT-DETR when the
-downstream config names it) fine-tuned per arm and seed, evaluated on the other half. Writes
-summary.json, table.md and contact_sheet.png into --out and prints the table. Run it again to
-resume. See defectfill.realdata.stains_run.
+The same as `defectfill bench --config configs/bench_real_stains.yaml`: the 26 real HSST stains, one
+fabric split alternately by sorted stems, cut-paste and a DefectFill stain concept trained on the
+training half, stains generated into every training image (its real stain kept labelled), DeepLabV3
+per arm and seed, paired intervals. Any folder of image + mask pairs works the same way: copy the
+config and change `data.folders.folder`.
 """
 
 from __future__ import annotations
@@ -15,23 +15,22 @@ import argparse
 from pathlib import Path
 
 from defectfill.config import add_set_argument
+from defectfill.errors import ConfigError
+
+REAL_CONFIG = "configs/bench_real_stains.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="real-data YAML (configs/bench_real_stains.yaml)")
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config name>)")
+    parser.add_argument("--config", type=Path, default=None, help=f"bench YAML (default {REAL_CONFIG})")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/bench-<config name>)")
     add_set_argument(parser, "seeds=[0,1]")
 
 
 def run(args: argparse.Namespace) -> int:
-    from defectfill.config import parse_overrides
-    from defectfill.env import offline_env
-    from defectfill.realdata.stains_run import load_real_stains_config, run_real_stains
+    from defectfill.commands.bench import run_config
+    from defectfill.config import parse_overrides, resolve_path
 
-    offline_env()
-    config = load_real_stains_config(args.config, parse_overrides(args.overrides))
-    out = args.out if args.out is not None else Path("runs") / config.name
-    summary = run_real_stains(config, out)
-    print((out / "table.md").read_text())
-    print(f"summary: {out / 'summary.json'}\ncontact sheet: {summary['contact_sheet']}")
-    return 0
+    config = args.config if args.config is not None else resolve_path(REAL_CONFIG)
+    if config is None:
+        raise ConfigError(f"{REAL_CONFIG} not found in the working directory or the repository; pass --config")
+    return run_config(Path(config), args.out, parse_overrides(args.overrides))

@@ -15,22 +15,18 @@ masks without an image and file names outside the nnnn_ddd_ff pattern.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from defectfill.data.images import list_images
-from defectfill.data.readers import (
-    ReadReport,
-    _check_policy,
-    _read_image,
-    _read_mask,
-    _unlabelled,
-)
+from defectfill.data.reading import ReadReport, check_policy, read_image, read_mask, unlabelled_sample
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
-__all__ = ["DEFECT_CODES", "defect_name", "parse_name", "read_aitex"]
+__all__ = ["DEFECT_CODES", "code_counts", "defect_name", "parse_name", "read_aitex"]
 
 # The AITEX defect codes (dataset paper, Table 2). 036 appears once in the public copy.
 DEFECT_CODES: dict[str, str] = {
@@ -65,6 +61,19 @@ def defect_name(code: str) -> str:
     return DEFECT_CODES.get(code, f"code_{code}")
 
 
+def code_counts(names: Iterable[str]) -> tuple[Counter, Counter]:
+    """Counts per fabric code (ff) and per defect code (ddd) over the names of the form nnnn_ddd_ff
+    (others ignored): what a line-scan set's file names say about it, masks or not."""
+    fabrics: Counter = Counter()
+    codes: Counter = Counter()
+    for name in names:
+        parsed = parse_name(str(name))
+        if parsed is not None:
+            fabrics[parsed["fabric"]] += 1
+            codes[parsed["code"]] += 1
+    return fabrics, codes
+
+
 def _masks_by_stem(mask_dir: Path, report: ReadReport) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     if not mask_dir.is_dir():
@@ -91,7 +100,7 @@ def read_aitex(
     or an "error".
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     defect_dir, mask_dir, good_dir = root / "Defect_images", root / "Mask_images", root / "NoDefect_images"
     if not defect_dir.is_dir() and not good_dir.is_dir():
         raise DataError(
@@ -114,20 +123,20 @@ def read_aitex(
         kind = defect_name(parsed["code"])
         if kind.startswith("code_"):
             report.note("unknown_code", image_path)
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         meta = {"name": image_path.stem, "layout": "aitex", **parsed}
         mask_paths = sorted(masks.get(image_path.stem, []))
         mask = np.zeros(image.shape[:2], dtype=bool)
         if not mask_paths:
-            kind = _unlabelled("missing_mask", image_path, unlabelled, report,
+            kind = unlabelled_sample("missing_mask", image_path, unlabelled, report,
                                f"expected {mask_dir / (image_path.stem + '_mask.png')}")
         else:
             if len(mask_paths) > 1:
                 report.note("mask_union", image_path)
             for mask_path in mask_paths:
-                mask |= _read_mask(mask_path, image.shape[:2], report)
+                mask |= read_mask(mask_path, image.shape[:2], report)
             if not mask.any():
-                kind = _unlabelled("empty_mask", mask_paths[0], unlabelled, report,
+                kind = unlabelled_sample("empty_mask", mask_paths[0], unlabelled, report,
                                    "draw the defect in the mask or move the image to NoDefect_images")
         if kind == "skip":
             continue
@@ -145,7 +154,7 @@ def read_aitex(
         for folder in folders:
             for image_path in list_images(folder):
                 parsed = parse_name(image_path.stem) or {}
-                image, is_gray = _read_image(image_path, report)
+                image, is_gray = read_image(image_path, report)
                 meta = {"name": image_path.stem, "layout": "aitex", **parsed}
                 if folder != good_dir:
                     meta["fabric_folder"] = folder.name
@@ -153,5 +162,6 @@ def read_aitex(
                     meta["declared_code"] = parsed["code"]  # a defect code in the good folder: trust the folder
                 samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good",
                                             source=image_path, is_gray=is_gray, meta=meta))
+    report.raise_unlabelled()
     report.warn_new()
     return samples

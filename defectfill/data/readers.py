@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +25,25 @@ import cv2
 import numpy as np
 import yaml
 
-from defectfill.data.images import (
-    CONVERSIONS,
-    IMAGE_SUFFIXES,
-    DataWarning,
-    decode_image,
-    decode_mask,
-    list_images,
+from defectfill.data.aitex import GOOD_CODE, parse_name
+from defectfill.data.images import IMAGE_SUFFIXES, list_images
+from defectfill.data.reading import (
+    QUIRKS,
+    UNLABELLED_POLICIES,
+    ReadReport,
+    check_policy,
+    read_image,
+    read_mask,
+    unlabelled_sample,
 )
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 
 __all__ = [
+    "FOLDER_DEFECT_TYPE",
     "LAYOUTS",
+    "QUIRKS",
+    "UNLABELLED_POLICIES",
     "ReadReport",
     "detect_layout",
     "read_coco",
@@ -51,103 +55,12 @@ __all__ = [
 ]
 
 LAYOUTS = ("mvtec", "folder", "coco", "yolo", "aitex", "good")
+# The class of an image + mask folder that does not name it (no defect_type=, no defects.json):
+# neutral, never a guess such as "stain"; the reader warns how to name it.
+FOLDER_DEFECT_TYPE = "defect"
 
-# What each counted quirk means, for the report and the warnings. Conversions come from images.py.
-QUIRKS: dict[str, str] = {
-    **CONVERSIONS,
-    "missing_mask": "defect image without a mask file: skipped (add the mask, or move the image to good)",
-    "empty_mask": "all-black mask where a defect is declared: skipped (draw the defect, or move the image to good)",
-    "unlabelled_as_good": "image without a defect label kept as a good image (unlabelled='good')",
-    "mask_union": "several mask files for one image: their union used",
-    "mask_from_boxes": "labels are boxes only: masks are the filled boxes (flagged meta['mask_from_boxes'])",
-    "clipped_label": "label up to 1 px (or 0.1 %) outside the image: clipped to the image",
-    "no_label_file": "image without a label file: read as a good (background) image",
-    "no_annotations": "image without annotations: read as a good image",
-    "unknown_code": "unknown defect code: named code_<ddd>",
-    "orphan_mask": "mask file without a defect image: ignored",
-    "unparsed_name": "file name not of the form nnnn_ddd_ff: skipped (rename it)",
-}
-# Quirks that are normal for their layout: counted, not warned.
-QUIET = {"grayscale", "no_label_file", "no_annotations", "mask_union", "mask_from_boxes"}
-UNLABELLED_POLICIES = ("skip", "good", "error")
-EXAMPLES_PER_QUIRK = 5
 MASK_DIRS = ("annotations", "masks", "ground_truth", "mask", "gt")
 YOLO_YAML = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-
-
-@dataclass
-class ReadReport:
-    """What a reader met, with counts: the basis of `defectfill data info` and of the warnings."""
-
-    layout: str = ""
-    root: Path | None = None
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # "file: reason", every skipped image
-    _warned: Counter = field(default_factory=Counter, repr=False)
-
-    def note(self, quirk: str, file: Any) -> None:
-        """Count one occurrence of `quirk` at `file`."""
-        self.counts[quirk] += 1
-        examples = self.examples.setdefault(quirk, [])
-        if len(examples) < EXAMPLES_PER_QUIRK:
-            examples.append(str(file))
-
-    def skip(self, quirk: str, file: Any) -> None:
-        """Count `quirk` and record that `file` is not among the samples, and why."""
-        self.note(quirk, file)
-        self.skipped.append(f"{file}: {QUIRKS.get(quirk, quirk)}")
-
-    def warn_new(self) -> None:
-        """One DataWarning per quirk kind met since the last call, with its count and an example."""
-        for quirk, count in sorted(self.counts.items()):
-            new = count - self._warned[quirk]
-            if new > 0 and quirk not in QUIET:
-                example = self.examples.get(quirk, ["?"])[0]
-                warnings.warn(
-                    f"{new} file(s): {QUIRKS.get(quirk, quirk)} (e.g. {example})", DataWarning, stacklevel=3
-                )
-            self._warned[quirk] = count
-
-    def lines(self) -> list[str]:
-        """Human-readable summary, one quirk a line."""
-        out = []
-        for quirk, count in sorted(self.counts.items()):
-            out.append(f"{count:6d}  {quirk}: {QUIRKS.get(quirk, quirk)}  (e.g. {self.examples[quirk][0]})")
-        return out
-
-
-def _check_policy(unlabelled: str) -> None:
-    if unlabelled not in UNLABELLED_POLICIES:
-        raise DataError(f"unlabelled={unlabelled!r}: expected one of {list(UNLABELLED_POLICIES)}")
-
-
-def _read_image(path: Path, report: ReadReport) -> tuple[np.ndarray, bool]:
-    image, info = decode_image(path)
-    for key in info.conversions:
-        report.note(key, path)
-    return image, info.is_gray
-
-
-def _read_mask(path: Path, shape: tuple[int, int], report: ReadReport) -> np.ndarray:
-    mask, info = decode_mask(path, shape)
-    for key in info.conversions:
-        report.note(key, path)
-    return mask
-
-
-def _unlabelled(
-    quirk: str, image_path: Path, policy: str, report: ReadReport, fix: str
-) -> str:
-    """Apply the policy for a declared defect without a usable mask; returns "skip" or "good"."""
-    if policy == "error":
-        raise DataError(f"{image_path}: {QUIRKS[quirk].split(':')[0]}; {fix}")
-    if policy == "skip":
-        report.skip(quirk, image_path)
-        return "skip"
-    report.note(quirk, image_path)
-    report.note("unlabelled_as_good", image_path)
-    return "good"
 
 
 def _unique_stems(paths: list[Path], where: Path) -> dict[str, Path]:
@@ -163,8 +76,10 @@ def _unique_stems(paths: list[Path], where: Path) -> dict[str, Path]:
     return by_stem
 
 
-def _find_mask(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}_mask", stem):
+def _find_mask(folder: Path, stem: str, beside_image: bool = False) -> Path | None:
+    """`<stem>_mask.*`, or `<stem>.*` in a mask folder; never the image itself when the masks lie
+    beside the images (`beside_image`): there an image without a mask must read as one."""
+    for name in (f"{stem}_mask",) if beside_image else (f"{stem}_mask", stem):
         for suffix in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
             p = folder / f"{name}{suffix}"
             if p.is_file():
@@ -188,7 +103,7 @@ def read_mvtec(
     in the report, warned), "good" (kept as a good image) or "error" (DataError).
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     report = report if report is not None else ReadReport()
     report.layout, report.root = report.layout or "mvtec", report.root or root
     splits = ("train", "test") if split == "all" else (split,)
@@ -207,7 +122,7 @@ def read_mvtec(
         for type_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
             defect_type = type_dir.name
             for stem, image_path in _unique_stems(list_images(type_dir), type_dir).items():
-                image, is_gray = _read_image(image_path, report)
+                image, is_gray = read_image(image_path, report)
                 meta = {"name": stem, "split": split_name, "layout": "mvtec"}
                 mask = np.zeros(image.shape[:2], dtype=bool)
                 mask_path = None
@@ -215,14 +130,14 @@ def read_mvtec(
                 if defect_type != "good":
                     mask_path = _find_mask(root / "ground_truth" / defect_type, stem)
                     if mask_path is None:
-                        kind = _unlabelled(
+                        kind = unlabelled_sample(
                             "missing_mask", image_path, unlabelled, report,
                             f"expected {root / 'ground_truth' / defect_type / (stem + '_mask.png')}",
                         )
                     else:
-                        mask = _read_mask(mask_path, image.shape[:2], report)
+                        mask = read_mask(mask_path, image.shape[:2], report)
                         if not mask.any():
-                            kind = _unlabelled(
+                            kind = unlabelled_sample(
                                 "empty_mask", mask_path, unlabelled, report,
                                 "draw the defect in the mask or move the image to test/good",
                             )
@@ -233,6 +148,7 @@ def read_mvtec(
                                  source=image_path, mask_source=mask_path if kind != "good" else None,
                                  is_gray=is_gray, meta=meta)
                 )
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -260,7 +176,7 @@ def _folder_pairs(root: Path) -> tuple[dict[str, Path], Path | None, bool]:
 
 def read_image_mask_folder(
     root: str | Path,
-    defect_type: str = "stain",
+    defect_type: str | None = None,
     report: ReadReport | None = None,
     unlabelled: str = "skip",
 ) -> list[DefectSample]:
@@ -271,12 +187,14 @@ def read_image_mask_folder(
       `<stem>_mask.png` there), the layout of the hsst-stains set.
 
     Every image is declared a defect of `defect_type`, unless `defects.json` (written by
-    `writers.write_masks`) names each stem's type ("good" allowed). Masks of any binary encoding
+    `writers.write_masks`) names each stem's type ("good" allowed). Neither given: the class is
+    FOLDER_DEFECT_TYPE ("defect"), counted as the quirk `unnamed_class` and warned with how to name
+    it (`defect_type=`, `data --defect-type`, the training config's `folder_defect_type`). Masks of any binary encoding
     (0/255, 0/1, class indices) are read; an image without a mask, or with an all-black one, follows
     `unlabelled` ("skip", "good", "error"), counted in the report.
     """
     root = Path(root)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the folder holding the images and masks")
     report = report if report is not None else ReadReport()
@@ -289,20 +207,23 @@ def read_image_mask_folder(
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder")
     samples = []
     for stem, image_path in images.items():
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
         kind = types.get(stem, defect_type)
+        if kind is None:
+            report.note("unnamed_class", image_path)
+            kind = FOLDER_DEFECT_TYPE
         mask = np.zeros(image.shape[:2], dtype=bool)
-        mask_path = _find_mask(mask_dir if nested else root, stem) if kind != "good" else None
+        mask_path = _find_mask(mask_dir if nested else root, stem, beside_image=not nested) if kind != "good" else None
         if kind != "good":
             if mask_path is None:
-                kind = _unlabelled(
+                kind = unlabelled_sample(
                     "missing_mask", image_path, unlabelled, report,
                     f"expected {(mask_dir or root) / (stem + ('.png' if nested else '_mask.png'))}",
                 )
             else:
-                mask = _read_mask(mask_path, image.shape[:2], report)
+                mask = read_mask(mask_path, image.shape[:2], report)
                 if not mask.any():
-                    kind = _unlabelled("empty_mask", mask_path, unlabelled, report,
+                    kind = unlabelled_sample("empty_mask", mask_path, unlabelled, report,
                                        "draw the defect in the mask or remove the image")
             if kind == "skip":
                 continue
@@ -310,12 +231,17 @@ def read_image_mask_folder(
                 mask, mask_path = np.zeros_like(mask), None
         samples.append(DefectSample(image, mask, kind, source=image_path, mask_source=mask_path,
                                     is_gray=is_gray, meta={"name": stem, "layout": "folder"}))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
 
 def read_good_images(root: str | Path, report: ReadReport | None = None) -> list[DefectSample]:
-    """A folder of defect-free images (the new fabric's good images): every image is "good"."""
+    """A folder of defect-free images (the new fabric's good images): every image is "good".
+
+    Names of the AITEX form nnnn_ddd_ff keep their codes in meta ("fabric", "code"); a defect code
+    (ddd != 000) there means a defect strip whose mask is missing: still read as good, but counted
+    (`defect_code_no_mask`) and warned with the fix."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the folder holding the good images")
@@ -326,9 +252,16 @@ def read_good_images(root: str | Path, report: ReadReport | None = None) -> list
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder")
     samples = []
     for stem, image_path in paths.items():
-        image, is_gray = _read_image(image_path, report)
+        image, is_gray = read_image(image_path, report)
+        meta: dict[str, Any] = {"name": stem, "layout": "good"}
+        parsed = parse_name(stem)
+        if parsed is not None:
+            meta.update(parsed)
+            if parsed["code"] != GOOD_CODE:  # a defect strip without its mask, read as good: say so loudly
+                meta["declared_code"] = parsed["code"]
+                report.note("defect_code_no_mask", image_path)
         samples.append(DefectSample(image, np.zeros(image.shape[:2], dtype=bool), "good", source=image_path,
-                                    is_gray=is_gray, meta={"name": stem, "layout": "good"}))
+                                    is_gray=is_gray, meta=meta))
     report.warn_new()
     return samples
 
@@ -417,6 +350,27 @@ def _labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes: boo
                         is_gray=is_gray, meta=meta)
 
 
+def _coco_image_path(file_name: Any, json_path: Path, images_dir: Path) -> Path:
+    """Where a COCO `file_name` lives. Exporters disagree: plain `a.png` (relative to the images
+    folder), `images/a.png` (CVAT, Label Studio: relative to the dataset root, i.e. the JSON's
+    folder or the images folder's parent) or an absolute / foreign path (the base name is then
+    looked up in the images folder). The first existing candidate wins."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise DataError(f"{json_path}: image entry with file_name {file_name!r}; every image needs a file name")
+    relative = Path(file_name.replace("\\", "/"))
+    candidates = [images_dir / relative, json_path.parent / relative, images_dir.parent / relative,
+                  images_dir / relative.name]
+    tried = list(dict.fromkeys(candidates))
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise DataError(
+            f"{json_path}: image file_name {file_name!r} not found; looked for "
+            f"{', '.join(str(p) for p in tried)}; put the images there or pass images_dir= "
+            f"(`--images-dir`) the folder holding them"
+        )
+    return found
+
+
 def read_coco(
     json_path: str | Path,
     images_dir: str | Path | None = None,
@@ -425,13 +379,15 @@ def read_coco(
 ) -> list[DefectSample]:
     """COCO instances JSON: boxes and polygon / RLE segmentations -> one sample per image.
 
-    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder).
+    images_dir: where `file_name`s live (default: `images/` beside the JSON, else its folder); a
+    `file_name` that already holds a folder (`images/a.png`, as CVAT and Label Studio write it) is
+    also looked up relative to the JSON's folder, and by its base name (see `_coco_image_path`).
     An image without annotations is a good image. Its mask is the union of its instances'
     segmentations (filled boxes where an instance has none: meta["mask_from_boxes"]); its boxes are
     the instances' bboxes; its defect_type the category with the largest total area.
     """
     json_path = Path(json_path)
-    _check_policy(unlabelled)
+    check_policy(unlabelled)
     report = report if report is not None else ReadReport()
     report.layout, report.root = report.layout or "coco", report.root or json_path
     data = _read_json(json_path)
@@ -455,8 +411,8 @@ def read_coco(
             )
         seen_names.add(file_name)
         seen_ids.add(image_id)
-        image_path = images_dir / file_name
-        image, is_gray = _read_image(image_path, report)
+        image_path = _coco_image_path(file_name, json_path, images_dir)
+        image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):
             raise DataError(
@@ -501,7 +457,7 @@ def read_coco(
             classes.append(name)
             area_by_class[name] += int(segm.sum())
         if not boxes:
-            kind = _unlabelled("empty_mask", image_path, unlabelled, report, "every segmentation is empty")
+            kind = unlabelled_sample("empty_mask", image_path, unlabelled, report, "every segmentation is empty")
             if kind == "skip":
                 continue
             samples.append(DefectSample(image, np.zeros((h, w), bool), "good", source=image_path,
@@ -509,6 +465,7 @@ def read_coco(
             continue
         samples.append(_labelled_sample(image, mask, boxes, classes, area_by_class, from_boxes, image_path,
                                         is_gray, meta, report))
+    report.raise_unlabelled()
     report.warn_new()
     return samples
 
@@ -590,7 +547,7 @@ def read_yolo(
     samples = []
     for split_name, folder in _yolo_image_dirs(root, split):
         for stem, image_path in _unique_stems(list_images(folder), folder).items():
-            image, is_gray = _read_image(image_path, report)
+            image, is_gray = read_image(image_path, report)
             h, w = image.shape[:2]
             meta: dict[str, Any] = {"name": stem, "layout": "yolo"}
             if split_name:
@@ -691,12 +648,29 @@ def detect_layout(path: str | Path) -> str:
         return "folder"
     if images:
         return "good"
-    raise DataError(
-        f"{path}: unknown dataset layout; expected one of: MVTec-AD (train/good, test/<type>, ground_truth/), "
-        f"image+mask folder (x.png + x_mask.png, or images/ + annotations/), COCO (.json + images/), "
-        f"YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, Mask_images/, NoDefect_images/), "
-        f"or a folder of good images"
-    )
+    raise DataError(f"{path}: unknown dataset layout; found {_found_in(path)}. Expected one of: {LAYOUT_HELP}. "
+                    f"Fix: arrange the folder as one of these (or pass the subfolder that is one), "
+                    f"or name the layout with layout= / `--layout`")
+
+
+LAYOUT_HELP = (
+    "MVTec-AD (train/good, test/<type>, ground_truth/), image+mask folder (x.png + x_mask.png, or images/ + "
+    "annotations/), COCO (.json + images/), YOLO (images/, labels/, data.yaml), AITEX (Defect_images/, "
+    "Mask_images/, NoDefect_images/), or a folder of good images"
+)
+
+
+def _found_in(folder: Path) -> str:
+    """What a folder holds, in a few words, for the unknown-layout error."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p.name for p in entries if p.is_file()]
+    dirs = [p for p in entries if p.is_dir()]
+    with_images = [d.name + "/" for d in dirs if list_images(d)]
+    parts = [f"{len(files)} file(s)" + (f" (e.g. {', '.join(files[:3])})" if files else "") + ", no image"]
+    parts.append(f"{len(dirs)} subfolder(s)" + (f" (e.g. {', '.join(d.name + '/' for d in dirs[:3])})" if dirs else ""))
+    if with_images:
+        parts.append(f"images in the subfolder(s) {', '.join(with_images[:5])}")
+    return "; ".join(parts)
 
 
 def _coco_json_in(folder: Path) -> Path | None:

@@ -13,6 +13,7 @@ an empty segmentation, so a reader knows they carry boxes only. YOLO keeps boxes
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +26,11 @@ from defectfill.data.images import save_image, save_mask
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
 from defectfill.io_utils import atomic_write_json, atomic_write_text
-from defectfill.masks import mask_to_boxes
+from defectfill.masks import boxes_to_mask, mask_to_boxes, merge_boxes
 
 __all__ = [
-    "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "sample_labels", "write_coco",
+    "class_index_mask", "class_names_of", "coco_annotations", "coco_categories", "hold_out_good", "sample_labels",
+    "tidy_boxes", "write_coco",
     "write_masks", "write_mvtec", "write_yolo", "yolo_line",
 ]
 
@@ -67,6 +69,50 @@ def sample_labels(sample: DefectSample) -> tuple[np.ndarray, list[str]]:
     return boxes, [str(c) for c in classes]
 
 
+MIN_BOX_PX = 4  # like masks.clean_mask's min_area: 1-3 px specks are mask residue (anti-aliased edges)
+
+
+def tidy_boxes(
+    sample: DefectSample, min_box_px: int = MIN_BOX_PX, merge_gap: int | None = None
+) -> tuple[DefectSample | None, int, int]:
+    """A defect sample's labels made fit to write: boxes holding fewer than `min_box_px` defect
+    pixels are dropped (their pixels cleared from the mask), then boxes of one class separated by at
+    most `merge_gap` px are merged into their enclosing box (`masks.merge_boxes`; None: no merging).
+
+    Returns (the sample, a copy when changed, or None when no box is left: the caller leaves it out;
+    the number of boxes dropped; the number removed by merging). A box-only sample keeps its mask =
+    the filled boxes. Good samples pass unchanged.
+    """
+    if min_box_px < 1:
+        raise DataError(f"min_box_px must be >= 1, found {min_box_px}")
+    if merge_gap is not None and merge_gap < 0:
+        raise DataError(f"merge_gap must be >= 0 (or None: no merging), found {merge_gap}")
+    if sample.is_good:
+        return sample, 0, 0
+    boxes, classes = sample_labels(sample)
+    pixels = np.asarray([sample.mask[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in boxes.tolist()], dtype=np.int64)
+    keep = pixels >= min_box_px
+    dropped = int((~keep).sum())
+    boxes, classes = boxes[keep], [c for c, k in zip(classes, keep) if k]
+    merged = 0
+    if merge_gap is not None and len(boxes) > 1:
+        new_boxes, new_classes = [], []
+        for name in sorted(set(classes)):
+            group = merge_boxes(boxes[[c == name for c in classes]], merge_gap)
+            new_boxes.append(group)
+            new_classes += [name] * len(group)
+        merged = len(boxes) - len(new_classes)
+        boxes, classes = np.concatenate(new_boxes).reshape(-1, 4), new_classes
+    if dropped == 0 and merged == 0:
+        return sample, 0, 0
+    if len(boxes) == 0:
+        return None, dropped, merged
+    inside = boxes_to_mask(boxes, sample.mask.shape)
+    mask = inside if sample.meta.get("mask_from_boxes") else sample.mask & inside
+    meta = {**sample.meta, "box_classes": classes}
+    return dataclasses.replace(sample, mask=mask, boxes=boxes, meta=meta), dropped, merged
+
+
 def class_names_of(samples: Sequence[DefectSample]) -> list[str]:
     """Sorted defect class names present in `samples` ("good" excluded)."""
     names = set()
@@ -85,10 +131,43 @@ def _class_index(class_names: Sequence[str], name: str, where: str) -> int:
         ) from None
 
 
+def hold_out_good(
+    samples: Sequence[DefectSample], fraction: float, seed: int = 0
+) -> tuple[list[DefectSample], int]:
+    """Mark a seeded `fraction` of the good images as the test split (MVTec-AD's `test/good`, what
+    an anomaly detector is scored on besides the defects); the rest of them as train.
+
+    Only good samples without a `meta["split"]` are touched (an MVTec source keeps its own split).
+    They are drawn in whole groups: the tiles of one strip (`meta["parent"]`) stay together, so that
+    no test tile overlaps a training tile. round(fraction x groups) groups go to test, at least one
+    when fraction > 0, never all of them (train/good keeps one group). Returns (samples with the
+    split set, copies where changed; the number of good samples held out).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"test-good fraction must be in [0, 1), found {fraction}")
+    free = [i for i, s in enumerate(samples) if s.is_good and not s.meta.get("split")]
+    groups: dict[str, list[int]] = {}
+    for i in free:
+        meta = samples[i].meta
+        groups.setdefault(str(meta.get("parent") or meta.get("name") or f"sample_{i}"), []).append(i)
+    keys = sorted(groups)
+    n_test = min(len(keys) - 1, max(1, round(fraction * len(keys)))) if fraction > 0 and keys else 0
+    rng = np.random.default_rng(seed)
+    test_keys = {keys[k] for k in rng.choice(len(keys), size=n_test, replace=False)} if n_test > 0 else set()
+    out = list(samples)
+    held_out = 0
+    for key in keys:
+        for i in groups[key]:
+            split = "test" if key in test_keys else "train"
+            held_out += split == "test"
+            out[i] = dataclasses.replace(samples[i], meta={**samples[i].meta, "split": split})
+    return out, held_out
+
+
 def write_mvtec(samples: Sequence[DefectSample], root: str | Path, split: str | None = None) -> Path:
     """MVTec-AD layout: good images in `<split>/good/` (split: argument, else meta["split"], else
-    "train"), defects in `test/<type>/` with masks `ground_truth/<type>/<name>_mask.png` (MVTec-AD
-    keeps no defects in train/)."""
+    "train"; `hold_out_good` sets a test share), defects in `test/<type>/` with masks
+    `ground_truth/<type>/<name>_mask.png` (MVTec-AD keeps no defects in train/)."""
     root = Path(root)
     names = _NameBook()
     for i, sample in enumerate(samples):

@@ -120,7 +120,7 @@ def generation_metrics(
     *training* defect crops (the references), then averaged over the classes that have a value.
     """
     from defectfill.data.images import load_image, load_mask
-    from defectfill.downstream.manifest import read_generation_manifest
+    from defectfill.generators.manifest import read_generation_manifest
     from defectfill.metrics import generation as gm
 
     manifests = [s["path"] for s in dataset.recipe["sources"] if s["kind"] == "generated"]

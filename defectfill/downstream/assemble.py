@@ -2,7 +2,7 @@
 
 Input: real samples (a list of `DefectSample`, or an MVTec-AD category folder whose train split
 is read) and any number of generation folders. A generation folder is what every generator
-writes (defined in `defectfill.downstream.manifest`): `manifest.jsonl` with one JSON line per
+writes (defined in `defectfill.generators.manifest`): `manifest.jsonl` with one JSON line per
 generated image, {"image", "changed_mask", "request_mask", "defect_type", "source_image",
 "boxes": [[x0, y0, x1, y1], ...], "score", "seed", "generator"}, paths relative to the folder.
 
@@ -43,8 +43,8 @@ from defectfill.data.images import save_image
 from defectfill.data.sample import DefectSample
 from defectfill.data.writers import class_index_mask, coco_annotations, coco_categories, yolo_line
 from defectfill.downstream.config import AssembleConfig
-from defectfill.downstream.manifest import GeneratedItem, read_generation_manifest
 from defectfill.errors import DataError
+from defectfill.generators.manifest import GeneratedItem, read_generation_manifest
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.masks import mask_to_boxes
 
@@ -97,7 +97,21 @@ def _read_real(real: Sequence[DefectSample] | str | Path) -> tuple[list[DefectSa
         from defectfill.data.readers import read_mvtec
 
         return read_mvtec(real, "train"), str(Path(real).resolve())
-    return list(real), "<in-memory samples>"
+    return list(real), describe_sources(real)
+
+
+def describe_sources(samples: Sequence[DefectSample], limit: int = 5) -> str:
+    """Where in-memory samples came from, for the recipe: their files' folders (at most `limit`, with
+    counts), or "<in-memory samples>" for samples made in memory."""
+    from collections import Counter
+
+    folders = Counter(str(Path(s.source).resolve().parent) for s in samples if s.source is not None)
+    if not folders:
+        return "<in-memory samples>"
+    parts = [f"{folder} ({count})" for folder, count in folders.most_common(limit)]
+    more = len(folders) - limit
+    made = sum(s.source is None for s in samples)
+    return "; ".join(parts) + (f"; {more} more folders" if more > 0 else "") + (f"; {made} made in memory" if made else "")
 
 
 def _check_classes(entries: Sequence[_Entry], classes: Sequence[str]) -> None:

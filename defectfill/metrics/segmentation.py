@@ -117,8 +117,17 @@ def scores_from_counts(counts: PixelCounts, class_names: Sequence[str]) -> dict:
 def segmentation_scores(
     predictions: Iterable[np.ndarray], targets: Iterable[np.ndarray], class_names: Sequence[str]
 ) -> dict:
-    """Score (H, W) class-index maps against ground truth; see the module docstring."""
+    """Score (H, W) class-index maps against ground truth; see the module docstring.
+
+    Also returns `per_image_counts`: per test image and defect class [TP, FP, FN] (N x K x 3), what
+    `defectfill.metrics.intervals` resamples for paired bootstrap intervals between arms."""
     counts = PixelCounts(len(class_names) + 1)
+    per_image = []
     for pred, target in zip(predictions, targets, strict=True):
-        counts.update(pred, target)
-    return scores_from_counts(counts, class_names)
+        single = PixelCounts(len(class_names) + 1)
+        single.update(pred, target)
+        counts.tp += single.tp
+        counts.fp += single.fp
+        counts.fn += single.fn
+        per_image.append(np.stack([single.tp[1:], single.fp[1:], single.fn[1:]], axis=-1).tolist())
+    return {**scores_from_counts(counts, class_names), "per_image_counts": per_image}

@@ -26,24 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from defectfill.data.images import to_mask_array, to_rgb_array
-from defectfill.errors import DataError, DefectfillError, GenerationError, HubError, ModelError
-from defectfill.generator import GenerationResult
-from defectfill.masks import changed_mask, mask_to_boxes
-from defectfill.models.window import crop_image, crop_mask, paste_back, windows_for_mask
-from defectfill.selection import DEFAULT_METRIC, check_metric, score_candidates, select
+from defectfill.errors import DefectfillError, GenerationError, HubError, ModelError
+from defectfill.generators.interface import GenerationResult
+from defectfill.generators.shared import (
+    build_result,
+    check_request,
+    input_is_gray,
+    paint_in_windows,
+    torch_generator,
+)
+from defectfill.selection import DEFAULT_METRIC, check_metric, score_candidates
 
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-inpainting"
 PROMPT_TEMPLATE = "A {object} with {token}"
 MODEL_FILES = ("defectfill.json", "learned_embeds.safetensors", "pytorch_lora_weights.safetensors")
 HUB_TAGS = ["defectfill", "lora", "textual-inversion", "inpainting", "fabric-defects"]
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 -> (..., 3) uint8 grey (ITU-R BT.601 luma replicated)."""
-    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    grey = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def load_base_pipeline(base_model: str | os.PathLike, dtype: Any = None, token: str | None = None):
@@ -52,7 +49,7 @@ def load_base_pipeline(base_model: str | os.PathLike, dtype: Any = None, token: 
 
     kwargs: dict[str, Any] = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs["dtype"] = dtype  # diffusers >= 0.36 name; `torch_dtype` raises a FutureWarning
     if token is not None:
         kwargs["token"] = token
     try:
@@ -65,6 +62,22 @@ def load_base_pipeline(base_model: str | os.PathLike, dtype: Any = None, token: 
             f"{type(exc).__name__}: {exc}. Fix: pass base_model= a local diffusers folder (e.g. the offline "
             f"base model in assets/) or a reachable Hub id such as {DEFAULT_BASE_MODEL!r}"
         ) from exc
+
+
+def resolve_base_reference(base: str, model_dir: Path | None = None) -> str:
+    """A recorded base model as something that loads from any working directory. A relative folder
+    (e.g. "assets/base-fabric-inpaint", recorded by a training run started in the repository, which
+    would otherwise read as a Hub id 'owner/name') is looked up in the model folder and its parents,
+    in the working directory and in the repository root; anything else is kept (a Hub id)."""
+    from defectfill.config import REPO_ROOT
+
+    path = Path(base).expanduser()
+    if path.is_absolute():
+        return str(path)
+    roots = [*([model_dir.resolve(), *model_dir.resolve().parents] if model_dir is not None else []),
+             Path.cwd(), REPO_ROOT]
+    found = next((root / path for root in roots if (root / path / "model_index.json").is_file()), None)
+    return str(found.resolve()) if found is not None else base
 
 
 def resolve_model_dir(path_or_hub_id: str | os.PathLike, token: str | None = None, revision: str | None = None) -> Path:
@@ -186,6 +199,7 @@ class DefectFill:
         base = str(base_model) if base_model is not None else info.get("base_model")
         if not base:
             raise ModelError(f"{model_dir / 'defectfill.json'}: no base_model recorded; pass base_model=")
+        base = resolve_base_reference(base, model_dir)
         pipeline = load_base_pipeline(base, dtype=dtype, token=token)
         info = load_concepts_into_pipeline(pipeline, model_dir) or info
         if device is not None:
@@ -270,31 +284,14 @@ class DefectFill:
     def check_inputs(self, image: Any, mask: Any, defect_type: str, num_candidates: int,
                      num_inference_steps: int, guidance_scale: float, strength: float) -> tuple[np.ndarray, np.ndarray]:
         """Validate and convert: image -> (H, W, 3) uint8, mask -> (H, W) bool (not empty)."""
-        if defect_type not in self.concepts:
-            raise GenerationError(
-                f"defect_type {defect_type!r} is not a concept of this model; known defect types: {self.defect_types}"
-            )
-        if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)) or num_candidates < 1:
-            raise GenerationError(f"num_candidates must be an integer >= 1, found {num_candidates!r}")
         if int(num_inference_steps) < 1:
             raise GenerationError(f"num_inference_steps must be >= 1, found {num_inference_steps}")
         if not 0.0 < float(strength) <= 1.0:
             raise GenerationError(f"strength must lie in (0, 1], found {strength}")
         if float(guidance_scale) < 0:
             raise GenerationError(f"guidance_scale must be >= 0, found {guidance_scale}")
-        try:
-            rgb = to_rgb_array(image, name="image")
-            request = to_mask_array(mask, name="mask")
-        except DataError as exc:
-            raise GenerationError(str(exc)) from exc
-        if request.shape != rgb.shape[:2]:
-            raise GenerationError(
-                f"mask is {request.shape[1]}x{request.shape[0]} (WxH) but image is {rgb.shape[1]}x{rgb.shape[0]}; "
-                "pass a mask of the image's size"
-            )
-        if not request.any():
-            raise GenerationError("mask is empty: nothing to generate; the mask must mark where the defect goes")
-        return rgb, request
+        return check_request(image, mask, defect_type=defect_type, known_types=self.defect_types,
+                             num_candidates=num_candidates)
 
     def encode_prompt(self, defect_type: str, do_classifier_free_guidance: bool) -> tuple[Any, Any]:
         """(prompt_embeds, negative_prompt_embeds) of "A {object} with {token}", computed once per type."""
@@ -314,15 +311,6 @@ class DefectFill:
     def clear_prompt_cache(self) -> None:
         """Forget the cached text embeddings (call after changing the text encoder or tokens)."""
         self._prompt_cache.clear()
-
-    def _make_generator(self, generator: Any, seed: int | None) -> tuple[Any, int | None]:
-        import torch
-
-        if generator is not None:
-            return generator, seed
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        return torch.Generator(device="cpu").manual_seed(int(seed)), int(seed)
 
     def generate_candidates(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
                             num_candidates: int, num_inference_steps: int, guidance_scale: float,
@@ -372,39 +360,32 @@ class DefectFill:
         Returns a `GenerationResult`; `meta` holds the window, seed, prompt and settings.
         """
         # 1. check inputs
+        gray = input_is_gray(image)
         rgb, request = self.check_inputs(image, mask, defect_type, num_candidates, num_inference_steps,
                                          guidance_scale, strength)
         metric = check_metric(selection_metric or self.selection_metric)
-        is_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-        # 2. windows around the mask's groups of nearby defects, at the model's resolution
-        groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context)
-        # 3. encode the prompt (cached per defect type)
+        # 2. encode the prompt (cached per defect type)
         embeds = self.encode_prompt(defect_type, guidance_scale > 1.0)
-        generator, seed = self._make_generator(generator, seed)
-        candidates = [rgb] * num_candidates
-        for window, group_mask in groups:
-            # 4. k candidates of this window in one batched call
-            generated = self.generate_candidates(crop_image(rgb, window), crop_mask(group_mask, window), embeds,
-                                                 num_candidates, num_inference_steps, guidance_scale, strength,
-                                                 generator)
-            if is_gray:
-                generated = _luminance(generated)
-            # 5. paste back inside this group's part of the request mask only
-            candidates = [paste_back(c, g, window, group_mask, self.feather_px) for c, g in zip(candidates, generated)]
-        # 6. Low-Fidelity Selection
+        generator, seed = torch_generator(generator, seed)
+
+        def fill(window_image: np.ndarray, window_mask: np.ndarray) -> np.ndarray:
+            return self.generate_candidates(window_image, window_mask, embeds, num_candidates, num_inference_steps,
+                                            guidance_scale, strength, generator)
+
+        # 3. windows around the mask's groups of nearby defects at the model's resolution: k candidates
+        #    of each in one batched call, pasted back inside that group's part of the mask only
+        candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=num_candidates,
+                                               resolution=self.resolution, size_multiple=self.size_multiple,
+                                               context=self.context, feather_px=self.feather_px)
+        # 4. Low-Fidelity Selection, 5. labels from the pixels that really changed
         scores = score_candidates(rgb, candidates, request, metric)
-        selected = select(scores, min(top_k, len(candidates)))
-        # 7. labels from the pixels that really changed
-        changed = [changed_mask(rgb, c, request, threshold=self.change_threshold) for c in candidates]
-        boxes = [mask_to_boxes(m) for m in changed]
-        return GenerationResult(
-            candidates=candidates, scores=scores, selected=selected, request_mask=request,
-            changed_masks=changed, boxes=boxes, defect_type=defect_type, selection_metric=metric,
-            meta={"seed": seed, "prompt": self.prompt(defect_type), "window": groups[0][0].as_dict(),
-                  "windows": [w.as_dict() for w, _ in groups],
+        return build_result(
+            rgb, request, candidates, scores, defect_type=defect_type, selection_metric=metric,
+            change_threshold=self.change_threshold, top_k=top_k, gray=gray,
+            meta={"seed": seed, "prompt": self.prompt(defect_type), "window": windows[0], "windows": windows,
                   "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
-                  "strength": float(strength), "is_gray": is_gray, "generator": self.name},
-        )
+                  "strength": float(strength), "is_gray": gray or bool(np.ptp(rgb, axis=2).max() == 0),
+                  "generator": self.name})
 
     def generate_batch(
         self,

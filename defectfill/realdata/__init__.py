@@ -1,1 +1,1 @@
-"""Real fabric end to end: line-scan strips (`strips`) and the real-stains run (`stains_run`)."""
+"""Real fabric: line-scan strips (`strips`: tiles for the models, predictions stitched back)."""

@@ -83,11 +83,15 @@ def _notes(results: Sequence[dict]) -> list[str]:
     return sorted(set(notes))
 
 
-def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "defectfill downstream comparison") -> Path:
-    """Write the report files (see the module docstring); returns the path of report.html."""
+def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "defectfill downstream comparison",
+                 sections: Sequence[str] = (), verdict_text: str | None = None, results_title: str = "Results") -> Path:
+    """Write the report files (see the module docstring); returns the path of report.html.
+    `sections`: HTML parts of the caller (e.g. `seeds_section`, `bench_section`) placed before the
+    results; `verdict_text`: the caller's verdict (e.g. from intervals over seeds) instead of the
+    one computed from `results`."""
     out_dir = Path(out_dir)
     results = list(results)
-    sentence = verdict(results)
+    sentence = verdict_text if verdict_text is not None else verdict(results)
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "table.md", f"# {title}\n\n{sentence}\n\n{markdown_table(results)}")
     figures = [
@@ -114,7 +118,8 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
             if results
             else ""
         ),
-        "<h2>Results</h2>",
+        *sections,
+        f"<h2>{html.escape(results_title)}</h2>",
         _html_table(results),
         "<h2>Plots</h2>",
         *[_embed(f) for f in figures if f is not None],
@@ -130,6 +135,79 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
     page = out_dir / "report.html"
     atomic_write_text(page, "\n".join(parts))
     return page
+
+
+def bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:
+    """The bench's own part of report.html: protocol, base model warning, goal, seconds, sheets."""
+    d = summary["protocol"]
+    parts = ["<h2>Bench protocol</h2>"]
+    for note in summary["notes"]:
+        parts.append(f"<p style='background:#fee;border-left:4px solid #c00;padding:0.6em 1em;font-weight:bold'>"
+                     f"{html.escape(note)}</p>")
+    budget = summary["budget"]
+    into = (f"{budget['synthetic_per_class']} images per class into the target good images"
+            if budget.get("into", "target_good") == "target_good"
+            else f"{budget['per_image']} per training image (its real defect kept labelled)")
+    if "source_textures" in d:  # the simulator
+        data = (f"Source fabrics {', '.join(d['source_textures'])}: {d['source_defects_per_type']} labelled defects per "
+                f"type. Target (new) fabrics {', '.join(d['target_textures'])}: {d['target_good']} good images per "
+                f"texture for training; test = {d['test_defects_per_type']} defects per type and {d['test_good']} good "
+                f"images per texture. Defect types: {', '.join(d['defect_types'])}; {d['image_size']} px (simulated).")
+    else:  # the user's folders
+        counts = d.get("counts", {})
+        where = d.get("folder") or d.get("source")
+        split = (f"split by fabric code (source fabrics {d['source_fabrics']} of {d['fabrics']})" if "fabrics" in d
+                 else f"split rule {d.get('rule', 'separate folders')}")
+        data = (f"Data: {where}, {split}: {counts.get('source_defects')} labelled source defects, "
+                f"{counts.get('target_good')} good training images of the new fabric, test = {counts.get('test')} images "
+                f"({counts.get('test_defects')} with defects). Defect types (from the data): "
+                f"{', '.join(summary.get('defect_types', []))}.")
+    parts.append(f"<p>{html.escape(data)} Every synthetic arm: {html.escape(into)}, the same requests within a seed, "
+                 f"{budget['num_candidates']} candidates each.</p>")
+    goal = summary["goal"]
+    lines = [f"{k.removeprefix('vs_')}: {v['gain_points']:+.1f} points (goal {v['needed_points']:+.0f}): "
+             f"{'met' if v['met'] else 'NOT met'}" for k, v in goal.items() if k.startswith("vs_")]
+    if lines:
+        parts.append(f"<p>Goal (DefectFill, {html.escape(goal['metric'])}): " + "; ".join(map(html.escape, lines)) + "</p>")
+    seconds, cpu = summary["seconds"], summary["cpu_seconds"]
+    if seconds:
+        parts.append("<p>Seconds per stage, wall clock / CPU of this process (the run that computed it): " + ", ".join(
+            f"{html.escape(k)} {v:.0f}" + (f" / {cpu[k]:.0f}" if k in cpu else "") for k, v in seconds.items())
+            + f"; total {sum(seconds.values()):.0f} / {sum(cpu.values()):.0f}.</p>")
+    for title, sheet in sheets:
+        parts += [f"<h3>{html.escape(title)}</h3>", _embed(sheet)]
+    return "\n".join(parts)
+
+
+def _markdown_table_html(text: str) -> str:
+    """A markdown table (as `report.seeds` writes it) as an HTML table; other lines as paragraphs."""
+    out, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+            table = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(out)
+
+
+def seeds_section(seeds: dict, comparisons: dict) -> str:
+    """Mean ± std over the seeds per arm and class, and the paired intervals (`report.seeds`)."""
+    from defectfill.report.seeds import comparison_table, seed_table
+
+    parts = [f"<h2>Over seeds {html.escape(str(seeds['seeds']))}</h2>", _markdown_table_html(seed_table(seeds))]
+    if comparisons["comparisons"]:
+        parts += ["<h3>Paired differences (is a gap outside the noise?)</h3>",
+                  _markdown_table_html(comparison_table(comparisons)),
+                  f"<p>{html.escape(comparisons['comparisons'][0]['definition'])}; an interval that holds 0 ranks nothing.</p>"]
+    parts += [f"<p>{html.escape(note)}</p>" for note in comparisons["notes"]]
+    return "\n".join(parts)
 
 
 def load_results(paths: Sequence[str | Path]) -> list[dict]:

@@ -41,7 +41,8 @@ class DefectFillTrainConfig:
     # --- data ---
     train_data_dir: str = _f("", "dataset with a few defect images + masks per type (MVTec-AD, image+mask folder, ...)")
     dataset_layout: str = _f("auto", "layout of train_data_dir: auto, mvtec, folder, coco, yolo, aitex")
-    folder_defect_type: str = _f("stain", "defect type of an image+mask folder without defects.json")
+    folder_defect_type: str = _f(
+        "", "defect type of an image+mask folder without defects.json (unset: 'defect', with a warning)")
     defect_types: list[str] = _f([], "defect types to learn (empty: every type in the dataset)")
     concept_tokens: dict[str, str] = _f({}, "defect type -> token (default '<type>'), e.g. stain=<stain>")
     initializer_words: dict[str, str] = _f({}, "defect type -> word seeding its token (default: type name if one token, else 'defect')")

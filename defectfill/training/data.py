@@ -40,9 +40,12 @@ def mixed_seed(*parts: int) -> int:
 
 
 def load_defect_samples(
-    path: str, defect_types: list[str] | None = None, layout: str = "auto", folder_defect_type: str = "stain",
+    path: str, defect_types: list[str] | None = None, layout: str = "auto", folder_defect_type: str = "",
 ) -> dict[str, list[DefectSample]]:
     """Read the dataset at `path` and group its defect samples by type (good images dropped).
+
+    folder_defect_type: the class of an image+mask folder without defects.json ("": the reader's
+    neutral "defect", warned).
 
     defect_types: the types to keep (empty/None: all); a type absent from the dataset raises
     ConfigError listing the types found.
@@ -52,7 +55,7 @@ def load_defect_samples(
     if not path:
         raise ConfigError("train_data_dir: not set; pass the folder holding the few defect images and masks")
     kind = detect_layout(path) if layout == "auto" else layout
-    kwargs = {"defect_type": folder_defect_type} if kind == "folder" else {}
+    kwargs = {"defect_type": folder_defect_type} if kind == "folder" and folder_defect_type else {}
     samples = read_dataset(path, layout=kind, **kwargs)
     by_type: dict[str, list[DefectSample]] = {}
     for sample in samples:

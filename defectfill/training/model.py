@@ -38,8 +38,13 @@ def check_inpainting_unet(unet, source: str) -> None:
 
 
 def load_components(pretrained_model_name_or_path: str, revision: str | None = None,
-                    variant: str | None = None) -> DefectFillModels:
-    """Load the training components of a diffusers inpainting model (no safety checker)."""
+                    variant: str | None = None, frozen_dtype: Any = None) -> DefectFillModels:
+    """Load the training components of a diffusers inpainting model (no safety checker).
+
+    frozen_dtype: dtype of the VAE and UNet weights (the mixed-precision dtype; None: as stored).
+    They are loaded in it rather than cast with `.to(dtype)` afterwards, which diffusers 0.42 answers
+    with a warning about modules to keep in float32 on every call (even when there are none).
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -50,8 +55,9 @@ def load_components(pretrained_model_name_or_path: str, revision: str | None = N
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", variant=variant, **kw)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kw)
+        weights = {"variant": variant, **({"dtype": frozen_dtype} if frozen_dtype is not None else {})}
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **weights, **kw)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights, **kw)
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
     except (OSError, ValueError) as exc:
         raise ModelError(

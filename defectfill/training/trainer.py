@@ -143,15 +143,15 @@ class DefectFillTrainer:
 
         # --- models ---
         self.models: DefectFillModels = load_components(config.pretrained_model_name_or_path, config.revision,
-                                                        config.variant)
+                                                        config.variant, frozen_dtype=self.weight_dtype)
         self.tokens, self.row_guard = make_trainable(
             self.models, self.concepts, config.initializer_words, rank=config.rank, lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout, unet_targets=config.unet_lora_targets,
             train_text_encoder=config.train_text_encoder, text_encoder_targets=config.text_encoder_lora_targets)
         m = self.models
         device = accelerator.device
-        m.vae.to(device, dtype=self.weight_dtype)
-        m.unet.to(device, dtype=self.weight_dtype)
+        m.vae.to(device)  # loaded in weight_dtype (load_components)
+        m.unet.to(device)
         m.text_encoder.to(device)  # float32: its embedding matrix is trained
         cast_training_params([m.unet, m.text_encoder], dtype=torch.float32)
         self.row_guard.to(device)

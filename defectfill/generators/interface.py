@@ -1,7 +1,10 @@
 """The interface every defect generator implements, and its result record.
 
 DefectFill, cut-paste and the GAN baselines all implement `DefectGenerator`, so that
-train -> generate -> select -> label -> export -> fine-tune -> evaluate is written once.
+train -> generate -> select -> label -> export -> fine-tune -> evaluate is written once. What
+they share (request checks, the window around the mask, changed-pixel labels, building the
+result) is in `defectfill.generators.shared`; how they are found by name is in
+`defectfill.generators.registry`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class GenerationResult:
     changed_masks: k (H, W) bool masks of the pixels really changed (request ∩ |out − in| > τ).
     boxes: k arrays (N, 4) of x0, y0, x1, y1 per changed-pixel component.
     selection_metric: name of the metric that produced `scores`.
+    gray: the input had one channel (greyscale); `image` is then (H, W), the candidates stay
+        (H, W, 3) with three equal channels.
     """
 
     candidates: list[np.ndarray]
@@ -35,11 +40,13 @@ class GenerationResult:
     defect_type: str
     selection_metric: str
     meta: dict[str, Any] = field(default_factory=dict)
+    gray: bool = False
 
     @property
     def image(self) -> np.ndarray:
-        """The best selected candidate."""
-        return self.candidates[self.selected[0]]
+        """The best selected candidate: (H, W, 3) uint8, or (H, W) for a greyscale input."""
+        best = self.candidates[self.selected[0]]
+        return best[..., 0] if self.gray else best
 
     @property
     def changed_mask(self) -> np.ndarray:
