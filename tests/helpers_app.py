@@ -48,6 +48,16 @@ def make_world(root: Path) -> dict[str, Path]:
     return {"model": model, "real": real, "images": images, "run": run}
 
 
+_WORLDS: dict[str, dict[str, Path]] = {}
+
+
+def shared_world(tmp_path_factory) -> dict[str, Path]:
+    """`make_world` once per test session (both app test files read it; none writes into it)."""
+    if "world" not in _WORLDS:
+        _WORLDS["world"] = make_world(tmp_path_factory.mktemp("app-world"))
+    return _WORLDS["world"]
+
+
 def make_run_folder(folder: Path) -> Path:
     """A small bench-like run folder: bench.json, table.md, one plot, one contact sheet."""
     import json

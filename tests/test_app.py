@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_app import launch_app, make_run_folder, make_world, manifest_lines, written_files
+from helpers_app import launch_app, make_run_folder, manifest_lines, shared_world, written_files
 from PIL import Image
 
 from defectfill.app.curation import CURATION_KEYS, CurationRequest, CurationSet
@@ -141,7 +141,7 @@ def test_read_run_folder_lists_table_plots_and_sheets(tmp_path):
 # ----------------------------------------------------------------------- the app on localhost
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("app-world"))
+    return shared_world(tmp_path_factory)
 
 
 def _editor_files(client_file, image_path: Path, mask: np.ndarray, tmp: Path) -> dict:

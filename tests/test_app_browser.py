@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_app import launch_app, make_world, manifest_lines, written_files
+from helpers_app import launch_app, manifest_lines, shared_world, written_files
 
 from defectfill.data.images import load_image, load_mask, save_mask
 
@@ -72,19 +72,19 @@ def _paint(page, points: list[tuple[float, float]], tries: int = 3) -> None:
     pytest.fail(f"the editor did not take a brush stroke in {tries} tries (its Undo button stayed disabled)")
 
 
-def test_browser_paint_generate_accept_and_error(tmp_path):
+def test_browser_paint_generate_accept_and_error(tmp_path, tmp_path_factory):
     executable = chromium_path()
     try:
         from playwright.sync_api import expect, sync_playwright
     except ModuleNotFoundError:
         pytest.fail("Playwright for Python is missing: pip install -e '.[dev]' (it is in the dev extra)")
-    world = make_world(tmp_path / "world")
+    world = shared_world(tmp_path_factory)
     data = tmp_path / "curated"
     shots = _shots(tmp_path)
     launched = launch_app(world, data)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
             expect.set_options(timeout=TIMEOUT_MS)
@@ -148,6 +148,8 @@ def test_browser_paint_generate_accept_and_error(tmp_path):
             expect(page.locator("#run-plots img")).to_have_count(1)
             expect(page.locator("#run-sheets img")).to_have_count(1)
             page.screenshot(path=str(shots / "5_runs_tab.png"), full_page=True)
+            page.reload()  # a new visit shows what the data set folder holds now
+            expect(page.locator("#dataset")).to_contain_text("2 accepted (stain 2), 1 rejected")
             browser.close()
     finally:
         launched.demo.close()

@@ -265,7 +265,8 @@ def build_demo(app: CurationApp):
                 folder = gr.Textbox(str(app.dataset(settings.data_folder).folder), label="Data set folder",
                                     elem_id="data-folder", scale=4)
                 open_dataset = gr.Button("Open / resume", elem_id="open-dataset", scale=1)
-            dataset_md = gr.Markdown(summary(str(settings.data_folder)), elem_id="dataset")
+            # a callable value is computed at each page load: a reload shows what the folder holds now
+            dataset_md = gr.Markdown(lambda: summary(str(settings.data_folder)), elem_id="dataset")
         with gr.Tab("Runs", id="runs"):
             run_folder = gr.Textbox(str(settings.run_folder or ""), label="Bench or real-data run folder",
                                     elem_id="run-folder")
