@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,10 @@ STAGES = ("vae", "unet")
 def atomic_save_dir(target: str | Path, save) -> Path:
     """Call `save(tmp_dir)` and move the finished folder to `target` (replacing an older one)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = io_utils.make_temp_dir(target)
     try:
         save(tmp)
+        io_utils.apply_umask_modes(tmp)  # safetensors' save_file makes 0600 files
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")
@@ -81,7 +80,15 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None, total_limit: int | None = None,
 ) -> Path:
     root = Path(root)
-    path = save_training_state(root / f"{stage}-{step:06d}", model, optimizer, {"stage": stage, "step": step, **(extra or {})})
+    try:
+        path = save_training_state(root / f"{stage}-{step:06d}", model, optimizer,
+                                   {"stage": stage, "step": step, **(extra or {})})
+    except Exception as exc:  # OSError, SafetensorError, torch.save RuntimeError: disk full, file-size limit
+        previous = [p.name for p in list_checkpoints(root, stage)]
+        raise ModelError(
+            f"{root / f'{stage}-{step:06d}'}: writing the checkpoint failed ({type(exc).__name__}: {exc}); the previous "
+            f"checkpoint(s) {previous or 'none'} are intact. Free disk space, then resume with "
+            "--resume_from_checkpoint latest") from exc
     if total_limit:
         for old in list_checkpoints(root, stage)[:-total_limit]:
             shutil.rmtree(old, ignore_errors=True)

@@ -137,11 +137,17 @@ def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys to values at the top level, found a "
+                          f"{type(data).__name__}; see configs/ for examples")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: override {dotted}={value!r}: {key} is not a section in the file; "
+                                  "fix the key or the file")
         node[leaf] = value
     return from_dict(cls, data, where=str(path))
 

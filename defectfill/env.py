@@ -33,6 +33,9 @@ def offline_env(root: str | Path | None = None, *, force: bool = False) -> None:
         "YOLO_AUTOINSTALL": "0",
         "YOLO_CONFIG_DIR": str(root / "ultralytics"),
         "MPLBACKEND": "Agg",
+        # ultralytics loads .pt checkpoints with torch.load(weights_only=True) + its allow-list of model
+        # classes instead of a full unpickle (read when ultralytics is imported; set 0 to opt out)
+        "ULTRALYTICS_SAFE_LOAD": "1",
     }
     for key, value in values.items():
         if force or key not in os.environ:

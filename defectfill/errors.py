@@ -29,3 +29,7 @@ class GenerationError(DefectfillError, ValueError):
 
 class HubError(DefectfillError, RuntimeError):
     """A Hugging Face Hub operation failed."""
+
+
+class LockError(DefectfillError, RuntimeError):
+    """Another run holds the output folder (its lock file names the process and the host)."""

@@ -201,7 +201,8 @@ def propose_masks(
         raise DataError(f"n must be >= 0, found {n}")
     height, width = int(image_shape[0]), int(image_shape[1])
     if height < 4 or width < 4:
-        raise DataError(f"image_shape {tuple(image_shape)} is too small for mask proposals (need >= 4x4)")
+        raise DataError(f"image_shape {tuple(image_shape)} is too small for mask proposals (need >= 4x4); "
+                        "remove such tiny images from the good images, or pass --masks real with masks of their size")
     rng = _rng(rng)
     real = [binarize(m) for m in (real_masks or [])]
     real = [m for m in real if m.any()]

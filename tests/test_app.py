@@ -71,13 +71,21 @@ def test_curation_set_accepts_exactly_the_chosen_candidates_resumes_and_exports(
     assert [r["image"] for r in manifest_lines(tmp_path / "set")][-1] == "images/bolt_12__stain_00002.png"
     assert "3 accepted (stain 3), 1 rejected" in reopened.summary()
 
+    # a second page or app on the same folder: it re-reads the manifest under the folder's lock
+    other_app = CurationSet(tmp_path / "set")
+    reopened.decide(_request(image, mask, seed=6), other, accept=[0], reject=[])
+    other_app.decide(_request(image, mask, seed=7), other, accept=[0], reject=[])
+    names = [r["image"] for r in manifest_lines(tmp_path / "set")]
+    assert len(names) == len(set(names)) == 5 and not (tmp_path / "set" / ".defectfill.lock").exists()
+    reopened.reload()
+
     paths = reopened.export()
     data_yaml = paths["yolo"].read_text()
     assert "stain" in data_yaml
     labels = sorted((tmp_path / "set" / "export" / "yolo" / "labels" / "train").glob("*.txt"))
-    assert len(labels) == 3 and all(p.read_text().startswith("0 ") for p in labels)
+    assert len(labels) == 5 and all(p.read_text().startswith("0 ") for p in labels)
     coco = json.loads(paths["coco"].read_text())
-    assert len(coco["images"]) == 3 and coco["categories"][0]["name"] == "stain"
+    assert len(coco["images"]) == 5 and coco["categories"][0]["name"] == "stain"
     assert len(coco["annotations"]) == sum(len(r["boxes"]) for r in manifest_lines(tmp_path / "set"))
 
 

@@ -140,11 +140,11 @@ def test_entry_point_generator_runs_through_generate_and_bench(stub_installed, t
     from defectfill.bench.config import load_bench_config
     from defectfill.bench.run import run_bench
 
-    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"arms": ["real_only", "stubgen"],
+    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"arms": ["real_only", "stubgen"], "seeds": [0],
                                                               "generators": {"stubgen": {"darkness": 0.7}}})
     summary = run_bench(config, tmp_path / "bench", echo=lambda _: None)
     assert set(summary["arms"]) == {"real_only", "stubgen"}
-    bench_records = (tmp_path / "bench" / "generated" / "stubgen" / "manifest.jsonl").read_text().splitlines()
+    bench_records = (tmp_path / "bench" / "seed-0" / "generated" / "stubgen" / "manifest.jsonl").read_text().splitlines()
     assert len(bench_records) == 4 and all(json.loads(r)["generator"] == "stubgen" for r in bench_records)
     assert "stubgen" in (tmp_path / "bench" / "report.html").read_text()
 

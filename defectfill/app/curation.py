@@ -16,7 +16,9 @@ read any generator's output, plus `request_id` (digest of the good image, the ma
 settings) and `candidate` (its index among the k). A candidate is decided once: deciding the same
 (request_id, candidate) again is a no-op, so a double click or a re-sent request writes nothing
 twice. Writes are atomic and the manifest line comes last (after the three PNGs), so a folder
-re-opened after a crash resumes with exactly the accepted images it lists.
+re-opened after a crash resumes with exactly the accepted images it lists. Each decision and export
+holds the folder's lock (`defectfill.locks.output_lock`) and first re-reads the manifests, so two
+pages (or two apps) curating into one folder add to it in turn and never reuse a name.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from defectfill.errors import DataError
 from defectfill.generators.interface import GenerationResult
 from defectfill.generators.manifest import MANIFEST_KEYS, MANIFEST_NAME, make_record
 from defectfill.io_utils import Manifest
+from defectfill.locks import output_lock
 
 REJECTED_NAME = "rejected.jsonl"
 CURATION_KEYS = (*MANIFEST_KEYS, "request_id", "candidate", "accepted_at")
@@ -85,6 +88,10 @@ class CurationSet:
         if self.folder.exists() and not self.folder.is_dir():
             raise DataError(f"data set folder {self.folder}: exists and is not a folder; pass a folder path")
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the manifests again (another page or app may have added to the folder)."""
         self.accepted = Manifest(self.folder / MANIFEST_NAME, key="image")
         self.rejected = Manifest(self.folder / REJECTED_NAME, key="id")
         self._decided = {(r.get("request_id"), r.get("candidate")) for r in [*self.accepted, *self.rejected]}
@@ -133,6 +140,12 @@ class CurationSet:
                             "pick each candidate once, from the ones shown")
         if result.request_mask.shape != request.mask.shape:
             raise DataError("the candidates were made for another mask; generate again before deciding")
+        with output_lock(self.folder, command="app"):
+            self.reload()
+            return self._decide(request, result, accept, reject)
+
+    def _decide(self, request: CurationRequest, result: GenerationResult, accept: list[int],
+                reject: list[int]) -> dict[str, list[int]]:
         request_id = request.request_id
         done: dict[str, list[int]] = {"accepted": [], "rejected": [], "skipped": []}
         stem = Path(request.source_name).stem or "upload"
@@ -184,6 +197,11 @@ class CurationSet:
     def export(self) -> dict[str, Path]:
         """Write export/yolo (data.yaml, images/train, labels/train) and export/coco/annotations.json
         from every accepted image; returns the two paths. Re-exporting overwrites both."""
+        with output_lock(self.folder, command="app"):
+            self.reload()
+            return self._export()
+
+    def _export(self) -> dict[str, Path]:
         samples = self.samples()
         if not samples:
             raise DataError(f"{self.folder}: nothing accepted yet; accept a candidate before exporting")

@@ -137,7 +137,9 @@ def build_demo(app: CurationApp):
     first_types = book.defect_types(first_model) if first_model else []
 
     def summary(folder: str) -> str:
-        return app.dataset(folder).summary()
+        dataset = app.dataset(folder)
+        dataset.reload()  # another page or app may have added to the folder
+        return dataset.summary()
 
     # ----------------------------------------------------------------------------- handlers
     def on_pick(name):

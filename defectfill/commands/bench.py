@@ -28,11 +28,13 @@ def run_config(config_path: Path, out: Path | None, overrides: dict[str, Any] | 
     from defectfill.bench.config import load_bench_config
     from defectfill.bench.run import run_bench
     from defectfill.env import offline_env
+    from defectfill.locks import output_lock
 
     offline_env()
     config = load_bench_config(config_path, overrides)
     out = out if out is not None else Path("runs") / f"bench-{config.name}"
-    summary = run_bench(config, out)
+    with output_lock(out, command="bench"):
+        summary = run_bench(config, out)
     print(f"report: {summary['report']}")
     return 0
 

@@ -86,10 +86,11 @@ def _list_generators() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from defectfill.data.images import list_images
+    from defectfill.data.images import check_readable, list_images
     from defectfill.generators.registry import check_options, get_plugin
     from defectfill.generators.requests import MaskPolicy, load_real_masks, plan_requests
     from defectfill.generators.runner import accelerate_state, run_generation
+    from defectfill.locks import output_lock
 
     if args.generator == "list":
         return _list_generators()
@@ -110,23 +111,26 @@ def run(args: argparse.Namespace) -> int:
     images = list_images(args.images)
     if not images:
         raise DataError(f"--images {args.images}: no images found (looked for .png/.jpg/.bmp/.tif/.webp)")
+    check_readable(images, "--images")  # refuse unreadable images before anything is written
     real_masks = load_real_masks(args.real_masks, args.defect_type)
-    device = args.device or str(accelerate_state().device)
-    if args.model is not None:
-        if plugin.load is None:
-            raise ConfigError(f"generator {args.generator!r} has no trained-model folder; use --train-data")
-        generator = plugin.load(Path(args.model), options, device)
-        model_name = str(args.model)
-    else:
-        generator, model_name = _train(args, options, images, device), str(args.train_data)
-    requests = plan_requests(images, [args.defect_type], per_image=args.per_image, seed=args.seed)
-    if args.defect_type not in generator.defect_types:
-        raise DataError(f"--defect-type {args.defect_type!r} is not known to the model; known: "
-                        f"{sorted(generator.defect_types)}")
-    summary = run_generation(generator, requests, args.out, num_candidates=args.num_candidates,
-                             masks=MaskPolicy(mode=args.masks, real_masks={args.defect_type: real_masks},
-                                              allow_border=args.allow_border),
-                             model_name=model_name, contact_sheet=not args.no_contact_sheet)
+    state = accelerate_state()
+    with output_lock(args.out, command="generate", rank=state.process_index):  # a second run on --out refuses
+        device = args.device or str(state.device)
+        if args.model is not None:
+            if plugin.load is None:
+                raise ConfigError(f"generator {args.generator!r} has no trained-model folder; use --train-data")
+            generator = plugin.load(Path(args.model), options, device)
+            model_name = str(args.model)
+        else:
+            generator, model_name = _train(args, options, images, device), str(args.train_data)
+        requests = plan_requests(images, [args.defect_type], per_image=args.per_image, seed=args.seed)
+        if args.defect_type not in generator.defect_types:
+            raise DataError(f"--defect-type {args.defect_type!r} is not known to the model; known: "
+                            f"{sorted(generator.defect_types)}")
+        summary = run_generation(generator, requests, args.out, num_candidates=args.num_candidates,
+                                 masks=MaskPolicy(mode=args.masks, real_masks={args.defect_type: real_masks},
+                                                  allow_border=args.allow_border),
+                                 model_name=model_name, contact_sheet=not args.no_contact_sheet)
     if summary["rank"] == 0:
         print(f"generated {summary['generated']} (skipped {summary['skipped']} already done) on rank 0 of "
               f"{summary['num_processes']}; manifest: {summary['manifest']}", file=sys.stderr)

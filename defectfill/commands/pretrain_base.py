@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
             path = export_latest(cfg, args.output_dir, args.export_to)
         print(f"exported {path}")
         return 0
+    from defectfill.locks import output_lock
     from defectfill.pretrain.train import run_pretraining
 
-    summary = run_pretraining(cfg, args.output_dir, resume=args.resume_from_checkpoint, max_minutes=args.max_minutes)
+    with output_lock(args.output_dir, command="pretrain-base"):
+        summary = run_pretraining(cfg, args.output_dir, resume=args.resume_from_checkpoint,
+                                  max_minutes=args.max_minutes)
     print(json.dumps(summary, indent=1))
     return 0

@@ -16,10 +16,20 @@ import logging
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from defectfill.training.config import add_arguments as add_config_arguments
 
+    parser.add_argument("--generator", choices=["defectfill", "multistage", "r3gan"], default="defectfill",
+                        help="what to train: DefectFill (default) or a GAN baseline (gan_baselines; it reads "
+                             "--config, --train_data_dir (MVTec-AD), --output_dir, --resume_from_checkpoint, --seed)")
     add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "generator", "defectfill") != "defectfill":
+        from gan_baselines import cli
+
+        gan_args = argparse.Namespace(config=args.config or cli.METHODS[args.generator][2],
+                                      train_data_dir=args.train_data_dir, output_dir=args.output_dir,
+                                      resume_from_checkpoint=args.resume_from_checkpoint, seed=args.seed, overrides=[])
+        return cli.run(gan_args, args.generator)
     from defectfill.training import train_defectfill
     from defectfill.training.config import config_from_args
 

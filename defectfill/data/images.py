@@ -7,6 +7,7 @@ refused with a `DataError` naming the file and the fix where it is not.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,26 @@ MAX_INDEX_VALUE = 31
 
 _HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
+# Largest image (width x height) decoded; checked from the file header before any pixel is decoded, so a
+# huge or forged image is refused instead of exhausting memory. Set DEFECTFILL_MAX_PIXELS or assign
+# `defectfill.data.images.MAX_PIXELS` to change it (10^8 px: e.g. 10000 x 10000, 300 MB as RGB).
+MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: $DEFECTFILL_MAX_PIXELS when set, else MAX_PIXELS."""
+    value = os.environ.get("DEFECTFILL_MAX_PIXELS", "").strip()
+    if value and not value.isdigit():
+        raise DataError(f"DEFECTFILL_MAX_PIXELS={value!r}: not a whole number; set it to a pixel count, e.g. 200000000")
+    return int(value) if value else MAX_PIXELS
+
+
+def _too_large(path: Path, width: int, height: int, limit: int) -> DataError:
+    return DataError(
+        f"{path}: image is {width}x{height} = {width * height:,} pixels, above the limit of {limit:,} "
+        f"(refused before decoding); cut it into smaller images first, or raise the limit with the environment "
+        f"variable DEFECTFILL_MAX_PIXELS (decoding needs about 3 bytes per pixel)")
+
 
 @dataclass
 class ImageInfo:
@@ -69,8 +90,16 @@ def _open(path: Path) -> Image.Image:
     if not path.exists():
         raise DataError(f"{path}: file not found; check the path or the dataset layout")
     try:
-        img = Image.open(path)
+        img = Image.open(path)  # reads the header only
+        limit = max_pixels()
+        if img.width * img.height > limit:
+            raise _too_large(path, img.width, img.height, limit)
         img.load()  # force decoding now, so truncated files fail here
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:  # PIL's own limit, hit while reading the header
+        raise DataError(f"{path}: image too large ({exc}; refused before decoding); cut it into smaller images "
+                        "first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
         # ImportError: once ultralytics is imported it patches PIL.Image.open to retry unknown
         # files with the optional pi-heif plugin, which raises ModuleNotFoundError when absent.
@@ -258,11 +287,25 @@ def to_rgb_array(image: Any, name: str = "image") -> np.ndarray:
         arr = np.repeat(arr, 3, axis=2)
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
+            if not np.isfinite(arr).all():
+                raise DataError(f"{name}: {int((~np.isfinite(arr)).sum())} NaN/inf value(s) in the image; pass finite "
+                                "values in [0, 1] (float) or 0-255 (uint8)")
             if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
                 raise DataError(f"{name}: float image values must lie in [0, 1], found [{arr.min():.3g}, {arr.max():.3g}]")
             arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        elif arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.size and int(arr.max()) > 255:
+            # 16-bit (or wider) integers: scaled to 8 bit as 16-bit files are (they were clipped, saturating to white)
+            if arr.min() < 0:
+                raise DataError(f"{name}: negative values in an integer image; pass 0-255 (uint8) or 0-65535 (uint16)")
+            hi = 65535.0 if int(arr.max()) <= 65535 else float(arr.max())
+            arr = np.clip(arr.astype(np.float64) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            _warn(name, ["high_bit_depth"], stacklevel=2)
         else:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            if arr.size and arr.min() < 0:
+                raise DataError(f"{name}: negative values in an integer image; pass 0-255 (uint8)")
+            arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
 
 
@@ -277,6 +320,9 @@ def to_mask_array(mask: Any, name: str = "mask") -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise DataError(f"{name}: {int((~np.isfinite(arr)).sum())} NaN/inf value(s) in the mask; pass a finite "
+                        "mask (bool, 0/1 or 0/255)")
     if arr.dtype != bool and np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
         # probabilities / soft masks in [0, 1]: half is the threshold (never read as class indices)
         values = np.unique(arr)
@@ -296,6 +342,20 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
 def save_mask(path: str | Path, mask: np.ndarray) -> None:
     """Write a bool mask as a 0/255 single-channel PNG, atomically."""
     save_image(path, (np.asarray(mask).astype(bool) * 255).astype(np.uint8))
+
+
+def check_readable(paths: list[Path], what: str = "image") -> None:
+    """Decode every file once (nothing kept) and raise one DataError listing all that cannot be read, so
+    a long job refuses bad input before it writes anything instead of failing half-way."""
+    problems = []
+    for path in paths:
+        try:
+            _open(Path(path)).close()
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DataError(f"{len(problems)} of {len(paths)} {what} file(s) cannot be used: " + " | ".join(problems[:10])
+                        + (f" | ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
 
 
 def list_images(folder: str | Path) -> list[Path]:

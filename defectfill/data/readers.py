@@ -38,6 +38,7 @@ from defectfill.data.reading import (
 )
 from defectfill.data.sample import DefectSample
 from defectfill.errors import DataError
+from defectfill.safe_load import check_inside
 
 __all__ = [
     "FOLDER_DEFECT_TYPE",
@@ -411,7 +412,9 @@ def read_coco(
             )
         seen_names.add(file_name)
         seen_ids.add(image_id)
-        image_path = _coco_image_path(file_name, json_path, images_dir)
+        image_path = check_inside(_coco_image_path(file_name, json_path, images_dir),  # no ../, links out
+                                  [images_dir, json_path.parent, images_dir.parent], source=json_path,
+                                  what="file_name", name=file_name)
         image, is_gray = read_image(image_path, report)
         h, w = image.shape[:2]
         if (entry.get("width"), entry.get("height")) not in ((w, h), (None, None)):

@@ -32,6 +32,7 @@ import numpy as np
 from defectfill.data.images import load_image, load_mask
 from defectfill.errors import DataError
 from defectfill.io_utils import Manifest, atomic_write_text
+from defectfill.safe_load import path_inside
 
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_KEYS = ("image", "changed_mask", "request_mask", "defect_type", "source_image", "boxes", "score", "seed",
@@ -85,10 +86,12 @@ def read_generation_manifest(folder: str | Path, *, check_files: bool = True) ->
         if absent:
             problems.append(f"line {number}: missing key(s) {absent}")
             continue
+        inside = {key: path_inside(root, record[key], source=f"{path} line {number}", what=key)  # no ../, links out
+                  for key in ("image", "changed_mask", "request_mask")}
         item = GeneratedItem(
-            image=root / record["image"],
-            changed_mask=root / record["changed_mask"],
-            request_mask=root / record["request_mask"],
+            image=inside["image"],
+            changed_mask=inside["changed_mask"],
+            request_mask=inside["request_mask"],
             defect_type=str(record["defect_type"]),
             source_image=str(record["source_image"]),
             boxes=np.asarray(record["boxes"], dtype=np.int64).reshape(-1, 4),

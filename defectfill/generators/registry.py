@@ -38,6 +38,8 @@ ENTRY_POINT_GROUP = "defectfill.generators"
 BUILTIN_GENERATORS: dict[str, str] = {
     "cutpaste": "gan_baselines.cutpaste:PLUGIN",
     "defectfill": "defectfill.models.plugin:PLUGIN",
+    "multistage": "gan_baselines.multistage.plugin:PLUGIN",
+    "r3gan": "gan_baselines.r3gan.plugin:PLUGIN",
 }
 
 

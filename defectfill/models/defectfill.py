@@ -218,12 +218,13 @@ class DefectFill:
         holds them under diffusers' adapter name "default_0", which peft's exporter does not read);
         a model built in memory (LoRA adapter "default") is serialised by `weights.save_concepts`.
         """
-        from defectfill.io_utils import atomic_write_json
+        from defectfill.io_utils import atomic_write_json, dir_mode
         from defectfill.models.weights import read_model_info, save_concepts
 
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(staging, dir_mode())  # mkdtemp makes 0700; the published model must be readable by others
         meta = {k: v for k, v in self.info.items() if k not in ("concepts", "format_version", "model_dir")}
         meta.update(base_model=str(self.base_model) if self.base_model else "", object_word=self.object_word,
                     resolution=self.resolution)

@@ -94,12 +94,14 @@ def looks_like_hub_id(value: str) -> bool:
 
 def build_random_base(folder: Path, seed: int = 0) -> Path:
     """A tiny random diffusers inpainting model (64 px) written to `folder` (plumbing only)."""
+    from defectfill.io_utils import apply_umask_modes
     from defectfill.models.components import build_inpaint_pipeline, get_dummy_components
 
     if not (folder / "model_index.json").is_file():
         pipe = build_inpaint_pipeline(get_dummy_components(seed=seed, sample_size=8))
         staging = folder.with_name(f".{folder.name}.partial")
         pipe.save_pretrained(staging)
+        apply_umask_modes(staging)  # safetensors writes 0600 files; a teammate must be able to read them
         staging.replace(folder)
     return folder
 
@@ -165,6 +167,23 @@ def concept_training_crops(samples: list[DefectSample], resolution: int, multipl
     return crops
 
 
+def same_base(recorded: str, current: str) -> bool:
+    """Whether a recorded base is the current one: the same name, or two local copies of one model
+    (same model_index.json and the same weight files, by name and size), e.g. after moving the repository."""
+    if recorded == current:
+        return True
+    a, b = Path(recorded), Path(current)
+    if not ((a / "model_index.json").is_file() and (b / "model_index.json").is_file()):
+        return False
+
+    def fingerprint(root: Path) -> list[tuple[str, int]]:
+        return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")
+                      if p.is_file() and p.suffix in (".json", ".safetensors", ".txt"))
+
+    return (a / "model_index.json").read_bytes() == (b / "model_index.json").read_bytes() and \
+        fingerprint(a) == fingerprint(b)
+
+
 def train_concepts(ctx: GeneratorContext, base_model: str, random_base: bool) -> tuple[Path, dict[str, Any]]:
     """Train the concepts of `ctx.defect_types` on the source defects (skipped when already trained)."""
     from defectfill.data.writers import write_masks
@@ -174,7 +193,7 @@ def train_concepts(ctx: GeneratorContext, base_model: str, random_base: bool) ->
     work, model_dir = ctx.work_dir, ctx.work_dir / "model"
     record = base_status(work)
     if record is not None:
-        if record["base_model"] != base_model and not record.get("random_base"):
+        if not same_base(record["base_model"], base_model) and not record.get("random_base"):
             raise ModelError(f"{work}: the concepts were trained on base {record['base_model']!r}, the options now "
                              f"name {base_model!r}; delete {work} to retrain")
         return model_dir, record

@@ -31,7 +31,7 @@ import torch
 
 from defectfill.config import save_config, to_dict
 from defectfill.errors import ConfigError, ModelError
-from defectfill.io_utils import Manifest, atomic_write_json
+from defectfill.io_utils import Manifest, apply_umask_modes, atomic_write_json
 from defectfill.losses import LossWeights
 from defectfill.models import weights as weights_io
 from defectfill.models.concepts import check_defect_type_name, default_token
@@ -236,20 +236,30 @@ class DefectFillTrainer:
         partial = self.output_dir / f".checkpoint-{step}.partial"
         if acc.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
-            limit = self.config.checkpoints_total_limit
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(partial))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                atomic_write_json(partial / STATE_FILE, {"global_step": step, "num_processes": acc.num_processes,
+                                                         "concepts": self.concepts})
+        except Exception as exc:  # OSError, SafetensorError, torch.save RuntimeError (disk full): older ones are intact
+            shutil.rmtree(partial, ignore_errors=True)
+            previous = [p.name for p in list_checkpoints(self.output_dir)]
+            raise ModelError(
+                f"{final}: writing the checkpoint failed ({type(exc).__name__}: {exc}); nothing was replaced, the "
+                f"previous checkpoint(s) {previous or 'none'} in {self.output_dir} are intact. Free disk space, then "
+                "resume with resume_from_checkpoint=latest") from exc
+        if acc.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            apply_umask_modes(partial)  # readable by a teammate, as any file written with the umask
+            os.replace(partial, final)
+            limit = self.config.checkpoints_total_limit  # drop old checkpoints only once the new one is complete
             if limit is not None:
                 existing = [p for p in list_checkpoints(self.output_dir) if p != final]
                 for old in existing[: max(0, len(existing) - (limit - 1))]:
                     shutil.rmtree(old)
-        acc.wait_for_everyone()
-        acc.save_state(str(partial))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_write_json(partial / STATE_FILE, {"global_step": step, "num_processes": acc.num_processes,
-                                                     "concepts": self.concepts})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(partial, final)
         acc.wait_for_everyone()
         return final
 
@@ -411,7 +421,10 @@ def train_defectfill(config: DefectFillTrainConfig) -> Path:
 
     Returns `config.output_dir`, a model folder readable by `defectfill.models.weights`.
     """
-    return DefectFillTrainer(config).train()
+    from defectfill.locks import output_lock
+
+    with output_lock(config.output_dir, command="train"):  # a second run on the same folder refuses
+        return DefectFillTrainer(config).train()
 
 
 def read_loss_log(output_dir: str | Path) -> list[dict[str, Any]]:

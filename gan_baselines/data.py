@@ -1,0 +1,142 @@
+"""Training data of the GAN baselines: the few real defects as square windows, with augmentation.
+
+Every GAN baseline learns from the same thing: the labelled source defects (`DefectSample`), each
+cut to the window the generators paint in at generation time (`defectfill.models.window`: the
+mask's bounding box plus context, a square of at least `resolution` px) and resized to
+`resolution` x `resolution`. With 10-50 defects per type, augmentation is not optional: every
+sample drawn is flipped / rotated by a random element of the dihedral group (fabric stays fabric
+under these), image and mask together.
+
+Tensors: images (N, 3, r, r) float in [-1, 1]; masks (N, 1, r, r) float in {0, 1}; types (N,) long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from defectfill.data.sample import DefectSample
+from defectfill.errors import DataError
+from defectfill.generators.window import window_around_mask
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """(k, H, W, 3) uint8 -> (k, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """(k, 3, H, W) float in [-1, 1] (clipped) -> (k, H, W, 3) uint8."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def square_window(image: np.ndarray, mask: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The generation window around `mask` resized to (resolution, resolution): (r, r, 3) uint8, (r, r) bool."""
+    w = window_around_mask(mask, resolution, multiple=1)
+    crop = image[w.y0 : w.y1, w.x0 : w.x1]
+    crop_mask = mask[w.y0 : w.y1, w.x0 : w.x1].astype(np.float32)
+    size = (resolution, resolution)
+    shrink = max(crop.shape[:2]) > resolution
+    crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    # a resized pixel is defect when any source pixel under it is (thin defects stay visible)
+    crop_mask = cv2.resize(crop_mask, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR) > 0
+    return crop, crop_mask
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element k in 0..7 of the dihedral group of the square on the last two dims (k >= 4: flipped)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+@dataclass
+class DefectWindows:
+    """The source defects of every type, as training windows."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    types: torch.Tensor
+    defect_types: list[str]
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[DefectSample],
+        resolution: int,
+        batch_size: int,
+        defect_types: Sequence[str] | None = None,
+    ) -> DefectWindows:
+        """Windows of every defective sample (good ones are skipped).
+
+        Raises DataError when there is no defect, or when a defect type has fewer samples than the
+        batch (a batch would then repeat each of its defects several times: lower the batch size or
+        add real defects)."""
+        defects = [s for s in samples if not s.is_good and s.mask.any()]
+        if not defects:
+            raise DataError("source defects: no defective sample with a non-empty mask; pass labelled real defects")
+        found = sorted({s.defect_type for s in defects})
+        types = list(defect_types) if defect_types is not None else found
+        unknown = sorted(set(found) - set(types))
+        if unknown:
+            raise DataError(f"source defects: type(s) {unknown} are not in defect_types {types}; add them")
+        counts = {t: sum(s.defect_type == t for s in defects) for t in types}
+        short = {t: n for t, n in counts.items() if n < batch_size}
+        if short:
+            raise DataError(
+                f"source defects: type(s) {short} have fewer samples than the batch size {batch_size}; "
+                "lower train_batch_size or add real defects of these types"
+            )
+        windows = [square_window(s.image, s.mask, resolution) for s in defects]
+        images = to_tensor_images(np.stack([w[0] for w in windows]))
+        masks = torch.from_numpy(np.stack([w[1] for w in windows])).float()[:, None]
+        labels = torch.tensor([types.index(s.defect_type) for s in defects], dtype=torch.long)
+        return cls(images, masks, labels, types)
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A random batch (with replacement), each sample under a random dihedral transform:
+        images (B, 3, r, r) in [-1, 1], masks (B, 1, r, r) in {0, 1}, types (B,)."""
+        index = torch.randint(len(self), (batch_size,), generator=rng)
+        ks = torch.randint(8, (batch_size,), generator=rng).tolist()
+        images = torch.stack([dihedral(self.images[i], k) for i, k in zip(index.tolist(), ks)])
+        masks = torch.stack([dihedral(self.masks[i], k) for i, k in zip(index.tolist(), ks)])
+        return images, masks, self.types[index]
+
+
+def augment_pairs(images: torch.Tensor, masks: torch.Tensor, p: float, rng: torch.Generator,
+                  max_shift: float = 0.125) -> tuple[torch.Tensor, torch.Tensor]:
+    """D-side augmentation, differentiable in `images`: each sample, with probability p, is translated
+    by up to `max_shift` of its side (reflect padding, mask moved with it) and gets a random brightness
+    (±0.2) and contrast (×0.7-1.4) change. The same function is applied to real and fake batches."""
+    b, _, h, w = images.shape
+    apply = torch.rand(b, generator=rng) < p
+    if not apply.any():
+        return images, masks
+    pad = max(1, round(max_shift * h))
+    shifts = torch.randint(-pad, pad + 1, (b, 2), generator=rng)
+    brightness = (torch.rand(b, generator=rng) * 0.4 - 0.2).to(images)
+    contrast = torch.exp(torch.rand(b, generator=rng) * (np.log(1.4) - np.log(0.7)) + np.log(0.7)).to(images)
+    padded = _reflect_pad(images, pad)
+    padded_masks = _reflect_pad(masks, pad)
+    out_images, out_masks = [], []
+    for i in range(b):
+        if not apply[i]:
+            out_images.append(images[i])
+            out_masks.append(masks[i])
+            continue
+        dy, dx = pad + int(shifts[i, 0]), pad + int(shifts[i, 1])
+        x = padded[i, :, dy : dy + h, dx : dx + w]
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        out_images.append((x - mean) * contrast[i] + mean + brightness[i])
+        out_masks.append(padded_masks[i, :, dy : dy + h, dx : dx + w])
+    return torch.stack(out_images), torch.stack(out_masks)
+
+
+def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")

@@ -1,0 +1,16 @@
+"""Train the multistage defect generator from a few labelled real defects, resumable.
+
+    accelerate launch train_scripts/train_multistage.py --config configs/multistage_tiny.yaml \
+        --train_data_dir data/source --output_dir runs/multistage [--resume_from_checkpoint latest]
+
+Thin wrapper: arguments and logic live in gan_baselines.cli / gan_baselines.multistage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gan_baselines.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("multistage"))
