@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assemble": ("defectfill.commands.assemble", "combine real data and generation manifests into a training set"),
     "finetune": ("defectfill.commands.finetune", "fine-tune RT-DETR or DeepLabV3 on an assembled dataset"),
     "evaluate": ("defectfill.commands.evaluate", "evaluate trained detectors/segmenters on a test set"),
+    "openset": ("defectfill.commands.openset", "find defects with a trained DGT model: known type or 'unknown defect'"),
     "report": ("defectfill.commands.report", "write the HTML/markdown report of one or more arms"),
     "bench": ("defectfill.commands.bench", "run the benchmark protocol (arms x detectors) and report"),
     "demo": ("defectfill.commands.demo", "the small CPU bench end to end: simulate, train, generate, fine-tune, report"),

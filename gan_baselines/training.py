@@ -203,11 +203,11 @@ class GanTrainer:
     desc = "GAN steps"
 
     def _setup(self, config: Any, output_dir: str | Path, resume_from_checkpoint: str | None) -> None:
-        from accelerate import Accelerator
+        from defectfill.distributed import new_accelerator
 
         self.config = config
         self.output_dir = Path(output_dir)
-        self.accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision="no")
+        self.accelerator = new_accelerator(cpu=config.device == "cpu", mixed_precision="no")
         names = list(self.optimizers)
         prepared = self.accelerator.prepare(self.model, *self.optimizers.values())
         self.model, self.optimizers = prepared[0], dict(zip(names, prepared[1:]))

@@ -119,7 +119,7 @@ def test_cli_errors_are_clear(setup, tmp_path, capsys):
 def _sharded_run(model_dir, images, out):
     from accelerate.state import AcceleratorState
 
-    from defectfill.generators.runner import accelerate_state
+    from defectfill.distributed import accelerate_state
 
     AcceleratorState._reset_state(reset_partial_state=True)  # forked from a parent that used accelerate
     state = accelerate_state()

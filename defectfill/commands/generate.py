@@ -87,9 +87,10 @@ def _list_generators() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from defectfill.data.images import check_readable, list_images
+    from defectfill.distributed import accelerate_state
     from defectfill.generators.registry import check_options, get_plugin
     from defectfill.generators.requests import MaskPolicy, load_real_masks, plan_requests
-    from defectfill.generators.runner import accelerate_state, run_generation
+    from defectfill.generators.runner import run_generation
     from defectfill.locks import output_lock
 
     if args.generator == "list":

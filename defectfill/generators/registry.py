@@ -40,6 +40,8 @@ BUILTIN_GENERATORS: dict[str, str] = {
     "defectfill": "defectfill.models.plugin:PLUGIN",
     "multistage": "gan_baselines.multistage.plugin:PLUGIN",
     "r3gan": "gan_baselines.r3gan.plugin:PLUGIN",
+    "dgt": "gan_baselines.dgt.plugin:PLUGIN",
+    "icpr20": "gan_baselines.icpr20.plugin:PLUGIN",
 }
 
 

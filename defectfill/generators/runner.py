@@ -35,6 +35,7 @@ import numpy as np
 
 from defectfill.data.images import load_image_with_info, load_mask, save_image, save_mask
 from defectfill.data.sample import DefectSample
+from defectfill.distributed import accelerate_state
 from defectfill.errors import DataError, DefectfillError
 from defectfill.generators.manifest import (
     MANIFEST_NAME,
@@ -47,17 +48,6 @@ from defectfill.generators.requests import MaskPolicy, Request
 from defectfill.io_utils import Manifest
 
 CONTACT_SHEET_MAX = 64
-
-
-def accelerate_state():
-    """accelerate's PartialState; on a machine without CUDA (or with ACCELERATE_USE_CPU) in CPU mode,
-    so that processes started by `accelerate launch` / `debug_launcher` form a MULTI_CPU group
-    (without cpu=True accelerate sees one process per rank, and every rank would do all the work)."""
-    import torch
-    from accelerate import PartialState
-
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    return PartialState(cpu=use_cpu)
 
 
 def _state(num_processes: int | None, process_index: int | None):

@@ -466,10 +466,10 @@ def flat_config(cfg: PretrainConfig) -> dict:
 def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | None = None,
                     max_minutes: float | None = None, accelerator=None, render=None) -> dict:
     """Train (or continue) both stages within `max_minutes`; returns a summary (also in summary.json)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from defectfill.config import save_config
+    from defectfill.distributed import new_accelerator
 
     start = time.monotonic()
     deadline = start + 60 * max_minutes if max_minutes else None
@@ -480,7 +480,7 @@ def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | N
             "latest to continue it, or choose an empty folder"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = accelerator or Accelerator(log_with="tensorboard", project_dir=str(output_dir / "logs"))
+    accelerator = accelerator or new_accelerator(log_with="tensorboard", project_dir=str(output_dir / "logs"))
     set_seed(cfg.seed)
     accelerator.init_trackers("pretrain_base", config=flat_config(cfg))
     if accelerator.is_main_process:

@@ -108,19 +108,15 @@ class DefectFillTrainer:
     """Sets up models, data, optimiser and accelerate from a config; `train()` runs the loop."""
 
     def __init__(self, config: DefectFillTrainConfig):
-        from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import cast_training_params
 
         self.config = config = config.validate()
         self.output_dir = Path(config.output_dir)
-        # accelerate keeps the precision in a process-wide singleton; a second training in the same
-        # process (the demo, tests) may ask for another one. The process group (PartialState) stays.
-        from accelerate.state import AcceleratorState
+        from defectfill.distributed import new_accelerator
 
-        AcceleratorState._reset_state()
-        self.accelerator = accelerator = Accelerator(
+        self.accelerator = accelerator = new_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
             log_with=None if config.report_to == "none" else config.report_to,

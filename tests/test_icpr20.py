@@ -1,0 +1,82 @@
+"""The ICPR'20 conditional pix2pix at tiny sizes: conditioning, composite, loss equation, training, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers_gan_baselines import TYPES, tiny_data
+
+from defectfill.config import load_config
+from defectfill.errors import ModelError
+from gan_baselines.fewshot_training import FewShotBatches, TrainingArgs, step_generator
+from gan_baselines.icpr20.config import ICPR20Config, ICPR20ModelConfig
+from gan_baselines.icpr20.model import ICPR20, icpr20_losses, icpr20_optimizers, icpr20_step_fn
+from gan_baselines.icpr20.train import train_icpr20
+
+
+def tiny_model() -> ICPR20:
+    torch.manual_seed(0)
+    return ICPR20(TYPES, resolution=32, base_channels=4, depth=2, discriminator_channels=4)
+
+
+def test_input_channels_composite_and_noise():
+    model = tiny_model()
+    assert model.generator.stem[0].in_channels == 3 + 1 + len(TYPES) + 1
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 10:18] = 1
+    labels = torch.tensor([0, 1])
+    out = model(image, mask, labels, torch.Generator().manual_seed(0))
+    assert out.shape == image.shape and out.abs().max() <= 1
+    outside = (1 - mask).bool().expand_as(image)
+    assert torch.equal(out[outside], image[outside])          # pixels outside the mask are the input's
+    again = model(image, mask, labels, torch.Generator().manual_seed(0))
+    other = model(image, mask, labels, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again) and not torch.equal(out, other)  # the noise makes candidates differ
+    # the masked pixels of the input are never seen: changing them changes nothing
+    changed = image.clone()
+    changed[mask.bool().expand_as(image)] = 0.5
+    assert torch.equal(out, model(changed, mask, labels, torch.Generator().manual_seed(0)))
+    # the class matters
+    assert not torch.equal(out, model(image, mask, 1 - labels, torch.Generator().manual_seed(0)))
+
+
+def test_generator_loss_is_adversarial_plus_weighted_masked_l1():
+    defects, good = tiny_data()
+    batch = FewShotBatches(defects, good, TYPES, 32).sample(2, torch.Generator().manual_seed(0))
+    model = tiny_model()
+    loss, terms, x, _ = icpr20_losses(model, batch, torch.Generator().manual_seed(0), l1_weight=7.0)
+    assert torch.allclose(loss, terms["adv"] + 7.0 * terms["l1"])
+    m = batch["mask"]
+    assert terms["l1"].item() == pytest.approx(((x - batch["defect"]).abs() * m).sum().item() / (3 * m.sum().item()),
+                                               rel=1e-5)
+
+
+def test_one_step_changes_generator_and_discriminator():
+    defects, good = tiny_data()
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = icpr20_step_fn(FewShotBatches(defects, good, TYPES, 32), 2, 10.0)
+    logs = step(model, icpr20_optimizers(model, 1e-3, (0.5, 0.999)), step_generator(0, 1), lambda loss: loss.backward())
+    assert np.isfinite(logs["loss/generator"]) and np.isfinite(logs["loss/disc"])
+    for part in ("generator.stem.0.weight", "discriminator.net.0.weight"):
+        assert not torch.equal(before[part], model.state_dict()[part]), part
+
+
+def test_train_save_load_identical(tmp_path):
+    defects, good = tiny_data()
+    config = ICPR20Config(model=ICPR20ModelConfig(base_channels=4, depth=2, discriminator_channels=4),
+                          train=TrainingArgs(resolution=32, train_batch_size=2, max_train_steps=2, checkpointing_steps=1))
+    model = train_icpr20(config, defects, good, TYPES, tmp_path)
+    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "config.json").is_file()
+    loaded = ICPR20.from_pretrained(str(tmp_path / "model"))
+    image, mask = torch.rand(1, 3, 32, 32) * 2 - 1, torch.zeros(1, 1, 32, 32)
+    mask[..., 5:15, 5:15] = 1
+    with torch.no_grad():
+        a = model.eval()(image, mask, torch.tensor([1]), torch.Generator().manual_seed(3))
+        b = loaded.eval()(image, mask, torch.tensor([1]), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and loaded.defect_types == TYPES
+    with pytest.raises(ModelError, match="defect types"):  # a finished folder of other types is not reused
+        train_icpr20(config, defects, good, TYPES[::-1], tmp_path)
+    assert load_config(ICPR20Config, "configs/icpr20_tiny.yaml").train.resolution == 64
