@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   creates .venv, installs, runs the small CPU bench end to end
-#   make test   creates .venv, installs, runs the test suite (offline)
+#   make test   creates .venv, installs, installs Debian's chromium when missing (the app's browser
+#               test drives it), runs the test suite (offline)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install browser demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Debian's chromium for tests/test_app_browser.py (Playwright drives it; no browser download):
+# apt-get only when `chromium` is missing, as root or through sudo
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
 demo: install
 	$(VENV)/bin/defectfill demo --out runs/demo
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: install
