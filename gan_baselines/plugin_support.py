@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from defectfill.generators.shared import WindowedGenerator
+
 
 @dataclass
 class GanOptions:
@@ -79,3 +81,20 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SquareWindowGenerator(WindowedGenerator):
+    """A trained GAN that paints r x r windows (`model.config.resolution`) as a `DefectGenerator`:
+    the window around the mask, `fill_square`, the paste-back and the labels of `WindowedGenerator`."""
+
+    def __init__(self, model: Any, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.resolution = model.config.resolution
+
+    @property
+    def defect_types(self) -> list[str]:
+        return self.model.defect_types
+
+    def fill(self, window: np.ndarray, mask: np.ndarray, *, num_candidates: int, defect_type: str,
+             rng: Any) -> np.ndarray:
+        return fill_square(self.model, window, mask, num_candidates=num_candidates, defect_type=defect_type, rng=rng)

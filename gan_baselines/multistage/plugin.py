@@ -11,15 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from defectfill.generators.registry import GeneratorPlugin
-from defectfill.generators.shared import WindowedGenerator
 from gan_baselines.multistage.config import MultistageConfig
 from gan_baselines.multistage.model import MultistageGAN
 from gan_baselines.plugin_support import (
     GanOptions,
-    fill_square,
+    SquareWindowGenerator,
     load_gan_config,
     model_is_complete,
     resolve_device,
@@ -34,23 +31,11 @@ def vgg_name(model: MultistageGAN) -> str:
     return f"vgg19-random(seed={c.vgg_seed})" if c.vgg_weights == "random" else "vgg19-imagenet"
 
 
-class MultistageGenerator(WindowedGenerator):
+class MultistageGenerator(SquareWindowGenerator):
     """Pastes a stage-1 patch (conditioned on the window's own fabric texture) and fuses it with T;
     the pixels inside the mask are kept."""
 
     name = "multistage"
-
-    def __init__(self, model: MultistageGAN, device: str = "cpu"):
-        self.model = model.to(device).eval()
-        self.resolution = model.config.resolution
-
-    @property
-    def defect_types(self) -> list[str]:
-        return self.model.defect_types
-
-    def fill(self, window: np.ndarray, mask: np.ndarray, *, num_candidates: int, defect_type: str,
-             rng: Any) -> np.ndarray:
-        return fill_square(self.model, window, mask, num_candidates=num_candidates, defect_type=defect_type, rng=rng)
 
     def generate(self, *args: Any, **kwargs: Any):
         result = super().generate(*args, **kwargs)

@@ -7,15 +7,11 @@ options: `generator_options: {r3gan: {config: configs/r3gan_tiny.yaml, overrides
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from defectfill.generators.registry import GeneratorPlugin
-from defectfill.generators.shared import WindowedGenerator
 from gan_baselines.plugin_support import (
     GanOptions,
-    fill_square,
+    SquareWindowGenerator,
     load_gan_config,
     model_is_complete,
     resolve_device,
@@ -27,22 +23,10 @@ from gan_baselines.r3gan.model import R3GAN
 DEFAULT_CONFIG = "configs/r3gan_tiny.yaml"
 
 
-class R3GANGenerator(WindowedGenerator):
+class R3GANGenerator(SquareWindowGenerator):
     """Paints inside the mask of a `resolution` window with the EMA generator of a trained R3GAN."""
 
     name = "r3gan"
-
-    def __init__(self, model: R3GAN, device: str = "cpu"):
-        self.model = model.to(device).eval()
-        self.resolution = model.config.resolution
-
-    @property
-    def defect_types(self) -> list[str]:
-        return self.model.defect_types
-
-    def fill(self, window: np.ndarray, mask: np.ndarray, *, num_candidates: int, defect_type: str,
-             rng: Any) -> np.ndarray:
-        return fill_square(self.model, window, mask, num_candidates=num_candidates, defect_type=defect_type, rng=rng)
 
 
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> R3GANGenerator:
