@@ -43,7 +43,7 @@ def test_verdict_counts_metrics_and_reports_ties():
 def test_table_shows_na_for_missing_values():
     table = markdown_table([_arm("real_only", 0.3, 0.2, 0.1, f_stain=0.6, f_hole=None)])
     header, _rule, row = table.strip().splitlines()
-    assert "mean pixel F (DeepLabV3)" in header and "F stain" in header and "F hole" in header
+    assert "mean pixel F (segmenter)" in header and "F stain" in header and "F hole" in header
     assert row.startswith("| real_only | 10+0 | 0.300 | 0.100 | 0.200 |")
     assert row.endswith("| 0.600 | n/a |")
 

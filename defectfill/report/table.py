@@ -36,7 +36,7 @@ class Metric:
 
 
 METRICS = (
-    Metric("mean_f", "mean pixel F (DeepLabV3)", _get("deeplab", "mean_f_measure"), decides=True),
+    Metric("mean_f", "mean pixel F (segmenter)", _get("deeplab", "mean_f_measure"), decides=True),
     Metric("map50_95", "mAP50-95 (RT-DETR)", _get("rtdetr", "mAP50_95"), decides=True),
     Metric("map50", "mAP50 (RT-DETR)", _get("rtdetr", "mAP50"), decides=True),
     Metric("detection_rate", "image detection rate", _get("rtdetr", "detection_rate")),
