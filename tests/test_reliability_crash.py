@@ -186,3 +186,68 @@ def test_a_failed_defectfill_checkpoint_write_keeps_the_previous_one(train_setup
 
     modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")}  # readable by others
     assert modes == {str(p.relative_to(out)): oct(dir_mode() if p.is_dir() else file_mode()) for p in out.rglob("*")}
+
+
+def test_bench_killed_mid_way_resumes_to_a_complete_result(tmp_path):
+    """A bench run SIGKILLed while its segmenter arms train (one arm finished), then started again:
+    every arm of every seed ends with its results, each generated image once, no temporary file left,
+    and the finished arm is read back, not trained again."""
+    import yaml
+
+    from defectfill.io_utils import is_temp_file
+
+    config = yaml.safe_load((REPO / "configs" / "bench_micro.yaml").read_text())
+    config.update(arms=["real_only", "cutpaste"], seeds=[0])
+    config_path = tmp_path / "bench.yaml"
+    config["downstream"]["config"] = str(REPO / "configs" / "downstream_tiny.yaml")
+    config["generators"]["defectfill"]["train_config"] = str(REPO / "configs" / "defectfill_tiny.yaml")
+    config_path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    first_arm = out / "seed-0" / "arms" / "real_only" / "results.json"
+    code = _run_until(["bench", "--config", str(config_path), "--out", str(out)], first_arm.is_file, timeout=300)
+    assert code == -signal.SIGKILL, "the bench finished before it could be killed; give it more work"
+    assert not (out / "seed-0" / "arms" / "cutpaste" / "results.json").exists()
+    finished_at = first_arm.stat().st_mtime_ns
+    assert main(["bench", "--config", str(config_path), "--out", str(out)]) == 0  # restart: resumes
+    for arm in ("real_only", "cutpaste"):
+        assert json.loads((out / "seed-0" / "arms" / arm / "results.json").read_text())["arm"] == arm
+    assert first_arm.stat().st_mtime_ns == finished_at  # read back, not retrained
+    records = read_jsonl(out / "seed-0" / "generated" / "cutpaste" / "manifest.jsonl")
+    assert len(records) == len({r["image"] for r in records}) == 4  # each image once
+    assert not [p for p in out.rglob("*") if is_temp_file(p)]
+    assert json.loads((out / "bench.json").read_text())["arms"].keys() == {"real_only", "cutpaste"}
+
+
+def test_gan_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
+    """R3GAN through `defectfill train --generator r3gan`, SIGKILLed once a checkpoint is on disk, resumed
+    with --resume_from_checkpoint latest: the final weights equal an uninterrupted run's."""
+    from defectfill.config import save_config
+    from defectfill.data.fabric import simulate_dataset
+    from defectfill.io_utils import load_safetensors
+    from gan_baselines.r3gan.config import R3GANConfig, R3GANModelConfig
+
+    data = simulate_dataset(tmp_path / "source", ["plain"], ["stain", "hole"], n_good_train=0, n_good_test=0,
+                            n_defect_per_type=2, size=32)
+    model = R3GANModelConfig(resolution=16, channels=[16, 16], noise_dim=8, embed_dim=16, defect_types=[])
+    save_config(R3GANConfig(model=model, train_batch_size=2, max_train_steps=40, schedule_images=80,
+                            checkpointing_steps=4, checkpoints_total_limit=100, validation_steps=0, report_to="none"),
+                tmp_path / "r3gan.yaml")
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return ["train", "--generator", "r3gan", "--config", str(tmp_path / "r3gan.yaml"), "--train_data_dir",
+                str(data), "--output_dir", str(out), *extra]
+
+    killed = tmp_path / "killed"
+    code = _run_until(argv(killed), lambda: any((killed / "checkpoints").glob("step-*/config.json")), timeout=300)
+    assert code == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (killed / "model" / "model.safetensors").exists()
+    saved = {p: p.stat().st_mtime_ns for p in (killed / "checkpoints").glob("step-*/state.json")}
+    torch.set_num_threads(1)
+    assert main(argv(killed, "--resume_from_checkpoint", "latest")) == 0
+    assert saved and all(p.stat().st_mtime_ns == t for p, t in saved.items())  # resumed, not trained again
+    assert main(argv(tmp_path / "straight")) == 0
+    resumed = load_safetensors(killed / "model" / "model.safetensors", "rerun the test")
+    straight = load_safetensors(tmp_path / "straight" / "model" / "model.safetensors", "rerun the test")
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
