@@ -17,6 +17,15 @@ def accelerate_state():
     return PartialState(cpu=use_cpu)
 
 
+def resolve_device(device: str) -> str:
+    """'auto' (what the bench and the real-data run pass) -> 'cuda' when there is one, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def new_accelerator(**kwargs: Any):
     """`accelerate.Accelerator(**kwargs)` in a process that may have trained before: accelerate keeps
     the precision in a process-wide singleton, and a second training (the demo, the bench, tests) may

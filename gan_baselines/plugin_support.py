@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from defectfill.distributed import resolve_device
 from defectfill.generators.shared import WindowedGenerator
 
 
@@ -72,15 +73,6 @@ def fill_square(model: Any, window: np.ndarray, mask: np.ndarray, *, num_candida
     if square:
         return painted
     return np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_CUBIC) for p in painted])
-
-
-def resolve_device(device: str) -> str:
-    """'auto' (what the bench and the real-data run pass) -> 'cuda' when there is one, else 'cpu'."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SquareWindowGenerator(WindowedGenerator):

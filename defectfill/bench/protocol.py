@@ -33,6 +33,8 @@ class BenchData:
     target_test_dir: Path
     defect_types: list[str] = field(default_factory=list)
     tiling = None  # simulated images are never strips
+    # read once: requests (per seed and type), every generator's training and the sheets use them
+    _source_defects: list[DefectSample] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def description(self) -> dict:
@@ -45,7 +47,9 @@ class BenchData:
     def source_defects(self) -> list[DefectSample]:
         from defectfill.data.readers import read_mvtec
 
-        return [s for s in read_mvtec(self.source_dir, "test") if not s.is_good]
+        if self._source_defects is None:
+            self._source_defects = [s for s in read_mvtec(self.source_dir, "test") if not s.is_good]
+        return list(self._source_defects)
 
     def source_good(self) -> list[DefectSample]:
         from defectfill.data.readers import read_mvtec

@@ -133,7 +133,7 @@ def _pil_to_rgb(img: Image.Image) -> tuple[np.ndarray, ImageInfo]:
         info.conversions.append("cmyk")
     rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     if not info.is_gray:
-        info.is_gray = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+        info.is_gray = looks_grey(rgb)
     elif mode != "1":
         info.conversions.append("grayscale")
     return np.ascontiguousarray(rgb), info
@@ -157,6 +157,11 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     arr, _ = pil_to_rgb_array(_open(path), source=path)
     return arr
+
+
+def looks_grey(rgb: np.ndarray) -> bool:
+    """Whether an (..., 3) image has three equal channels (greyscale stored as RGB)."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def load_image_with_info(path: str | Path) -> tuple[np.ndarray, bool]:

@@ -151,10 +151,7 @@ def check_options(name: str, values: Any = None, config_dir: Path | None = None,
 def build_generator(ctx: GeneratorContext) -> Any:
     """Train (or load from `ctx.work_dir`) the generator `ctx.name` with its builder."""
     plugin = get_plugin(ctx.name)
-    if ctx.options is None:
-        ctx.options = parse_options(ctx.name)
-    elif not isinstance(ctx.options, plugin.options):
-        ctx.options = parse_options(ctx.name, ctx.options if isinstance(ctx.options, dict) else None)
+    ctx.options = check_options(ctx.name, ctx.options, ctx.config_dir)
     missing = [t for t in ctx.defect_types if not ctx.defects_of(t)]
     if missing:
         raise ConfigError(f"generator {ctx.name!r}: no labelled source defect of type(s) {missing}; each type needs "

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from defectfill.data.images import load_image_with_info, to_mask_array, to_rgb_array
+from defectfill.data.images import load_image_with_info, looks_grey, to_mask_array, to_rgb_array
 from defectfill.errors import DataError, GenerationError
 from defectfill.generators.interface import GenerationResult
 from defectfill.generators.window import crop_image, crop_mask, paste_back, windows_for_mask
@@ -133,7 +133,7 @@ def paint_in_windows(image: np.ndarray, request: np.ndarray, fill: FillFn, *, nu
     window (`windows_for_mask`), `fill(window_image, window_mask) -> (k, h, w, 3) uint8` paints it,
     and the result is pasted back inside that group's mask only. A grey-looking input gives grey
     candidates. Returns (candidates, windows as dicts)."""
-    grey = bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+    grey = looks_grey(image)
     groups = windows_for_mask(request, resolution, size_multiple, context=context)
     candidates = [image] * num_candidates
     for window, group_mask in groups:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from defectfill.data.images import looks_grey
 from defectfill.errors import DefectfillError, GenerationError, HubError, ModelError
 from defectfill.generators.interface import GenerationResult
 from defectfill.generators.shared import (
@@ -385,7 +386,7 @@ class DefectFill:
             change_threshold=self.change_threshold, top_k=top_k, gray=gray,
             meta={"seed": seed, "prompt": self.prompt(defect_type), "window": windows[0], "windows": windows,
                   "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
-                  "strength": float(strength), "is_gray": gray or bool(np.ptp(rgb, axis=2).max() == 0),
+                  "strength": float(strength), "is_gray": gray or looks_grey(rgb),
                   "generator": self.name})
 
     def generate_batch(

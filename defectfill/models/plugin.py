@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from defectfill.config import resolve_path
 from defectfill.data.sample import DefectSample
+from defectfill.distributed import resolve_device
 from defectfill.errors import ConfigError, DataError, ModelError
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
@@ -220,14 +221,6 @@ def train_concepts(ctx: GeneratorContext, base_model: str, random_base: bool) ->
     return model_dir, record
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load(path: Path, options: DefectFillOptions, device: str = "auto", base_model: str | None = None):
     """A trained DefectFill folder (or Hub id) with the sampling options bound; its base is
     `base_model`, else `options.load_base_model`, else the one the model records."""
@@ -238,7 +231,7 @@ def load(path: Path, options: DefectFillOptions, device: str = "auto", base_mode
 
     metric = ensure_metric_available(options.selection_metric)
     model = DefectFill.from_pretrained(
-        path, base_model=base_model or options.load_base_model, device=_device(options.device if options.device != "auto" else device),
+        path, base_model=base_model or options.load_base_model, device=resolve_device(options.device if options.device != "auto" else device),
         dtype=getattr(torch, options.dtype), selection_metric=metric, change_threshold=options.change_threshold,
         feather_px=options.feather_px)
     return SampledDefectFill(model, options.num_inference_steps, options.guidance_scale)

@@ -13,7 +13,7 @@ import statistics
 from typing import Any
 
 from defectfill.metrics.intervals import paired_bootstrap, stack_seed_counts
-from defectfill.report.table import METRICS, _get, class_names, fmt
+from defectfill.report.table import METRICS, class_names, fmt, result_value
 
 BASELINES = ("real_only", "cutpaste")
 
@@ -34,7 +34,7 @@ def seed_summary(per_seed: dict[int, list[dict]]) -> dict[str, Any]:
         arms[arm] = {}
         rows = [r for s in seeds for r in per_seed[s] if r["arm"] == arm]
         getters = {m.key: m.get for m in METRICS}
-        getters.update({f"f_{c}": _get("deeplab", "per_class", c, "f_measure") for c in classes})
+        getters.update({f"f_{c}": result_value("deeplab", "per_class", c, "f_measure") for c in classes})
         for key, get in getters.items():
             values = [float(v) for r in rows if (v := get(r)) is not None]
             if values:

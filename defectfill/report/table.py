@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def _get(*keys: str) -> Callable[[dict], Any]:
+def result_value(*keys: str) -> Callable[[dict], Any]:
     def getter(result: dict) -> Any:
         node: Any = result
         for key in keys:
@@ -36,14 +36,14 @@ class Metric:
 
 
 METRICS = (
-    Metric("mean_f", "mean pixel F (segmenter)", _get("deeplab", "mean_f_measure"), decides=True),
-    Metric("map50_95", "mAP50-95 (RT-DETR)", _get("rtdetr", "mAP50_95"), decides=True),
-    Metric("map50", "mAP50 (RT-DETR)", _get("rtdetr", "mAP50"), decides=True),
-    Metric("detection_rate", "image detection rate", _get("rtdetr", "detection_rate")),
-    Metric("false_alarm_rate", "false-alarm rate", _get("rtdetr", "false_alarm_rate"), higher_is_better=False),
-    Metric("kid", "KID×1000 (synthetic)", _get("generation", "kid", "kid_x1000"), higher_is_better=False),
-    Metric("ic_lpips", "IC-LPIPS (synthetic)", _get("generation", "ic_lpips", "ic_lpips")),
-    Metric("contrast_gap", "contrast gap (synthetic)", _get("generation", "contrast", "gap"), higher_is_better=False),
+    Metric("mean_f", "mean pixel F (segmenter)", result_value("deeplab", "mean_f_measure"), decides=True),
+    Metric("map50_95", "mAP50-95 (RT-DETR)", result_value("rtdetr", "mAP50_95"), decides=True),
+    Metric("map50", "mAP50 (RT-DETR)", result_value("rtdetr", "mAP50"), decides=True),
+    Metric("detection_rate", "image detection rate", result_value("rtdetr", "detection_rate")),
+    Metric("false_alarm_rate", "false-alarm rate", result_value("rtdetr", "false_alarm_rate"), higher_is_better=False),
+    Metric("kid", "KID×1000 (synthetic)", result_value("generation", "kid", "kid_x1000"), higher_is_better=False),
+    Metric("ic_lpips", "IC-LPIPS (synthetic)", result_value("generation", "ic_lpips", "ic_lpips")),
+    Metric("contrast_gap", "contrast gap (synthetic)", result_value("generation", "contrast", "gap"), higher_is_better=False),
 )
 
 
@@ -74,7 +74,7 @@ def rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         counts = result.get("dataset", {}).get("train_images", {})
         row = [result["arm"], f"{counts.get('real', '?')}+{counts.get('synthetic', '?')}"]
         row += [fmt(m.get(result)) for m in present]
-        row += [fmt(_get("deeplab", "per_class", c, "f_measure")(result)) for c in per_class]
+        row += [fmt(result_value("deeplab", "per_class", c, "f_measure")(result)) for c in per_class]
         body.append(row)
     return header, body
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from defectfill.data.images import load_image
+from defectfill.distributed import resolve_device
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
@@ -23,7 +24,6 @@ from gan_baselines.dgt.model import DGT
 from gan_baselines.dgt.openset import WeibullOpenSet
 from gan_baselines.dgt.train import train_dgt
 from gan_baselines.fewshot_training import MODEL_DIR, to_tensor, to_uint8
-from gan_baselines.plugin_support import resolve_device
 
 
 class DGTGenerator(WindowedGenerator):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from defectfill.data.images import load_image
+from defectfill.distributed import resolve_device
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
@@ -20,7 +21,6 @@ from gan_baselines.fewshot_training import MODEL_DIR, to_tensor, to_uint8
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.model import ICPR20
 from gan_baselines.icpr20.train import train_icpr20
-from gan_baselines.plugin_support import resolve_device
 
 
 class ICPR20Generator(WindowedGenerator):

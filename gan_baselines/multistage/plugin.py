@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from defectfill.distributed import resolve_device
 from defectfill.generators.registry import GeneratorPlugin
 from gan_baselines.multistage.config import MultistageConfig
 from gan_baselines.multistage.model import MultistageGAN
@@ -19,7 +20,6 @@ from gan_baselines.plugin_support import (
     SquareWindowGenerator,
     load_gan_config,
     model_is_complete,
-    resolve_device,
     train_for_context,
 )
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from defectfill.distributed import resolve_device
 from defectfill.generators.registry import GeneratorPlugin
 from gan_baselines.plugin_support import (
     GanOptions,
     SquareWindowGenerator,
     load_gan_config,
     model_is_complete,
-    resolve_device,
     train_for_context,
 )
 from gan_baselines.r3gan.config import R3GANConfig
