@@ -32,7 +32,7 @@ def stage(tmp_path_factory):
     test = read_mvtec(target, "test")
     config = load_downstream_config(
         "configs/downstream_tiny.yaml",
-        {"deeplab.epochs": 3, "deeplab.image_size": SIZE, "rtdetr.epochs": 3, "rtdetr.imgsz": SIZE,
+        {"models": ["deeplab", "rtdetr", "segboxes"], "deeplab.epochs": 3, "deeplab.image_size": SIZE, "rtdetr.epochs": 3, "rtdetr.imgsz": SIZE,
          "evaluation.kid_subsets": 10, "evaluation.lpips_size": 32},
     )
     goods = [s for s in real if s.is_good]
@@ -64,6 +64,8 @@ def test_stage_numbers_come_from_real_training_and_evaluation(stage):
         assert 0.0 <= detection["mAP50_95"] <= detection["mAP50"] <= 1.0
         assert len(detection["train"]["seconds_per_epoch"]) == 3
         assert set(detection["pr_curve_iou50"]) == set(TYPES)
+        boxes = result["segboxes"]  # the segmenter's components as boxes, scored the same way
+        assert 0.0 <= boxes["mAP50_95"] <= boxes["mAP50"] <= 1.0 and boxes["source"] == "segmenter components"
         assert (stage["arms"] / result["arm"] / "rtdetr" / "weights" / "best.pt").is_file()
         assert (stage["arms"] / result["arm"] / "deeplab" / "best.safetensors").is_file()
     assert real_only["generation"] is None

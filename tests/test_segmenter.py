@@ -12,17 +12,21 @@ import torch
 import torch.nn.functional as F
 
 from defectfill.data.sample import DefectSample
+from defectfill.downstream.arm import ground_truth_boxes
 from defectfill.downstream.assemble import assemble
 from defectfill.downstream.config import AssembleConfig, DeepLabConfig, load_downstream_config
 from defectfill.downstream.deeplab import (
     build_deeplab,
     load_deeplab,
     predict_deeplab,
+    predict_probabilities,
     segmentation_loss,
     train_deeplab,
 )
+from defectfill.downstream.segboxes import boxes_from_probabilities
 from defectfill.downstream.unet import UNet
 from defectfill.errors import ConfigError, ModelError
+from defectfill.metrics.detection import detection_scores
 
 SIZE = 32
 
@@ -103,6 +107,11 @@ def test_unet_leaves_the_all_background_phase_from_random_init(blobs, tmp_path, 
     tp = sum(int(((m > 0) & s.mask).sum()) for m, s in zip(maps, fresh))
     predicted, present = sum(int((m > 0).sum()) for m in maps), sum(int(s.mask.sum()) for s in fresh)
     assert tp > 0.5 * present and tp > 0.4 * predicted, (tp, predicted, present)
+    # and its components as boxes (the CPU box detector `segboxes`) find the fresh stains' boxes
+    boxes = detection_scores([ground_truth_boxes(s, ["stain"]) for s in fresh],
+                             [boxes_from_probabilities(p) for p in predict_probabilities(model, [s.image for s in fresh], SIZE)],
+                             [s.size for s in fresh], ["stain"])
+    assert boxes["mAP50"] > 0.5, boxes
     # one console line per epoch names what was scored and how many defect pixels were predicted
     tb = list((tmp_path / "unet" / "tensorboard").iterdir())
     assert tb
@@ -147,3 +156,23 @@ def test_tiny_config_uses_the_cpu_segmenter():
     config = load_downstream_config("configs/downstream_tiny.yaml")
     assert config.deeplab.arch == "unet"
     assert load_downstream_config("configs/downstream_gpu.yaml").deeplab.arch == "resnet50"
+
+
+def test_segmenter_boxes_are_its_components_scored_by_mean_probability():
+    """Two classes on a hand-made probability map: one box per component, its class, its mean p."""
+    p = np.zeros((3, 8, 10))
+    p[0] = 1.0
+    p[:, 1:3, 1:4] = np.array([0.2, 0.8, 0.0])[:, None, None]      # class 1 (label 0), p = 0.8
+    p[:, 5:8, 6:7] = np.array([0.1, 0.3, 0.6])[:, None, None]      # class 2 (label 1), p = 0.6
+    p[:, 5, 6] = [0.0, 0.0, 1.0]                                   # one pixel of it at p = 1.0
+    p[:, 6:8, 0:2] = np.array([0.3, 0.0, 0.7])[:, None, None]      # a second, separate class-2 component
+    boxes = boxes_from_probabilities(p)
+    found = sorted(zip(boxes.boxes.tolist(), boxes.labels.tolist(), boxes.scores.tolist()))
+    assert [(b, label) for b, label, _ in found] == [([0, 6, 2, 8], 1), ([1, 1, 4, 3], 0), ([6, 5, 7, 8], 1)]
+    assert [score for *_, score in found] == pytest.approx([0.7, 0.8, (0.6 * 2 + 1.0) / 3])
+    assert len(boxes_from_probabilities(np.stack([np.ones((4, 4)), np.zeros((4, 4))])).boxes) == 0
+
+
+def test_segmenter_boxes_need_the_segmenter():
+    with pytest.raises(ConfigError, match="add deeplab"):
+        load_downstream_config("configs/downstream_tiny.yaml", {"models": ["rtdetr", "segboxes"]})

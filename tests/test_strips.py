@@ -17,10 +17,10 @@ from defectfill.data.fabric import render_sample
 from defectfill.data.sample import DefectSample
 from defectfill.data.tiling import tile_image
 from defectfill.downstream.config import DeepLabConfig, DownstreamConfig, EvaluationConfig, RTDETRConfig
+from defectfill.downstream.deeplab import predict_probabilities
 from defectfill.errors import DataError
 from defectfill.realdata.strips import (
     StripTiling,
-    deeplab_tile_probabilities,
     predict_deeplab_strips,
     predict_rtdetr_strips,
     run_strip_arm,
@@ -114,7 +114,7 @@ def test_deeplab_strip_maps_are_stitched_tile_probabilities(strip_arm, strips):
     assert maps[0].shape == STRIP and maps[0].dtype == np.int64 and maps[0].max() <= 2
     # recompute the stitching by hand: mean of the overlapping tiles' probabilities, then argmax
     tiles, offsets = tile_image(strip, 64, 16)
-    probabilities = deeplab_tile_probabilities(model, tiles, 64)
+    probabilities = predict_probabilities(model, tiles, 64)
     total, count = np.zeros((3, *STRIP)), np.zeros(STRIP)
     for p, (x, y) in zip(probabilities, offsets):
         total[:, y : y + 64, x : x + 64] += p
@@ -124,7 +124,7 @@ def test_deeplab_strip_maps_are_stitched_tile_probabilities(strip_arm, strips):
     # without overlap the stitched map is the per-tile argmax side by side
     no_overlap = StripTiling(tile=64, overlap=0)
     tiles0, _ = tile_image(strip, 64, 0)
-    side_by_side = np.concatenate([p.argmax(0) for p in deeplab_tile_probabilities(model, tiles0, 64)], axis=1)
+    side_by_side = np.concatenate([p.argmax(0) for p in predict_probabilities(model, tiles0, 64)], axis=1)
     assert np.array_equal(predict_deeplab_strips(model, [strip], no_overlap, 64)[0], side_by_side)
 
 

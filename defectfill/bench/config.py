@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from defectfill.config import REPO_ROOT, load_config, resolve_path
+from defectfill.downstream.pretrain import SimulatorOnlyConfig
 from defectfill.errors import ConfigError
 
 REAL_ONLY = "real_only"
+SIMULATOR_ONLY = "simulator_only"  # the segmenter trained on simulator renders alone (downstream.pretrain)
 
 
 @dataclass
@@ -125,6 +127,8 @@ class BenchConfig:
     # unknown names and keys rejected at load time); a generator not named here gets its defaults
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     downstream: DownstreamRef = field(default_factory=DownstreamRef)
+    # the renders and budget of the `simulator_only` arm (used when it is in `arms`)
+    simulator_only: SimulatorOnlyConfig = field(default_factory=SimulatorOnlyConfig)
     source: str = ""  # the YAML this config was read from (set by load_bench_config)
 
     def validate(self) -> BenchConfig:
@@ -133,10 +137,10 @@ class BenchConfig:
         d = self.data
         problems = []
         known = [REAL_ONLY, *available_generators()]
-        unknown = [a for a in self.arms if a not in known]
+        unknown = [a for a in self.arms if a not in [*known, SIMULATOR_ONLY]]
         if unknown:
-            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {known} (real_only and the registered "
-                            "generators)")
+            problems.append(f"arms: unknown arm(s) {unknown}; known arms are {[*known, SIMULATOR_ONLY]} (real_only, "
+                            "simulator_only and the registered generators)")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             problems.append(f"arms: must be a non-empty list of distinct names, found {self.arms}")
         for name in self.generators:
@@ -144,6 +148,11 @@ class BenchConfig:
                 problems.append(f"generators: {name!r} is not a registered generator ({known[1:]})")
         if d.kind == "simulator":
             problems += _simulator_problems(d)
+            if SIMULATOR_ONLY in self.arms:
+                try:
+                    self.simulator_only.check(d.defect_types)
+                except ConfigError as exc:
+                    problems.append(str(exc))
         else:
             problems += _folder_problems(d.folders)
         if len(set(self.seeds)) != len(self.seeds):
@@ -161,7 +170,7 @@ class BenchConfig:
 
     @property
     def synthetic_arms(self) -> list[str]:
-        return [a for a in self.arms if a != REAL_ONLY]
+        return [a for a in self.arms if a not in (REAL_ONLY, SIMULATOR_ONLY)]
 
     @property
     def run_seeds(self) -> list[int]:

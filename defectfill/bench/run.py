@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from defectfill.bench.config import REAL_ONLY, BenchConfig, downstream_config_for
+from defectfill.bench.config import REAL_ONLY, SIMULATOR_ONLY, BenchConfig, downstream_config_for
 from defectfill.bench.protocol import BenchData, load_protocol_data
 from defectfill.bench.stages import StageLog
 from defectfill.config import to_dict
+from defectfill.downstream.config import MODELS
 from defectfill.errors import ConfigError
 from defectfill.generators.manifest import generation_complete
 from defectfill.generators.requests import MaskPolicy, Request, plan_requests
@@ -50,7 +51,9 @@ def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
     path = out_dir / CONFIG_NAME
     current = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE_FIELDS}
     if path.is_file():
-        saved = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in _RESUMABLE_FIELDS}
+        # a section added to the config after the run was made counts as its default
+        saved = {**to_dict(BenchConfig()), **(yaml.safe_load(path.read_text()) or {})}
+        saved = {k: v for k, v in saved.items() if k not in _RESUMABLE_FIELDS}
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(
@@ -232,12 +235,24 @@ def strip_arm_result(strip: dict) -> dict:
     """An arm on strips as the bench reports it: the strip-level scores (predictions stitched back
     to strip coordinates) in place of the tile-level ones, which stay under `tile_level`."""
     tile = strip["tile_level"]
-    result = {**tile, "tile_level": {k: tile.get(k) for k in ("deeplab", "rtdetr", "test_images")},
+    result = {**tile, "tile_level": {k: tile.get(k) for k in (*MODELS, "test_images")},
               "test_images": strip["strip_level"]["strips"], "tiling": strip["tiling"], "train_tiles": strip["train_tiles"]}
-    for model in ("deeplab", "rtdetr"):
+    for model in MODELS:
         if model in strip["strip_level"]:
             result[model] = {**(tile.get(model) or {}), **strip["strip_level"][model]}
     return result
+
+
+def simulator_arm(config: BenchConfig, data: BenchData, downstream, test: list, arms_dir: Path) -> dict:
+    """The `simulator_only` arm: the segmenter trained on renders alone, scored on the test images
+    (strips: stitched, like every other arm); the target fabrics' textures are never rendered."""
+    from defectfill.downstream.pretrain import run_simulator_arm
+    from defectfill.realdata.strips import evaluate_strips
+
+    exclude = config.data.target_textures if config.data.kind == "simulator" else []
+    evaluate = None if data.tiling is None else (lambda run_dir, scored: evaluate_strips(run_dir, test, scored, data.tiling))
+    return run_simulator_arm(SIMULATOR_ONLY, test, config.simulator_only, downstream, arms_dir,
+                             exclude_textures=exclude, evaluate=evaluate)
 
 
 def run_bench(config: BenchConfig, out_dir: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -293,13 +308,16 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         downstream = downstream_config_for(config, seed, classes=data.defect_types)
         per_seed[seed] = []
         for name in config.arms:
-            finished = (seed_dir / "arms" / name / (STRIP_RESULTS_NAME if data.tiling else RESULTS_NAME)).is_file()
+            strip_results = data.tiling and name != SIMULATOR_ONLY
+            finished = (seed_dir / "arms" / name / (STRIP_RESULTS_NAME if strip_results else RESULTS_NAME)).is_file()
             stages.mark()
             if not finished and train is None:
                 train, test = data.real_training_samples(), data.test_samples()
             echo(f"[bench] seed {seed}: arm {name}{' (finished, read back)' if finished else ''}")
             arm_manifests = [manifests[seed][name]] if name in manifests[seed] else []
-            if data.tiling is None:
+            if name == SIMULATOR_ONLY:
+                result = simulator_arm(config, data, downstream, test or [], seed_dir / "arms")
+            elif data.tiling is None:
                 result = run_arm(name, train or [], test or [], downstream, seed_dir / "arms", manifests=arm_manifests)
             else:
                 result = strip_arm_result(run_strip_arm(name, train or [], test or [], downstream, data.tiling,

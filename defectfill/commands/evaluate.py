@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from defectfill.downstream.config import MODELS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="the arm's run folder (defectfill finetune --out)")
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-split", choices=["train", "test", "all"], default="test")
     parser.add_argument("--config", type=Path, required=True, help="downstream config (configs/downstream_*.yaml)")
     parser.add_argument("--name", default=None, help="arm name (default: the run folder's name)")
-    parser.add_argument("--models", nargs="+", choices=["deeplab", "rtdetr"], default=None)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None)
 
 
 def run(args: argparse.Namespace) -> int:

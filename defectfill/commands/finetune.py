@@ -11,12 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
+from defectfill.downstream.config import MODELS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="assembled dataset folder (defectfill assemble)")
     parser.add_argument("--config", type=Path, required=True, help="downstream config (configs/downstream_*.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (one arm)")
-    parser.add_argument("--models", nargs="+", choices=["deeplab", "rtdetr"], default=None,
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None,
                         help="models to train (default: the config's `models`)")
     parser.add_argument("--epochs", type=int, default=None, help="overrides both models' epochs")
     parser.add_argument("--if-exists", choices=["error", "skip", "resume"], default="error",

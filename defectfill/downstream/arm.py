@@ -69,6 +69,17 @@ def finetune(dataset: AssembledDataset, config: DownstreamConfig, run_dir: str |
     return records
 
 
+def segboxes_scores(probabilities: Sequence[np.ndarray], test_samples: Sequence[DefectSample],
+                    config: DownstreamConfig) -> dict:
+    """Box scores of the segmenter's components (`downstream.segboxes`) on the test samples."""
+    from defectfill.downstream.segboxes import boxes_from_probabilities
+
+    predictions = [boxes_from_probabilities(p) for p in probabilities]
+    truth = [ground_truth_boxes(s, config.classes) for s in test_samples]
+    return {**detection_scores(truth, predictions, [s.size for s in test_samples], config.classes,
+                               config.evaluation.score_threshold), "source": "segmenter components"}
+
+
 def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], config: DownstreamConfig) -> dict:
     """Score the trained models of `run_dir` on real test samples."""
     run_dir = Path(run_dir)
@@ -77,19 +88,21 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
     images = [s.image for s in test_samples]
     metrics: dict[str, Any] = {}
     if "deeplab" in config.models:
-        from defectfill.downstream.deeplab import load_deeplab, predict_deeplab
+        from defectfill.downstream.deeplab import load_deeplab, predict_probabilities
 
         model, info = load_deeplab(run_dir / "deeplab")
         started = time.perf_counter()
         # the size it was trained at, whatever the evaluation config says
-        predictions = predict_deeplab(model, images, info["config"]["image_size"])
+        probabilities = predict_probabilities(model, images, info["config"]["image_size"])
         targets = [class_map(s.mask, s.defect_type, classes) for s in test_samples]
         metrics["deeplab"] = {
-            **segmentation_scores(predictions, targets, classes),
+            **segmentation_scores([p.argmax(0) for p in probabilities], targets, classes),
             "predict_seconds": time.perf_counter() - started,
             "train": {k: info[k] for k in ("best_epoch", "median_seconds_per_epoch", "seconds_per_epoch", "train_images", "device")},
             "arch": info["config"]["arch"],
         }
+        if "segboxes" in config.models:
+            metrics["segboxes"] = segboxes_scores(probabilities, test_samples, config)
     if "rtdetr" in config.models:
         from defectfill.downstream.rtdetr import DONE_NAME, predict_rtdetr
 

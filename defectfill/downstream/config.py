@@ -109,7 +109,9 @@ class EvaluationConfig:
 @dataclass
 class DownstreamConfig:
     classes: list[str]
-    models: list[Literal["deeplab", "rtdetr"]] = field(default_factory=lambda: ["deeplab", "rtdetr"])
+    # deeplab: the segmenter (U-Net on CPU, DeepLabV3 on GPU); rtdetr: the box detector; segboxes: boxes
+    # from the segmenter's components (no weights of its own; needs deeplab)
+    models: list[Literal["deeplab", "rtdetr", "segboxes"]] = field(default_factory=lambda: ["deeplab", "rtdetr"])
     seed: int = 0
     assemble: AssembleConfig = field(default_factory=AssembleConfig)
     rtdetr: RTDETRConfig = field(default_factory=RTDETRConfig)
@@ -123,6 +125,12 @@ class DownstreamConfig:
             raise ConfigError(
                 f"downstream config: classes {self.classes} must be distinct defect types and not 'good'"
             )
+        if "segboxes" in self.models and "deeplab" not in self.models:
+            raise ConfigError("downstream config: models lists segboxes (boxes from the segmenter's components) "
+                              "without deeplab (the segmenter); add deeplab to `models`")
+
+
+MODELS = ("deeplab", "rtdetr", "segboxes")
 
 
 def resolve_model_path(value: str, base: Path | None) -> str:

@@ -392,6 +392,13 @@ def deeplab_logits(model: nn.Module, images: Sequence[np.ndarray], image_size: i
             yield F.interpolate(logit[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
 
 
+def predict_probabilities(model: nn.Module, images: Sequence[np.ndarray], image_size: int,
+                          batch_size: int = 8) -> list[np.ndarray]:
+    """(C, H, W) float32 class probabilities at each input's own size (softmax of the upsampled logits)."""
+    return [logit.softmax(0).cpu().numpy().astype(np.float32)
+            for logit in deeplab_logits(model, images, image_size, batch_size)]
+
+
 def predict_deeplab(model: nn.Module, images: Sequence[np.ndarray], image_size: int, batch_size: int = 8) -> list[np.ndarray]:
     """(H, W) int64 class maps at each input's own size (upsampled logits, then argmax)."""
     return [logit.argmax(0).cpu().numpy().astype(np.int64) for logit in deeplab_logits(model, images, image_size, batch_size)]

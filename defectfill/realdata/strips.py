@@ -105,27 +105,25 @@ def tile_test_set(strips: Sequence[DefectSample], tiling: StripTiling) -> list[D
 
 
 # ------------------------------------------------------------------------------ inference
-def deeplab_tile_probabilities(model: torch.nn.Module, tiles: Sequence[np.ndarray], image_size: int,
-                               batch_size: int = 8) -> list[np.ndarray]:
-    """Per tile (C, th, tw) float32 class probabilities (softmax of the logits at tile size)."""
-    from defectfill.downstream.deeplab import deeplab_logits
+def strip_probabilities(model: torch.nn.Module, strips: Sequence[np.ndarray], tiling: StripTiling,
+                        image_size: int) -> list[np.ndarray]:
+    """(C, H, W) float32 class probabilities in strip coordinates: the softmax of every tile
+    (`downstream.deeplab.predict_probabilities`), overlapping tiles averaged (`stitch_masks`)."""
+    from defectfill.downstream.deeplab import predict_probabilities
 
-    return [logit.softmax(0).cpu().numpy().astype(np.float32) for logit in deeplab_logits(model, tiles, image_size, batch_size)]
+    out = []
+    for strip in strips:
+        tiles, offsets = tile_image(strip, tiling.tile, tiling.overlap)
+        probabilities = predict_probabilities(model, tiles, image_size)
+        out.append(np.stack([stitch_masks([p[c] for p in probabilities], offsets, strip.shape[:2])
+                             for c in range(probabilities[0].shape[0])]))
+    return out
 
 
 def predict_deeplab_strips(model: torch.nn.Module, strips: Sequence[np.ndarray], tiling: StripTiling,
                            image_size: int) -> list[np.ndarray]:
-    """(H, W) int64 class maps in strip coordinates: per-class probabilities of the overlapping
-    tiles averaged (`stitch_masks`), then arg-maxed."""
-    maps = []
-    for strip in strips:
-        tiles, offsets = tile_image(strip, tiling.tile, tiling.overlap)
-        probabilities = deeplab_tile_probabilities(model, tiles, image_size)
-        num_classes = probabilities[0].shape[0]
-        stitched = np.stack([stitch_masks([p[c] for p in probabilities], offsets, strip.shape[:2])
-                             for c in range(num_classes)])
-        maps.append(stitched.argmax(0).astype(np.int64))
-    return maps
+    """(H, W) int64 class maps in strip coordinates: the arg-max of `strip_probabilities`."""
+    return [p.argmax(0).astype(np.int64) for p in strip_probabilities(model, strips, tiling, image_size)]
 
 
 def predict_rtdetr_strips(weights: str | Path, strips: Sequence[np.ndarray], tiling: StripTiling, *,
@@ -168,14 +166,17 @@ def evaluate_strips(run_dir: str | Path, strips: Sequence[DefectSample], config:
     metrics: dict[str, Any] = {"strips": len(strips), "tiling": {"tile": tiling.tile, "overlap": tiling.overlap,
                                                                   "nms_iou": tiling.nms_iou}}
     if "deeplab" in config.models:
+        from defectfill.downstream.arm import segboxes_scores
         from defectfill.downstream.deeplab import load_deeplab
 
         model, _ = load_deeplab(run_dir / "deeplab")
         started = time.perf_counter()
-        predictions = predict_deeplab_strips(model, images, tiling, config.deeplab.image_size)
+        probabilities = strip_probabilities(model, images, tiling, config.deeplab.image_size)
         targets = [class_map(s.mask, s.defect_type, classes) for s in strips]
-        metrics["deeplab"] = {**segmentation_scores(predictions, targets, classes),
+        metrics["deeplab"] = {**segmentation_scores([p.argmax(0) for p in probabilities], targets, classes),
                               "predict_seconds": time.perf_counter() - started}
+        if "segboxes" in config.models:
+            metrics["segboxes"] = segboxes_scores(probabilities, strips, config)
     if "rtdetr" in config.models:
         from defectfill.downstream.rtdetr import DONE_NAME
 

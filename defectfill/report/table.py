@@ -1,8 +1,8 @@
 """The comparison table (arms × metrics) and the one-sentence verdict, computed from results.
 
 Input: the `results.json` dicts of several arms (`defectfill.downstream.arm`). Downstream metrics
-decide the verdict (higher is better): mean pixel F-measure (DeepLabV3), mAP50-95 and mAP50
-(RT-DETR). KID (lower is better), IC-LPIPS (higher = more diverse) and the contrast gap (how far
+decide the verdict (higher is better): mean pixel F-measure (the segmenter), mAP50-95 and mAP50
+(RT-DETR, and the boxes of the segmenter's components, `segboxes`). KID (lower is better), IC-LPIPS (higher = more diverse) and the contrast gap (how far
 the synthetic defects' grey-level contrast to their surroundings is from the real test defects',
 per class; lower is better) describe the synthetic data and are shown, not used for the verdict.
 """
@@ -39,6 +39,8 @@ METRICS = (
     Metric("mean_f", "mean pixel F (segmenter)", result_value("deeplab", "mean_f_measure"), decides=True),
     Metric("map50_95", "mAP50-95 (RT-DETR)", result_value("rtdetr", "mAP50_95"), decides=True),
     Metric("map50", "mAP50 (RT-DETR)", result_value("rtdetr", "mAP50"), decides=True),
+    Metric("map50_95_segboxes", "mAP50-95 (segmenter boxes)", result_value("segboxes", "mAP50_95"), decides=True),
+    Metric("map50_segboxes", "mAP50 (segmenter boxes)", result_value("segboxes", "mAP50"), decides=True),
     Metric("detection_rate", "image detection rate", result_value("rtdetr", "detection_rate")),
     Metric("false_alarm_rate", "false-alarm rate", result_value("rtdetr", "false_alarm_rate"), higher_is_better=False),
     Metric("kid", "KID×1000 (synthetic)", result_value("generation", "kid", "kid_x1000"), higher_is_better=False),
