@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("defectfill.commands.bench", "run the benchmark protocol (arms x detectors) and report"),
     "demo": ("defectfill.commands.demo", "the small CPU bench end to end: simulate, train, generate, fine-tune, report"),
     "real": ("defectfill.commands.real", "the real-stain bench (configs/bench_real_stains.yaml): real vs + cut-paste vs + DefectFill"),
+    "study": ("defectfill.commands.study", "the studies of the method notes on a bench run (fusion: seams and realism)"),
     "app": ("defectfill.commands.app", "make and curate defects by hand in a browser (needs defectfill[app])"),
 }
 

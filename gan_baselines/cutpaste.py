@@ -9,7 +9,10 @@ resizes it to the bounding box of the request mask, and pastes the crop's *defec
     out   = alpha · patch + (1 − alpha) · image      (alpha optionally feathered inside the request)
 
 Feathering blurs alpha with a Gaussian of `feather` px and then cuts it back to the request mask,
-so every pixel outside the request mask is bit-identical to the input. The label is the changed
+so every pixel outside the request mask is bit-identical to the input. `blend: poisson` (registered
+as the generator `cutpaste_poisson`) replaces the alpha blend by Poisson image editing (Pérez et al.
+2003, OpenCV `seamlessClone`, normal cloning): inside alpha > 0 the output solves
+Δout = Δpatch with out = image on the boundary, so the seam carries no step in intensity. The label is the changed
 pixels (`defectfill.masks.changed_mask`), as for every generator. Score (for selection among
 candidates): the mean absolute difference from the good image inside the request mask.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -50,7 +53,11 @@ class CutPaste:
 
     name = "cutpaste"
 
-    def __init__(self, feather: float = 1.0, flip: bool = True, rotate: bool = True, change_threshold: float = 0.1):
+    def __init__(self, feather: float = 1.0, flip: bool = True, rotate: bool = True, change_threshold: float = 0.1,
+                 blend: str = "alpha"):
+        if blend not in ("alpha", "poisson"):
+            raise GenerationError(f"cut-paste: blend must be 'alpha' or 'poisson', found {blend!r}")
+        self.blend = blend
         self.feather = float(feather)
         self.flip = flip
         self.rotate = rotate
@@ -97,6 +104,8 @@ class CutPaste:
         alpha = (inside & patch_mask).astype(np.float32)
         if not alpha.any():  # shapes do not overlap: fill the request region with the patch
             alpha = inside.astype(np.float32)
+        if self.blend == "poisson":
+            return _poisson_paste(image, patch, alpha > 0, (y0, x0))
         if self.feather > 0:
             alpha = cv2.GaussianBlur(alpha, (0, 0), self.feather) * inside  # stays inside the request
         out = image.copy()
@@ -123,7 +132,27 @@ class CutPaste:
         candidates = [self._paste(image, request, rng, defect_type) for _ in range(num_candidates)]
         return build_result(image, request, candidates, mean_abs_diff_scores(image, candidates, request),
                             defect_type=defect_type, selection_metric=MEAN_ABS_DIFF, change_threshold=self.change_threshold,
-                            top_k=num_candidates, gray=gray, meta={"generator": self.name, "feather": self.feather})
+                            top_k=num_candidates, gray=gray,
+                            meta={"generator": self.name, "feather": self.feather, "blend": self.blend})
+
+
+def _poisson_paste(image: np.ndarray, patch: np.ndarray, inside: np.ndarray, corner: tuple[int, int]) -> np.ndarray:
+    """Poisson-blend `patch` (placed at `corner` = y0, x0) into `image` where `inside`; pixels outside
+    are copied. Padded by reflection so that a mask touching the border still has a boundary."""
+    pad = 4
+    y0, x0 = corner
+    height, width = inside.shape
+    source = image.copy()
+    source[y0 : y0 + height, x0 : x0 + width] = patch
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[y0 : y0 + height, x0 : x0 + width] = inside * 255
+    padded = [cv2.copyMakeBorder(np.ascontiguousarray(a), pad, pad, pad, pad, cv2.BORDER_REFLECT) for a in (source, image)]
+    mask = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    ys, xs = np.nonzero(mask)
+    # seamlessClone centres the mask's bounding box on `center`: this centre keeps it in place
+    center = (int(xs.min() + (xs.max() - xs.min() + 1) // 2), int(ys.min() + (ys.max() - ys.min() + 1) // 2))
+    cloned = cv2.seamlessClone(padded[0], padded[1], mask, center, cv2.NORMAL_CLONE)[pad:-pad, pad:-pad]
+    return np.where(mask[pad:-pad, pad:-pad, None] > 0, cloned, image)
 
 
 # ------------------------------------------------------------------------------ plug-in
@@ -133,23 +162,32 @@ class CutPasteOptions:
     flip: bool = True
     rotate: bool = True
     change_threshold: float = 0.1
+    blend: Literal["alpha", "poisson"] = "alpha"
+
+
+@dataclass
+class PoissonOptions(CutPasteOptions):
+    blend: Literal["alpha", "poisson"] = "poisson"
+
+
+def _cutpaste(o: CutPasteOptions) -> CutPaste:
+    return CutPaste(feather=o.feather, flip=o.flip, rotate=o.rotate, change_threshold=o.change_threshold, blend=o.blend)
 
 
 def build(ctx: GeneratorContext) -> CutPaste:
     """Cut-paste needs no training: it keeps the source defects' crops."""
-    o: CutPasteOptions = ctx.options
     defects = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
-    return CutPaste(feather=o.feather, flip=o.flip, rotate=o.rotate, change_threshold=o.change_threshold).fit(defects)
+    return _cutpaste(ctx.options).fit(defects)
 
 
 def load(path: Path, options: CutPasteOptions, device: str = "cpu") -> CutPaste:
     """Cut-paste's "model" is a folder of real labelled defects (any layout the readers know)."""
     from defectfill.data.readers import read_dataset
 
-    samples = read_dataset(path)
-    return CutPaste(feather=options.feather, flip=options.flip, rotate=options.rotate,
-                    change_threshold=options.change_threshold).fit(samples)
+    return _cutpaste(options).fit(read_dataset(path))
 
 
 PLUGIN = GeneratorPlugin(build=build, options=CutPasteOptions, load=load,
                          help="cut-paste: real defect crops pasted into the mask (the floor every generator must beat)")
+POISSON_PLUGIN = GeneratorPlugin(build=build, options=PoissonOptions, load=load,
+                                 help="cut-paste with Poisson blending (seamlessClone): no intensity step at the seam")

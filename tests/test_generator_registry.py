@@ -85,7 +85,7 @@ def test_builtins_are_registered_lazily():
     assert {"cutpaste", "defectfill"} <= set(available_generators())
     with pytest.raises(ConfigError, match=r"'gan9000' is not registered; registered generators: \[.*'cutpaste'"):
         get_plugin("gan9000")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['feathr'\].*valid keys are \['change_threshold', 'feather'"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['feathr'\].*valid keys are \['blend', 'change_threshold', 'feather'"):
         parse_options("cutpaste", {"feathr": 2})
     assert parse_options("cutpaste", {"feather": 2}).feather == 2.0
 

@@ -37,6 +37,7 @@ ENTRY_POINT_GROUP = "defectfill.generators"
 # name -> "module:attribute" of its GeneratorPlugin; imported only when the generator is used
 BUILTIN_GENERATORS: dict[str, str] = {
     "cutpaste": "gan_baselines.cutpaste:PLUGIN",
+    "cutpaste_poisson": "gan_baselines.cutpaste:POISSON_PLUGIN",
     "defectfill": "defectfill.models.plugin:PLUGIN",
     "multistage": "gan_baselines.multistage.plugin:PLUGIN",
     "r3gan": "gan_baselines.r3gan.plugin:PLUGIN",

@@ -1,0 +1,96 @@
+"""Study 3 (fusion): seam statistics and the classifier two-sample test on hand-made cases, Poisson
+cut-paste, and the study end to end on a tiny bench run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defectfill.studies.fusion import FusionStudyConfig, run_fusion_study, seam_statistics, two_sample_auc
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _cloth(seed: int, size: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.repeat(rng.normal(120, 6, (size, size, 1)), 3, 2).clip(0, 255).astype(np.uint8)
+
+
+def _square(size: int = 48) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[16:32, 16:32] = True
+    return mask
+
+
+def test_a_hard_seam_has_a_high_seam_ratio_and_a_soft_one_does_not():
+    mask = _square()
+    hard = _cloth(0)
+    hard[mask] = 200  # a flat bright square pasted: an intensity step all along the boundary
+    soft = _cloth(0).astype(np.float64)
+    yy, xx = np.mgrid[:48, :48]
+    soft += 80 * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 6.0**2))[..., None]  # a smooth blob
+    plain = seam_statistics(_cloth(0), mask)
+    assert seam_statistics(hard, mask)["seam_ratio"] > 20 * plain["seam_ratio"]
+    assert seam_statistics(soft.clip(0, 255).astype(np.uint8), mask)["seam_ratio"] < 5 * plain["seam_ratio"]
+    assert plain["seam_ratio"] == pytest.approx(1.0, abs=0.35)  # cloth alone: band like ring
+    assert seam_statistics(_cloth(0), np.zeros((48, 48), bool)) is None
+
+
+def test_c2st_auc_is_half_for_one_distribution_and_one_for_separable_sets():
+    rng = np.random.default_rng(0)
+    same = rng.uniform(0, 1, (80, 3, 16, 16)).astype(np.float32)
+    identical = two_sample_auc(same[:40], same[40:], folds=4, epochs=40, seed=0)["auc"]
+    assert abs(identical - 0.5) < 0.2, identical
+    dark, bright = same[:40] * 0.3, same[40:] * 0.3 + 0.7
+    assert two_sample_auc(dark, bright, folds=4, epochs=40, seed=0)["auc"] > 0.95
+    assert two_sample_auc(dark[:3], bright[:3], folds=4)["auc"] is None  # too few to test
+
+
+def test_poisson_cutpaste_leaves_no_intensity_step_at_the_seam():
+    from defectfill.data.sample import DefectSample
+    from gan_baselines.cutpaste import CutPaste
+
+    source = _cloth(1)
+    source_mask = _square()
+    source[source_mask] = 220  # a bright defect on the source cloth
+    good, request = _cloth(2), _square()
+    scores = {}
+    for blend in ("alpha", "poisson"):
+        result = CutPaste(blend=blend, feather=0.0, flip=False, rotate=False).fit(
+            [DefectSample(source, source_mask, "stain")]).generate(good, request, defect_type="stain")
+        out = result.candidates[0]
+        assert np.array_equal(out[~request], good[~request])  # nothing outside the request changes
+        scores[blend] = seam_statistics(out, request)["seam_ratio"]
+    assert scores["poisson"] < 0.2 * scores["alpha"], scores
+
+
+def test_fusion_study_end_to_end_on_a_tiny_bench(tmp_path):
+    from defectfill.bench.config import load_bench_config
+    from defectfill.bench.run import run_bench
+
+    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"arms": ["real_only", "cutpaste", "cutpaste_poisson"],
+                                                               "seeds": [0, 1]})
+    run_bench(config, tmp_path / "bench", echo=lambda line: None)
+    study = FusionStudyConfig(folds=2, epochs=5)
+    summary = run_fusion_study(tmp_path / "bench", tmp_path / "study", study, echo=lambda line: None)
+    assert set(summary["arms"]) == {"cutpaste", "cutpaste_poisson"}
+    for arm in summary["arms"].values():
+        assert arm["seeds"] == [0, 1] and arm["seam_gap"]["n"] == 2
+        assert arm["downstream_mean_f"]["mean"] is not None
+    for name in ("results.json", "table.md", "report.html", "plots/fusion.png", "sheets/seams.png"):
+        assert (tmp_path / "study" / name).is_file(), name
+    assert "C2ST AUC" in (tmp_path / "study" / "table.md").read_text()
+    parts = sorted(p.name for p in (tmp_path / "study" / "parts").iterdir())
+    assert parts == ["seed-0-cutpaste.json", "seed-0-cutpaste_poisson.json", "seed-1-cutpaste.json",
+                     "seed-1-cutpaste_poisson.json"]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "study" / "parts").iterdir()}
+    # the CLI resumes the same folder (configs/study_fusion.yaml differs only in cost: the parts are kept)
+    from defectfill.cli import main as cli_main
+
+    assert cli_main(["study", "fusion", "--run", str(tmp_path / "bench"), "--out", str(tmp_path / "study")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "study" / "parts").iterdir()} == before  # resumed
+    again = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert again["arms"] == json.loads(json.dumps(summary))["arms"]
