@@ -12,6 +12,7 @@ and a box's area is (x1 − x0)·(y1 − y0).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,56 @@ def merge_boxes(boxes: Any, gap: int) -> np.ndarray:
                 out.append(box)
         merged = out
     return _sort_boxes(np.asarray(merged, dtype=np.int64).reshape(-1, 4))
+
+
+def split_long_boxes(mask: Any, boxes: Any, max_aspect: float) -> np.ndarray:
+    """Split each box whose long side exceeds `max_aspect` × its short side into n = ⌈aspect /
+    max_aspect⌉ equal bands along the long side; each band's box is the tight box of the mask pixels
+    inside it (bands without any are dropped), split again while still too long. A thin broken yarn
+    becomes a chain of squarer boxes."""
+    m = binarize(mask)
+    out = []
+    for x0, y0, x1, y1 in _as_boxes(boxes):
+        width, height = x1 - x0, y1 - y0
+        aspect = max(width, height) / max(1, min(width, height))
+        if aspect <= max_aspect:
+            out.append([x0, y0, x1, y1])
+            continue
+        pieces = int(np.ceil(aspect / max_aspect))
+        along_x = width >= height
+        edges = np.linspace(x0 if along_x else y0, x1 if along_x else y1, pieces + 1).round().astype(int)
+        for a, b in itertools.pairwise(edges):
+            window = np.zeros_like(m)
+            if along_x:
+                window[y0:y1, a:b] = m[y0:y1, a:b]
+            else:
+                window[a:b, x0:x1] = m[a:b, x0:x1]
+            ys, xs = np.nonzero(window)
+            if len(ys):
+                piece = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+                # a diagonal piece's tight box can still be too long: split it again (it is shorter)
+                out += split_long_boxes(m, [piece], max_aspect).tolist() if b - a < max(width, height) else [piece]
+    return _sort_boxes(np.asarray(out, dtype=np.int64).reshape(-1, 4))
+
+
+def label_boxes(mask: Any, mode: str = "component", *, instance_gap: int = 8, max_aspect: float = 4.0) -> np.ndarray:
+    """The box labels of a defect mask: `component` one per connected component (the default),
+    `instance` components within `instance_gap` px merged (`merge_boxes`), `split` long components
+    cut into boxes of bounded aspect ratio (`split_long_boxes`)."""
+    boxes = mask_to_boxes(mask)
+    if mode == "component":
+        return boxes
+    if mode == "instance":
+        return merge_boxes(boxes, instance_gap)
+    if mode == "split":
+        return split_long_boxes(mask, boxes, max_aspect)
+    raise DataError(f"box labelling {mode!r} is unknown; use component, instance or split")
+
+
+def fill_ratios(mask: Any, boxes: Any) -> np.ndarray:
+    """Per box, the share of its area that is mask (1: the box is all defect)."""
+    m = binarize(mask)
+    return np.array([m[y0:y1, x0:x1].mean() if (y1 > y0 and x1 > x0) else 0.0 for x0, y0, x1, y1 in _as_boxes(boxes)])
 
 
 def boxes_to_mask(boxes: Any, shape: tuple[int, int]) -> np.ndarray:

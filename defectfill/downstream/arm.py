@@ -24,12 +24,11 @@ import numpy as np
 from defectfill.config import to_dict
 from defectfill.data.sample import DefectSample
 from defectfill.downstream.assemble import AssembledDataset, assemble, load_assembled
-from defectfill.downstream.config import DownstreamConfig
+from defectfill.downstream.config import AssembleConfig, DownstreamConfig
 from defectfill.downstream.datasets import class_map
 from defectfill.errors import DataError
 from defectfill.io_utils import atomic_write_json
-from defectfill.masks import mask_to_boxes
-from defectfill.metrics.detection import ImageBoxes, detection_scores
+from defectfill.metrics.detection import ImageBoxes, detection_scores, mask_coverage
 from defectfill.metrics.segmentation import segmentation_scores
 
 RESULTS_NAME = "results.json"
@@ -43,11 +42,12 @@ def _check_test(test_samples: Sequence[DefectSample], classes: Sequence[str]) ->
         raise DataError(f"test set holds defect types {unknown} that the config does not name ({list(classes)}); add them to `classes`")
 
 
-def ground_truth_boxes(sample: DefectSample, classes: Sequence[str]) -> ImageBoxes:
-    """A test sample's boxes (one per mask component; the sample's own boxes for box-only labels)."""
+def ground_truth_boxes(sample: DefectSample, classes: Sequence[str], labelling: AssembleConfig | None = None) -> ImageBoxes:
+    """A test sample's boxes, labelled from its mask as the training set was (`labelling`: the
+    assemble config; default one per mask component); the sample's own boxes for box-only labels."""
     if sample.is_good:
         return ImageBoxes(np.zeros((0, 4)), np.zeros(0, int))
-    boxes = mask_to_boxes(sample.mask) if sample.mask.any() else np.asarray(sample.boxes).reshape(-1, 4)
+    boxes = (labelling or AssembleConfig()).label_boxes(sample.mask) if sample.mask.any() else np.asarray(sample.boxes).reshape(-1, 4)
     return ImageBoxes(boxes, np.full(len(boxes), classes.index(sample.defect_type)))
 
 
@@ -75,9 +75,11 @@ def segboxes_scores(probabilities: Sequence[np.ndarray], test_samples: Sequence[
     from defectfill.downstream.segboxes import boxes_from_probabilities
 
     predictions = [boxes_from_probabilities(p) for p in probabilities]
-    truth = [ground_truth_boxes(s, config.classes) for s in test_samples]
+    truth = [ground_truth_boxes(s, config.classes, config.assemble) for s in test_samples]
     return {**detection_scores(truth, predictions, [s.size for s in test_samples], config.classes,
-                               config.evaluation.score_threshold), "source": "segmenter components"}
+                               config.evaluation.score_threshold),
+            **mask_coverage([s.mask for s in test_samples], predictions, config.evaluation.score_threshold),
+            "source": "segmenter components"}
 
 
 def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], config: DownstreamConfig) -> dict:
@@ -111,9 +113,10 @@ def evaluate_models(run_dir: str | Path, test_samples: Sequence[DefectSample], c
         predictions = predict_rtdetr(
             record["weights"], images, imgsz=record["config"]["imgsz"], conf=config.rtdetr.predict_conf, device=config.rtdetr.device
         )
-        truth = [ground_truth_boxes(s, classes) for s in test_samples]
+        truth = [ground_truth_boxes(s, classes, config.assemble) for s in test_samples]
         metrics["rtdetr"] = {
             **detection_scores(truth, predictions, [s.size for s in test_samples], classes, config.evaluation.score_threshold),
+            **mask_coverage([s.mask for s in test_samples], predictions, config.evaluation.score_threshold),
             "predict_seconds": time.perf_counter() - started,
             "train": {k: record[k] for k in ("median_seconds_per_epoch", "seconds_per_epoch", "train_seconds")},
             "model": Path(record["config"]["model"]).name,

@@ -8,7 +8,8 @@ generated image, {"image", "changed_mask", "request_mask", "defect_type", "sourc
 
 Labels: a real sample's label is its defect mask; a generated image's label is its
 *changed-pixel* mask (what really changed, not what was asked for). Boxes are the minimal
-rectangle of each connected component (`defectfill.masks.mask_to_boxes`); zero-area boxes are
+rectangle of each connected component (`assemble.boxes`: component, the default; or instance /
+split, `defectfill.masks.label_boxes`); zero-area boxes are
 dropped and counted; a generated image whose changed mask is empty carries no defect and is
 dropped and counted.
 
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from defectfill.config import to_dict
 from defectfill.data.images import save_image
 from defectfill.data.sample import DefectSample
 from defectfill.data.writers import class_index_mask, coco_annotations, coco_categories, yolo_line
@@ -46,7 +48,6 @@ from defectfill.downstream.config import AssembleConfig
 from defectfill.errors import DataError
 from defectfill.generators.manifest import GeneratedItem, read_generation_manifest
 from defectfill.io_utils import atomic_write_json, atomic_write_text
-from defectfill.masks import mask_to_boxes
 
 RECIPE_NAME = "recipe.json"
 
@@ -216,7 +217,7 @@ def assemble(
             height, width = mask.shape
             is_defect = entry.defect_type != "good"
             class_index = classes.index(entry.defect_type) if is_defect else -1
-            boxes = mask_to_boxes(mask) if is_defect else np.zeros((0, 4), np.int64)
+            boxes = config.label_boxes(mask) if is_defect else np.zeros((0, 4), np.int64)
             if is_defect and entry.sample is not None and entry.sample.boxes is not None and not mask.any():
                 boxes = np.asarray(entry.sample.boxes, np.int64).reshape(-1, 4)  # box-only real labels
             area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -259,8 +260,7 @@ def assemble(
                     "synthetic_empty_changed_mask": stats["synthetic_dropped_empty_changed_mask"],
                     "synthetic_over_cap": capped},
         "seed": seed,
-        "config": {"val_fraction": config.val_fraction, "max_synthetic_per_class": config.max_synthetic_per_class,
-                   "include_good": config.include_good},
+        "config": to_dict(config),
     }
     atomic_write_json(out_dir / RECIPE_NAME, recipe)  # last: its presence marks a complete folder
     return AssembledDataset(root=out_dir, classes=classes, recipe=recipe)

@@ -27,6 +27,17 @@ class AssembleConfig:
     val_fraction: float = 0.0
     max_synthetic_per_class: int | None = None
     include_good: bool = True  # real good images go in as background-only images
+    # box labels from a mask (`defectfill.masks.label_boxes`), for training and for the test set's
+    # ground truth alike: component (one per connected component), instance (components within
+    # instance_gap_px merged) or split (components longer than split_max_aspect x their width cut)
+    boxes: Literal["component", "instance", "split"] = "component"
+    instance_gap_px: int = 8
+    split_max_aspect: float = 4.0
+
+    def label_boxes(self, mask):
+        from defectfill.masks import label_boxes
+
+        return label_boxes(mask, self.boxes, instance_gap=self.instance_gap_px, max_aspect=self.split_max_aspect)
 
 
 @dataclass

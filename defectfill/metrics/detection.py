@@ -158,6 +158,27 @@ def image_level_rates(
     }
 
 
+def mask_coverage(masks: Sequence[np.ndarray], predictions: Sequence[ImageBoxes], score_threshold: float = 0.5) -> dict:
+    """Box predictions scored against the defect *masks*, favouring no box labelling:
+
+        pixel_recall  = |M ∩ U| / |M|,   box_precision = |M ∩ U| / |U|,
+
+    summed over the images, M the true defect pixels, U the union of the predicted boxes with a
+    score >= `score_threshold` (None where a denominator is 0)."""
+    from defectfill.masks import boxes_to_mask
+
+    covered = defect = boxed = 0
+    for mask, pred in zip(masks, predictions, strict=True):
+        mask = np.asarray(mask, bool)
+        keep = np.ones(len(pred.boxes), bool) if pred.scores is None else pred.scores >= score_threshold
+        union = boxes_to_mask(pred.boxes[keep].round().astype(np.int64), mask.shape)
+        covered += int((mask & union).sum())
+        defect += int(mask.sum())
+        boxed += int(union.sum())
+    return {"pixel_recall": covered / defect if defect else None, "box_precision": covered / boxed if boxed else None,
+            "coverage_score_threshold": score_threshold}
+
+
 def detection_scores(
     ground_truth: Sequence[ImageBoxes],
     predictions: Sequence[ImageBoxes],

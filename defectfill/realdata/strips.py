@@ -156,7 +156,7 @@ def evaluate_strips(run_dir: str | Path, strips: Sequence[DefectSample], config:
     """Strip-level scores of the models trained in `run_dir` (same keys as `evaluate_models`)."""
     from defectfill.downstream.arm import ground_truth_boxes
     from defectfill.downstream.datasets import class_map
-    from defectfill.metrics.detection import detection_scores
+    from defectfill.metrics.detection import detection_scores, mask_coverage
     from defectfill.metrics.segmentation import segmentation_scores
 
     run_dir = Path(run_dir)
@@ -184,9 +184,10 @@ def evaluate_strips(run_dir: str | Path, strips: Sequence[DefectSample], config:
         started = time.perf_counter()
         predictions = predict_rtdetr_strips(record["weights"], images, tiling, imgsz=config.rtdetr.imgsz,
                                             conf=config.rtdetr.predict_conf, device=config.rtdetr.device)
-        truth = [ground_truth_boxes(s, classes) for s in strips]
+        truth = [ground_truth_boxes(s, classes, config.assemble) for s in strips]
         metrics["rtdetr"] = {
             **detection_scores(truth, predictions, [s.size for s in strips], classes, config.evaluation.score_threshold),
+            **mask_coverage([s.mask for s in strips], predictions, config.evaluation.score_threshold),
             "predict_seconds": time.perf_counter() - started,
         }
     return metrics
