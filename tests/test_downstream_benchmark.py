@@ -96,7 +96,8 @@ def test_small_bench_real_only_vs_cutpaste(out_dir):
     from defectfill.report.table import verdict
     from gan_baselines.cutpaste import CutPaste
 
-    config = load_downstream_config("configs/downstream_tiny.yaml", {"deeplab.epochs": 15})
+    config = load_downstream_config("configs/downstream_tiny.yaml", {"deeplab.epochs": 15,
+                                                                     "models": ["deeplab", "rtdetr", "segboxes"]})
     # source fabric: 8 labelled defects per type; target fabric: 16 good images; test on target
     real = [DefectSample(*render_sample("plain", t, s, SIZE), defect_type=t) for t in TYPES for s in range(8)]
     real += [DefectSample(render_sample("twill", None, 1000 + s, SIZE)[0], np.zeros((SIZE, SIZE), bool)) for s in range(16)]

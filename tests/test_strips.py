@@ -81,7 +81,7 @@ def test_strip_smaller_than_tile_is_refused(strips):
 def strip_arm(strips, tmp_path_factory):
     torch.set_num_threads(1)  # 2 shared cores: more threads only contend
     config = DownstreamConfig(
-        classes=["stain", "hole"], models=["deeplab", "rtdetr"], seed=0,
+        classes=["stain", "hole"], models=["deeplab", "rtdetr", "segboxes"], seed=0,
         deeplab=DeepLabConfig(epochs=1, batch_size=8, image_size=64, device="cpu"),
         rtdetr=RTDETRConfig(model=str(CONFIGS / "rtdetr_small.yaml"), epochs=1, batch=8, imgsz=64),
         evaluation=EvaluationConfig(generation_metrics=False),
@@ -98,6 +98,8 @@ def test_strip_arm_reports_strip_and_tile_level_scores(strip_arm, strips):
     for level in (tile_level, strip_level):
         assert set(level["deeplab"]["per_class"]) == {"stain", "hole"}
         assert 0.0 <= level["rtdetr"]["mAP50"] <= 1.0 or level["rtdetr"]["mAP50"] == -1
+    # the segmenter's boxes are scored on the stitched strip probabilities
+    assert 0.0 <= strip_level["segboxes"]["mAP50"] <= 1.0 and strip_level["segboxes"]["pixel_recall"] is not None
     assert (out / "real_only" / "strip_results.json").is_file()
     # resumable: the second call reads the results back
     again = run_strip_arm("real_only", strips["train"], strips["test"], strip_arm[2], TILING, out)
