@@ -1,14 +1,16 @@
 """`defectfill study fusion --run <bench run> --out <dir>`: the studies of DESIGN §8 on a finished
 bench run (its data, seeds and generated sets), each writing results.json, table.md, plots, sheets
 and report.html, resumable. `fusion`: one generator vs multistage fusion (seam statistics, a
-classifier two-sample test, the bench's downstream F beside them)."""
+classifier two-sample test, the bench's downstream F beside them). `labels`: box-label noise (the
+detector trained with boxes per component, per instance, or long components split)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-STUDIES = {"fusion": ("defectfill.studies.fusion", "FusionStudyConfig", "run_fusion_study", "study_fusion.yaml")}
+STUDIES = {"fusion": ("defectfill.studies.fusion", "FusionStudyConfig", "run_fusion_study", "study_fusion.yaml"),
+           "labels": ("defectfill.studies.labels", "LabelsStudyConfig", "run_labels_study", "study_labels.yaml")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -140,21 +140,6 @@ def two_sample_auc(real: np.ndarray, fake: np.ndarray, *, folds: int = 5, epochs
 
 
 # ------------------------------------------------------------------------------ the study on a bench run
-def _bench_of(run_dir: Path):
-    """The bench config and data of a finished bench run folder."""
-    from defectfill.bench.config import BenchConfig
-    from defectfill.bench.protocol import load_protocol_data
-    from defectfill.config import load_config
-    from defectfill.errors import ConfigError
-
-    path = run_dir / "bench_config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no bench_config.yaml; pass a folder written by `defectfill bench`")
-    config = load_config(BenchConfig, path)
-    config.source = str(path.resolve())
-    return config, load_protocol_data(config, run_dir)
-
-
 def _arm_part(items, real_stats, real_crops, config: FusionStudyConfig, seed: int) -> dict:
     from defectfill.data.images import load_mask
 
@@ -181,16 +166,16 @@ def run_fusion_study(run_dir: str | Path, out_dir: str | Path, config: FusionStu
     from defectfill.bench.run import bench_requests
     from defectfill.generators.manifest import generation_complete, read_generation_manifest
     from defectfill.io_utils import atomic_write_json
+    from defectfill.studies.runs import bench_of, run_seeds
 
     config = config or FusionStudyConfig()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    bench, data = _bench_of(run_dir)
+    bench, data = bench_of(run_dir)
     test = [s for s in data.test_samples() if not s.is_good and s.mask.any()]
     real_stats = [s for s in (seam_statistics(t.image, t.mask, config.band_px) for t in test) if s is not None]
     real_crops = np.stack([c for c in (crop_for_c2st(t.image, t.mask, config.crop_size) for t in test) if c is not None])
     parts: dict[str, dict[int, dict]] = {}
-    # the run's seeds and arms are its folders (a bench run may add arms and seeds later)
-    seeds = sorted(int(p.name.removeprefix("seed-")) for p in run_dir.glob("seed-*") if p.name[5:].isdigit())
+    seeds = run_seeds(run_dir)  # the run's seeds and arms are its folders (a run may add both later)
     for seed in seeds:
         expected = len(bench_requests(bench, data, seed)[0])
         for arm in sorted(p.name for p in (run_dir / f"seed-{seed}" / "generated").glob("*") if p.is_dir()):

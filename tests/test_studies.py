@@ -1,5 +1,5 @@
-"""Study 3 (fusion): seam statistics and the classifier two-sample test on hand-made cases, Poisson
-cut-paste, and the study end to end on a tiny bench run."""
+"""The studies (DESIGN §8) on hand-made cases and end to end on tiny bench runs: fusion (seam
+statistics, the classifier two-sample test, Poisson cut-paste) and labels (box-label noise)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,31 @@ def test_fusion_study_end_to_end_on_a_tiny_bench(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "study" / "parts").iterdir()} == before  # resumed
     again = json.loads((tmp_path / "study" / "results.json").read_text())
     assert again["arms"] == json.loads(json.dumps(summary))["arms"]
+
+
+def test_labels_study_end_to_end_on_a_tiny_bench(tmp_path):
+    """Study 1 on a 1-seed micro bench: RT-DETR trained per labelling, fill ratios per type, the
+    mask-aware scores, outputs written, resumed without retraining."""
+    from defectfill.bench.config import load_bench_config
+    from defectfill.bench.run import run_bench
+    from defectfill.studies.labels import LabelsStudyConfig, run_labels_study
+
+    config = load_bench_config(CONFIGS / "bench_micro.yaml", {"arms": ["cutpaste"], "seeds": [0]})
+    run_bench(config, tmp_path / "bench", echo=lambda line: None)
+    study = LabelsStudyConfig(modes=["component", "split"], epochs=1, split_max_aspect=2.0)
+    summary = run_labels_study(tmp_path / "bench", tmp_path / "study", study, echo=lambda line: None)
+    assert [(r["seed"], r["mode"]) for r in summary["runs"]] == [(0, "component"), (0, "split")]
+    for run in summary["runs"]:
+        assert 0.0 <= run["mAP50"] <= 1.0 and set(run["per_type"]) == {"stain", "hole"}
+    fill = summary["fill_ratio"]["synthetic"]
+    assert set(fill) == {"component", "split"} and set(fill["component"]) == {"stain", "hole"}
+    for kind in ("stain", "hole"):  # splitting never makes boxes emptier
+        assert fill["split"][kind]["median"] >= fill["component"][kind]["median"] - 1e-9
+        assert 0 < fill["component"][kind]["median"] <= 1
+    assert (tmp_path / "study" / "seed-0" / "cutpaste-split" / "data" / "recipe.json").is_file()
+    assert "| split |" in (tmp_path / "study" / "table.md").read_text()
+    assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "plots" / "labels.png").is_file()
+    weights = tmp_path / "study" / "seed-0" / "cutpaste-split" / "rtdetr" / "weights" / "best.pt"
+    before = weights.stat().st_mtime_ns
+    again = run_labels_study(tmp_path / "bench", tmp_path / "study", study, echo=lambda line: None)
+    assert weights.stat().st_mtime_ns == before and again["runs"] == summary["runs"]
