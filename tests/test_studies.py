@@ -122,3 +122,54 @@ def test_labels_study_end_to_end_on_a_tiny_bench(tmp_path):
     before = weights.stat().st_mtime_ns
     again = run_labels_study(tmp_path / "bench", tmp_path / "study", study, echo=lambda line: None)
     assert weights.stat().st_mtime_ns == before and again["runs"] == summary["runs"]
+
+
+def test_recall_difference_interval_on_hand_made_counts():
+    from defectfill.studies.unknown import recall_difference
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(5, 20, (2, 12))
+    base = np.stack([truth // 2, truth], -1)                    # recalls half of every mask
+    same = recall_difference(base, base, num_resamples=500, level=0.95)
+    assert same["diff"] == 0 and same["holds_zero"]
+    better = recall_difference(np.stack([truth, truth], -1), base, num_resamples=500, level=0.95)
+    assert better["diff"] == pytest.approx(1 - (truth // 2).sum() / truth.sum()) and not better["holds_zero"]
+    assert better["low"] > 0 and better["num_images"] == 12 and better["num_seeds"] == 2
+
+
+def test_unknown_study_end_to_end_on_a_tiny_bench(tmp_path):
+    """Study 2 with the micro bench: hole held out of everything, then found (or not) on new renders."""
+    import yaml
+
+    from defectfill.studies.unknown import UnknownStudyConfig, run_unknown_study
+
+    bench = yaml.safe_load((CONFIGS / "bench_micro.yaml").read_text())
+    bench.update({"arms": ["real_only", "cutpaste"], "seeds": [0, 1]})
+    bench["downstream"]["config"] = str(CONFIGS / "downstream_tiny.yaml")
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    config = UnknownStudyConfig(bench=str(tmp_path / "bench.yaml"), held_out=["hole"], unknown_per_texture=3,
+                                num_resamples=200)
+    summary = run_unknown_study(tmp_path / "study", config, echo=lambda line: None)
+    hole = summary["types"]["hole"]
+    assert hole["known"] == ["stain"] and hole["images"] == 3 and hole["seeds"] == [0, 1]
+    # nothing of the held-out type reached any training set
+    recipe = json.loads((tmp_path / "study" / "without-hole" / "seed-0" / "arms" / "cutpaste" / "data" / "recipe.json").read_text())
+    assert "hole" not in json.dumps(recipe["counts"])
+    for arm in ("real_only", "cutpaste"):
+        assert 0.0 <= hole["arms"][arm]["pixel_recall"]["mean"] <= 1.0
+        assert len(hole["arms"][arm]["pixel_recall"]["per_seed"]) == 2
+    assert "holds_zero" in hole["arms"]["cutpaste"]["vs_real_only"]
+    assert hole["dfc_unknown_rate"] == {"held_out": None, "known_test": None}  # no dgt arm in this bench
+    assert summary["answer"].endswith(".") and "cutpaste on hole" in summary["answer"]
+    for name in ("results.json", "table.md", "report.html", "plots/unknown.png"):
+        assert (tmp_path / "study" / name).is_file(), name
+
+
+def test_study_cli_says_which_studies_take_a_run(tmp_path, capsys):
+    from defectfill.cli import main as cli_main
+
+    assert cli_main(["study", "unknown", "--run", str(tmp_path), "--out", str(tmp_path / "u")]) != 0
+    assert "takes no --run" in capsys.readouterr().err
+    assert cli_main(["study", "labels", "--out", str(tmp_path / "l")]) != 0
+    assert "pass --run" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists() and not (tmp_path / "l").exists()  # nothing written
