@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from defectfill.studies.outputs import mean_std
+
 BINS = 8
 
 
@@ -192,14 +194,6 @@ def run_fusion_study(run_dir: str | Path, out_dir: str | Path, config: FusionStu
     return summary
 
 
-def _mean_std(values: list[float | None]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "n": len(values)}
-
-
 def _summarise(parts: dict, run_dir: Path, real_stats: list, real_crops: int, config: FusionStudyConfig) -> dict:
     import json
     from dataclasses import asdict
@@ -208,10 +202,10 @@ def _summarise(parts: dict, run_dir: Path, real_stats: list, real_crops: int, co
     arms = {}
     for arm, by_seed in parts.items():
         f = (bench.get("arms", {}).get(arm, {}) or {}).get("mean_f", {})
-        arms[arm] = {"seam_gap": _mean_std([p["seam_gap"] for p in by_seed.values()]),
-                     "band_distance": _mean_std([p["band_distance"] for p in by_seed.values()]),
-                     "median_seam_ratio": _mean_std([p["median_seam_ratio"] for p in by_seed.values()]),
-                     "c2st_auc": _mean_std([p["c2st"]["auc"] for p in by_seed.values()]),
+        arms[arm] = {"seam_gap": mean_std([p["seam_gap"] for p in by_seed.values()]),
+                     "band_distance": mean_std([p["band_distance"] for p in by_seed.values()]),
+                     "median_seam_ratio": mean_std([p["median_seam_ratio"] for p in by_seed.values()]),
+                     "c2st_auc": mean_std([p["c2st"]["auc"] for p in by_seed.values()]),
                      "downstream_mean_f": {k: f.get(k) for k in ("mean", "std")} if f else None,
                      "seeds": sorted(by_seed)}
     real_log = np.log([s["seam_ratio"] for s in real_stats])
@@ -240,19 +234,10 @@ def fusion_table(summary: dict) -> str:
 
 
 def _write_outputs(summary: dict, run_dir: Path, out_dir: Path, seed: int) -> None:
-    import matplotlib
+    from defectfill.studies.outputs import pyplot, write_study
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from defectfill.io_utils import atomic_write_json, atomic_write_text
-    from defectfill.report.study import write_study_page
-
-    atomic_write_json(out_dir / "results.json", summary)
-    table = fusion_table(summary)
-    atomic_write_text(out_dir / "table.md", "# Study: one generator vs multistage fusion\n\n" + table + "\n")
     arms = sorted(summary["arms"])
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    figure, axes = pyplot().subplots(1, 3, figsize=(13, 3.6))
     for ax, key, title in zip(axes, ("seam_gap", "band_distance", "c2st_auc"),
                               ("seam gap (lower: like real)", "band distance (lower: like real)", "C2ST AUC (0.5: like real)")):
         means = [summary["arms"][a][key]["mean"] or 0 for a in arms]
@@ -262,16 +247,10 @@ def _write_outputs(summary: dict, run_dir: Path, out_dir: Path, seed: int) -> No
         ax.set_title(title, fontsize=10)
         if key == "c2st_auc":
             ax.axhline(0.5, color="k", lw=0.8, ls="--")
-    figure.tight_layout()
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    plot = out_dir / "plots" / "fusion.png"
-    figure.savefig(plot, dpi=110)
-    plt.close(figure)
     sheet = seam_sheet(run_dir, seed, arms, out_dir / "sheets" / "seams.png")
-    write_study_page(out_dir, "Study: one generator vs multistage fusion", table,
-                     [("Seam gap, band distance and C2ST AUC per arm (error bars: std over seeds)", plot),
-                      ("Crops around the seam, first seed: one row per arm (band outlined in red)", sheet)],
-                     intro=__doc__)
+    write_study(out_dir, summary, "Study: one generator vs multistage fusion", fusion_table(summary),
+                [("Seam gap, band distance and C2ST AUC per arm (error bars: std over seeds)", figure),
+                 ("Crops around the seam, first seed: one row per arm (band outlined in red)", sheet)], intro=__doc__)
 
 
 def seam_sheet(run_dir: Path, seed: int, arms: list[str], path: Path, per_row: int = 8) -> Path:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from defectfill.studies.outputs import mean_std
+
 MODES = ("component", "instance", "split")
 
 
@@ -135,19 +137,13 @@ def run_labels_study(run_dir: str | Path, out_dir: str | Path, config: LabelsStu
     return summary
 
 
-def _mean_std(values: list) -> dict:
-    values = [v for v in values if v is not None]
-    return {"mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None), "n": len(values)}
-
-
 def _mode_stats(runs: list[dict], modes: list[str]) -> dict:
     out = {}
     for mode in modes:
         chosen = [r for r in runs if r["mode"] == mode]
-        out[mode] = {k: _mean_std([r[k] for r in chosen]) for k in ("mAP50", "mAP50_95", "pixel_recall", "box_precision")}
+        out[mode] = {k: mean_std([r[k] for r in chosen]) for k in ("mAP50", "mAP50_95", "pixel_recall", "box_precision")}
         kinds = sorted({k for r in chosen for k in r["per_type"]})
-        out[mode]["per_type"] = {kind: {k: _mean_std([r["per_type"].get(kind, {}).get(k) for r in chosen])
+        out[mode]["per_type"] = {kind: {k: mean_std([r["per_type"].get(kind, {}).get(k) for r in chosen])
                                         for k in ("pixel_recall", "box_precision")} for kind in kinds}
     return out
 
@@ -179,37 +175,23 @@ def labels_table(summary: dict) -> str:
 
 
 def _write_outputs(summary: dict, out_dir: Path) -> None:
-    import matplotlib
+    from defectfill.studies.outputs import pyplot, write_study
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from defectfill.io_utils import atomic_write_json, atomic_write_text
-    from defectfill.report.study import write_study_page
-
-    atomic_write_json(out_dir / "results.json", summary)
-    table = labels_table(summary)
-    atomic_write_text(out_dir / "table.md", "# Study: box-label noise\n\n" + table + "\n")
     modes = list(summary["modes"])
     kinds = sorted(summary["fill_ratio"]["synthetic"][modes[0]])
-    figure, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    keys = ["mAP50", "mAP50_95", "pixel_recall", "box_precision"]
+    figure, axes = pyplot().subplots(1, 2, figsize=(12, 3.8))
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
         values = [summary["fill_ratio"]["synthetic"][mode][k]["median"] or 0 for k in kinds]
         axes[0].bar(np.arange(len(kinds)) + i * width, values, width, label=mode)
         stats = summary["modes"][mode]
-        keys = ["mAP50", "mAP50_95", "pixel_recall", "box_precision"]
         axes[1].bar(np.arange(len(keys)) + i * width, [stats[k]["mean"] or 0 for k in keys], width,
                     yerr=[stats[k]["std"] or 0 for k in keys], label=mode)
     axes[0].set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds)
     axes[0].set_title("median fill ratio of the synthetic labels", fontsize=10)
-    axes[1].set_xticks(np.arange(4) + 0.4 - width / 2, ["mAP50", "mAP50-95", "pixel recall", "box precision"])
+    axes[1].set_xticks(np.arange(len(keys)) + 0.4 - width / 2, ["mAP50", "mAP50-95", "pixel recall", "box precision"])
     axes[1].set_title("detector scores (std over seeds)", fontsize=10)
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    plot = out_dir / "plots" / "labels.png"
-    figure.savefig(plot, dpi=110)
-    plt.close(figure)
-    write_study_page(out_dir, "Study: box-label noise", table, [("Fill ratios and scores per labelling", plot)],
-                     intro=__doc__)
+    write_study(out_dir, summary, "Study: box-label noise", labels_table(summary),
+                [("Fill ratios and scores per labelling", figure)], intro=__doc__)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from defectfill.studies.outputs import mean_std
+
 
 @dataclass
 class UnknownStudyConfig:
@@ -117,8 +119,7 @@ def run_unknown_study(out_dir: str | Path, config: UnknownStudyConfig | None = N
         for arm, c in counts.items():
             recall = c[..., 0].sum(1) / np.maximum(c[..., 1].sum(1), 1)
             detected = (c[..., 0] > 0).mean(1)
-            arms[arm] = {"pixel_recall": {"mean": float(recall.mean()), "std": float(recall.std(ddof=1)) if len(recall) > 1 else 0.0,
-                                          "per_seed": recall.tolist()},
+            arms[arm] = {"pixel_recall": {**mean_std(recall.tolist()), "per_seed": recall.tolist()},
                          "detection_rate": {"mean": float(detected.mean()), "per_seed": detected.tolist()}}
             if arm != REAL_ONLY and REAL_ONLY in counts:
                 arms[arm]["vs_real_only"] = recall_difference(c, counts[REAL_ONLY], num_resamples=config.num_resamples,
@@ -172,20 +173,11 @@ def unknown_table(summary: dict) -> str:
 
 
 def _write_outputs(summary: dict, out_dir: Path) -> None:
-    import matplotlib
+    from defectfill.studies.outputs import pyplot, write_study
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from defectfill.io_utils import atomic_write_json, atomic_write_text
-    from defectfill.report.study import write_study_page
-
-    atomic_write_json(out_dir / "results.json", summary)
-    table = unknown_table(summary)
-    atomic_write_text(out_dir / "table.md", "# Study: unknown defect types\n\n" + table + "\n")
     types = list(summary["types"])
     arms = list(next(iter(summary["types"].values()))["arms"])
-    figure, ax = plt.subplots(figsize=(8, 3.6))
+    figure, ax = pyplot().subplots(figsize=(8, 3.6))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
         stats = [summary["types"][x]["arms"][arm]["pixel_recall"] for x in types]
@@ -194,10 +186,5 @@ def _write_outputs(summary: dict, out_dir: Path) -> None:
     ax.set_xticks(np.arange(len(types)) + 0.4 - width / 2, [f"{x} held out" for x in types])
     ax.set_ylabel("pixel recall of the unseen type")
     ax.legend(fontsize=8)
-    figure.tight_layout()
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    plot = out_dir / "plots" / "unknown.png"
-    figure.savefig(plot, dpi=110)
-    plt.close(figure)
-    write_study_page(out_dir, "Study: unknown defect types", table, [("Pixel recall of each held-out type", plot)],
-                     intro=__doc__)
+    write_study(out_dir, summary, "Study: unknown defect types", unknown_table(summary),
+                [("Pixel recall of each held-out type", figure)], intro=__doc__)
