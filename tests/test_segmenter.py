@@ -99,6 +99,8 @@ def test_unet_leaves_the_all_background_phase_from_random_init(blobs, tmp_path, 
     best = max(history, key=lambda h: h["val_mean_f"])  # the kept epoch is the best on validation
     assert info["best_epoch"] == best["epoch"] and info["best_val"]["mean_f_measure"] == pytest.approx(best["val_mean_f"])
     assert info["best_val"]["mean_f_measure"] > 0.5, history
+    # the per-epoch validation also scores the segmenter's boxes (mAP50), and they are learned too
+    assert history[0]["val_boxes_map50"] is not None and max(h["val_boxes_map50"] for h in history) > 0.5, history
     assert info["warnings"] == []
     # scored again on fresh images it never saw: it finds stains there too
     model, _ = load_deeplab(tmp_path / "unet")

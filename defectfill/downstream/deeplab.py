@@ -165,17 +165,29 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch
 
 @torch.no_grad()
 def _validate(model: nn.Module, loader, device: torch.device, classes: Sequence[str]) -> dict:
-    """Pixel scores on `loader`, plus the number of defect pixels predicted and present."""
+    """Pixel scores on `loader`, the number of defect pixels predicted and present, and the box mAP50
+    of the segmenter's components (`segboxes`) against the masks' component boxes."""
+    from defectfill.downstream.segboxes import boxes_from_probabilities
+    from defectfill.masks import mask_to_boxes
+    from defectfill.metrics.detection import ImageBoxes, coco_map
+
     model.eval()
     counts = PixelCounts(len(classes) + 1)
     predicted = present = 0
+    truth, boxes, sizes = [], [], []
     for images, masks in loader:
-        predictions = model(images.to(device))["out"].argmax(1).cpu().numpy()
-        for prediction, mask in zip(predictions, masks.numpy()):
+        probabilities = model(images.to(device))["out"].softmax(1).cpu().numpy()
+        for p, mask in zip(probabilities, masks.numpy()):
+            prediction = p.argmax(0)
             counts.update(prediction, mask)
             predicted += int((prediction > 0).sum())
             present += int((mask > 0).sum())
-    return {**scores_from_counts(counts, classes), "predicted_defect_pixels": predicted, "defect_pixels": present}
+            per_class = [mask_to_boxes(mask == c) for c in range(1, len(classes) + 1)]
+            truth.append(ImageBoxes(np.concatenate(per_class), np.repeat(np.arange(len(classes)), [len(b) for b in per_class])))
+            boxes.append(boxes_from_probabilities(p))
+            sizes.append(mask.shape)
+    return {**scores_from_counts(counts, classes), "predicted_defect_pixels": predicted, "defect_pixels": present,
+            "boxes_map50": coco_map(truth, boxes, sizes, classes)["mAP50"]}
 
 
 NO_DEFECT_WARNING = (
@@ -240,8 +252,9 @@ def _epoch_line(epoch: int, epochs: int, loss: float, scores: dict, held_out: bo
         c = scores["per_class"][name]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
         parts.append(f"{name} P {fmt(c['precision'])} R {fmt(c['recall'])} F {fmt(c['f_measure'])}")
+    boxes = "" if scores.get("boxes_map50") is None else f" | boxes mAP50 {scores['boxes_map50']:.3f}"
     return (f"segmenter epoch {epoch}/{epochs}: loss {loss:.4f} | {where}: " + "; ".join(parts)
-            + f" | defect px predicted {scores['predicted_defect_pixels']} / present {scores['defect_pixels']}{none}")
+            + f"{boxes} | defect px predicted {scores['predicted_defect_pixels']} / present {scores['defect_pixels']}{none}")
 
 
 def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: DeepLabConfig, out_dir: str | Path, *, seed: int = 0, if_exists: str = "error") -> dict:
@@ -311,6 +324,7 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
         scores = _validate(model, val_loader, device, classes)
         mean_f = scores["mean_f_measure"] if scores["mean_f_measure"] is not None else 0.0
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_f": mean_f,
+                        "val_boxes_map50": scores["boxes_map50"],
                         "predicted_defect_pixels": scores["predicted_defect_pixels"],
                         "cpu_seconds": time.process_time() - cpu_started})  # this process, training + validation
         tqdm.write(_epoch_line(epoch, config.epochs, history[-1]["loss"], scores, held_out, classes))
@@ -325,6 +339,8 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
                 if (value := scores["per_class"][name][metric]) is not None:
                     writer.add_scalar(f"{tag}/{name}/{metric}", value, epoch)
         writer.add_scalar(f"{tag}/predicted_defect_pixels", scores["predicted_defect_pixels"], epoch)
+        if scores["boxes_map50"] is not None:
+            writer.add_scalar(f"{tag}/segmenter_boxes_map50", scores["boxes_map50"], epoch)
         writer.add_scalar("train/epoch_loss", history[-1]["loss"], epoch)
         writer.add_scalar("train/seconds_per_epoch", epoch_seconds[-1], epoch)
         # held-out validation: keep the best epoch on it; validation on the training images: keep the last
