@@ -58,6 +58,7 @@ class CutPaste:
         if blend not in ("alpha", "poisson"):
             raise GenerationError(f"cut-paste: blend must be 'alpha' or 'poisson', found {blend!r}")
         self.blend = blend
+        self.name = "cutpaste" if blend == "alpha" else "cutpaste_poisson"
         self.feather = float(feather)
         self.flip = flip
         self.rotate = rotate
