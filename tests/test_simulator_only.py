@@ -77,3 +77,13 @@ def test_a_run_made_before_a_config_section_existed_still_resumes(tmp_path):
     with pytest.raises(ConfigError, match="simulator_only"):
         _check_same_config(load_bench_config(CONFIGS / "bench_micro.yaml", {"simulator_only": {"epochs": 2}}), tmp_path)
 
+
+
+def test_start_arms_begins_every_arm_from_the_seeds_simulator_segmenter(tmp_path):
+    overrides = {"arms": ["real_only"], "seeds": [0],
+                 "simulator_only": {"renders": 8, "heldout": 4, "epochs": 1, "start_arms": True}}
+    run_bench(load_bench_config(CONFIGS / "bench_micro.yaml", overrides), tmp_path / "run", echo=lambda line: None)
+    arms = tmp_path / "run" / "seed-0" / "arms"
+    info = json.loads((arms / "real_only" / "deeplab" / "best.json").read_text())
+    assert info["config"]["init_weights"] == str(arms / "simulator_only" / "deeplab" / "best.safetensors")
+    assert (arms / "simulator_only" / "deeplab" / "best.safetensors").is_file()  # trained first, even when not an arm

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,12 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
                                                      f"seed-{seed}")
         # 3. every arm: same detector/segmenter, budget and seed
         downstream = downstream_config_for(config, seed, classes=data.defect_types)
+        if config.simulator_only.start_arms:  # every arm's segmenter starts from this seed's simulator-only one
+            if test is None:
+                train, test = data.real_training_samples(), data.test_samples()
+            simulator_arm(config, data, downstream, test, seed_dir / "arms")
+            weights = seed_dir / "arms" / SIMULATOR_ONLY / "deeplab" / "best.safetensors"
+            downstream = replace(downstream, deeplab=replace(downstream.deeplab, init_weights=str(weights)))
         per_seed[seed] = []
         for name in config.arms:
             strip_results = data.tiling and name != SIMULATOR_ONLY

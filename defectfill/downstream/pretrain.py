@@ -42,6 +42,8 @@ class SimulatorOnlyConfig:
     render: dict[str, list[str]] = field(default_factory=dict)  # class -> simulator types (default: same name)
     good_every: int = 10
     photometric: bool = True
+    # start every other arm's segmenter from this seed's simulator-only weights (deeplab.init_weights)
+    start_arms: bool = False
 
     def check(self, classes: Sequence[str], where: str = "simulator_only") -> None:
         from defectfill.data.fabric import DEFECT_TYPES, TEXTURES
