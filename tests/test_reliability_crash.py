@@ -47,6 +47,12 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _poison(module: torch.nn.Module) -> None:
+    """Corrupt the weights (what a diverged step does): the next loss is NaN."""
+    with torch.no_grad():
+        next(p for p in module.parameters() if p.requires_grad).fill_(float("nan"))
+
+
 def test_generate_killed_mid_way_resumes_to_the_same_complete_result(tmp_path):
     ds = make_mvtec_dataset(tmp_path / "real", {"stain": 2})
     good = tmp_path / "good"
@@ -186,6 +192,31 @@ def test_a_failed_defectfill_checkpoint_write_keeps_the_previous_one(train_setup
 
     modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")}  # readable by others
     assert modes == {str(p.relative_to(out)): oct(dir_mode() if p.is_dir() else file_mode()) for p in out.rglob("*")}
+
+
+def test_defectfill_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(train_setup, tmp_path, monkeypatch,
+                                                                                capsys):
+    from defectfill.training import trainer
+
+    base, ds = train_setup
+    out = tmp_path / "out"
+    original = trainer.DefectFillTrainer.save_checkpoint
+    saved = {}
+
+    def save_checkpoint(self, step):
+        path = original(self, step)
+        saved.update(_files(path))
+        _poison(self.models.unet)  # step 3 diverges
+        return path
+
+    monkeypatch.setattr(trainer.DefectFillTrainer, "save_checkpoint", save_checkpoint)
+    assert main(_train_argv(base, ds, out)) == 1
+    err = capsys.readouterr().err
+    assert "is nan at step 3; training stopped" in err
+    assert f"the last good checkpoint {out / 'checkpoint-2'} is kept" in err
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-2"]
+    assert _files(out / "checkpoint-2") == saved, "the good checkpoint was touched"
+    assert not list(out.glob("*.safetensors")), "a final model was written from NaN weights"
 
 
 def test_bench_killed_mid_way_resumes_to_a_complete_result(tmp_path):
