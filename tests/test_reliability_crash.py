@@ -249,36 +249,61 @@ def test_bench_killed_mid_way_resumes_to_a_complete_result(tmp_path):
     assert json.loads((out / "bench.json").read_text())["arms"].keys() == {"real_only", "cutpaste"}
 
 
-def test_gan_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
-    """R3GAN through `defectfill train --generator r3gan`, SIGKILLed once a checkpoint is on disk, resumed
-    with --resume_from_checkpoint latest: the final weights equal an uninterrupted run's."""
+def _gan_config(method: str, path: Path) -> int:
+    """A tiny config of `method` written to `path`; returns the last stage-1 step (multistage) or 0."""
     from defectfill.config import save_config
+
+    common = {"train_batch_size": 2, "checkpointing_steps": 4, "checkpoints_total_limit": 100, "validation_steps": 0,
+              "report_to": "none"}
+    if method == "r3gan":
+        from gan_baselines.r3gan.config import R3GANConfig, R3GANModelConfig
+
+        model = R3GANModelConfig(resolution=16, channels=[16, 16], noise_dim=8, embed_dim=16, defect_types=[])
+        save_config(R3GANConfig(model=model, max_train_steps=40, schedule_images=80, **common), path)
+        return 0
+    from gan_baselines.multistage.config import MultistageConfig, MultistageModelConfig
+
+    model = MultistageModelConfig(resolution=32, patch_size=16, gram_layers=["relu1_1", "relu2_1"],
+                                  perceptual_layers=["relu1_1"], gram_rank=4, noise_dim=8, cond_dim=16, g_channels=8,
+                                  d_channels=8, unet_channels=[8, 16])
+    save_config(MultistageConfig(model=model, stage1_steps=12, stage2_steps=12, **common), path)
+    return 12
+
+
+@pytest.mark.parametrize("method", ["r3gan", "multistage"])
+def test_gan_training_killed_after_a_checkpoint_resumes_to_the_same_weights(method, tmp_path):
+    """A GAN through `defectfill train --generator METHOD`, SIGKILLed once a checkpoint is on disk, resumed
+    with --resume_from_checkpoint latest: the final weights equal an uninterrupted run's. The multistage
+    run is killed in stage 1, so its resume crosses into stage 2 (stage-1 G frozen, T trained)."""
     from defectfill.data.fabric import simulate_dataset
     from defectfill.io_utils import load_safetensors
-    from gan_baselines.r3gan.config import R3GANConfig, R3GANModelConfig
+    from defectfill.locks import LOCK_NAME
 
     data = simulate_dataset(tmp_path / "source", ["plain"], ["stain", "hole"], n_good_train=0, n_good_test=0,
-                            n_defect_per_type=2, size=32)
-    model = R3GANModelConfig(resolution=16, channels=[16, 16], noise_dim=8, embed_dim=16, defect_types=[])
-    save_config(R3GANConfig(model=model, train_batch_size=2, max_train_steps=40, schedule_images=80,
-                            checkpointing_steps=4, checkpoints_total_limit=100, validation_steps=0, report_to="none"),
-                tmp_path / "r3gan.yaml")
+                            n_defect_per_type=2, size=48)
+    config = tmp_path / f"{method}.yaml"
+    stage1_steps = _gan_config(method, config)
 
     def argv(out: Path, *extra: str) -> list[str]:
-        return ["train", "--generator", "r3gan", "--config", str(tmp_path / "r3gan.yaml"), "--train_data_dir",
-                str(data), "--output_dir", str(out), *extra]
+        return ["train", "--generator", method, "--config", str(config), "--train_data_dir", str(data),
+                "--output_dir", str(out), *extra]
 
     killed = tmp_path / "killed"
     code = _run_until(argv(killed), lambda: any((killed / "checkpoints").glob("step-*/config.json")), timeout=300)
     assert code == -signal.SIGKILL, "training finished before it could be killed"
     assert not (killed / "model" / "model.safetensors").exists()
+    assert (killed / LOCK_NAME).exists()  # the dead run's lock: taken over by the restart
     saved = {p: p.stat().st_mtime_ns for p in (killed / "checkpoints").glob("step-*/state.json")}
+    steps = sorted(int(p.parent.name[5:]) for p in saved)
+    if stage1_steps:
+        assert steps[-1] <= stage1_steps, "killed after stage 1: the resume would not cross the stages"
     torch.set_num_threads(1)
     assert main(argv(killed, "--resume_from_checkpoint", "latest")) == 0
     assert saved and all(p.stat().st_mtime_ns == t for p, t in saved.items())  # resumed, not trained again
     assert main(argv(tmp_path / "straight")) == 0
     resumed = load_safetensors(killed / "model" / "model.safetensors", "rerun the test")
     straight = load_safetensors(tmp_path / "straight" / "model" / "model.safetensors", "rerun the test")
-    assert resumed.keys() == straight.keys()
+    assert resumed.keys() == straight.keys() and len(straight) > 10
     for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs")
+    assert not (killed / LOCK_NAME).exists() and not [p for p in killed.rglob("*") if p.name.startswith(".")]
