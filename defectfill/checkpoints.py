@@ -35,7 +35,12 @@ def atomic_save_dir(target: str | Path, save) -> Path:
         if target.exists():
             old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")
             target.rename(old)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            if old is not None:  # put the previous folder back
+                old.rename(target)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace, method: str) -> int:
     from defectfill.config import load_config, parse_overrides, save_config
     from defectfill.data.readers import read_mvtec
     from defectfill.errors import ConfigError
+    from defectfill.locks import output_lock
 
     for flag in ("train_data_dir", "output_dir"):
         if not getattr(args, flag):
@@ -54,10 +55,11 @@ def run(args: argparse.Namespace, method: str) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     config = load_config(config_cls, args.config, overrides)
-    samples = [s for s in read_mvtec(args.train_data_dir, "all") if not s.is_good]
-    trainer = trainer_cls(config, samples, args.output_dir, args.resume_from_checkpoint)
-    save_config(config, Path(args.output_dir) / "train_config.yaml")
-    model_dir = trainer.train()
+    with output_lock(args.output_dir, command=f"train {method}"):  # a second run on --output_dir refuses
+        samples = [s for s in read_mvtec(args.train_data_dir, "all") if not s.is_good]
+        trainer = trainer_cls(config, samples, args.output_dir, args.resume_from_checkpoint)
+        save_config(config, Path(args.output_dir) / "train_config.yaml")
+        model_dir = trainer.train()
     print(f"{method}: trained model written to {model_dir} ({trainer.cpu_seconds / 60:.1f} CPU-minutes this run)")
     return 0
 

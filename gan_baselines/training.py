@@ -8,8 +8,12 @@ the two alarms (non-finite loss, mode collapse).
 - `CheckpointStore`: `<output_dir>/checkpoints/step-<step:06d>/` holding the model
   (`save_pretrained`: config.json + model.safetensors), one `optimizer_<name>.safetensors` per
   optimizer and state.json; written atomically, nothing pickled.
-- `check_losses`: a NaN/inf loss stops training with the step number and the last good checkpoint
-  (never overwritten by the bad step).
+- `check_losses`: a NaN/inf loss stops training with the step number (1-based: the number the step's
+  checkpoint would carry) and the last good checkpoint (never overwritten by the bad step). A method
+  calls it before each optimiser step; `GanTrainer.train` checks the logged `loss/*` values again
+  before any checkpoint is written, so a method that forgets still stops.
+- A failed checkpoint write (disk full) raises a ModelError naming the intact previous checkpoints;
+  the finished model folder is written atomically too.
 - `batch_diversity` / `warn_if_collapsed`: G's outputs for one condition and different noise should
   differ about as much as real defects do; a ratio under the threshold warns (`ModeCollapseWarning`).
 """
@@ -80,7 +84,9 @@ def warn_if_collapsed(fake_diversity: float, real_diversity: float, ratio: float
 
 
 def check_losses(losses: dict[str, torch.Tensor | float], step: int, last_checkpoint: Path | None) -> None:
-    """check_finite, with the last good checkpoint named in the error (it is kept, never overwritten)."""
+    """check_finite, with the last good checkpoint named in the error (it is kept, never overwritten).
+
+    step: 1-based, the step being trained (`GanTrainer.train_step(s)` trains step s + 1)."""
     try:
         check_finite(losses, step=step)
     except NonFiniteLossError as exc:
@@ -132,7 +138,15 @@ class CheckpointStore:
                 save_file({k: v.cpu() for k, v in flat.items()}, str(tmp / f"optimizer_{name}.safetensors"))
             atomic_write_json(tmp / "state.json", {**state, "step": step, "param_groups": groups})
 
-        path = atomic_save_dir(self.root / f"step-{step:06d}", save)
+        target = self.root / f"step-{step:06d}"
+        try:
+            path = atomic_save_dir(target, save)
+        except Exception as exc:  # OSError, SafetensorError: disk full, file-size limit
+            previous = [p.name for p in self.list() if p != target]
+            raise ModelError(
+                f"{target}: writing the checkpoint failed ({type(exc).__name__}: {str(exc)[:200]}); nothing was "
+                f"replaced, the previous checkpoint(s) {previous or 'none'} in {self.root} are intact. Free disk "
+                "space, then resume with --resume_from_checkpoint latest") from exc
         if self.total_limit:
             import shutil
 
@@ -250,6 +264,8 @@ class GanTrainer:
         try:
             while self.step < until:
                 values = self.train_step(self.step)
+                check_losses({k: v for k, v in values.items() if k.startswith("loss/")}, self.step + 1,
+                             self.last_checkpoint)  # before any checkpoint: the bad step is never saved
                 self.step += 1
                 log.scalars(values, self.step)
                 log.advance({k.split("/")[-1]: v for k, v in values.items() if k.startswith("loss/")})
@@ -261,7 +277,7 @@ class GanTrainer:
             log.close()
             self.cpu_seconds += time.process_time() - start
         if self.step >= c.max_train_steps:
-            self.unwrapped.save_pretrained(self.output_dir / "model")
+            atomic_save_dir(self.output_dir / "model", self.unwrapped.save_pretrained)
         return self.output_dir / "model"
 
 

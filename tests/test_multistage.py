@@ -182,7 +182,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     trainer.train(until=1)
     with torch.no_grad():
         trainer.unwrapped.generator.to_rgb.bias.fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match=r"at step 1;.*step-000001 is kept"):
+    with pytest.raises(NonFiniteLossError, match=r"at step 2;.*step-000001 is kept"):
         trainer.train()
     assert [p.name for p in trainer.store.list()] == ["step-000001"]
 

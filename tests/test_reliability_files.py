@@ -110,6 +110,12 @@ def test_a_live_lock_of_this_host_or_any_lock_of_another_host_is_respected(tmp_p
     assert (out / LOCK_NAME).exists()  # never removed by the refused run
 
 
+def _held_lock(out: Path) -> None:
+    """`out` locked by a live run of this host (pid 1, always alive)."""
+    out.mkdir(parents=True)
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "command": "x"}))
+
+
 @pytest.mark.parametrize("verb", ["generate", "bench", "train"])
 def test_cli_verbs_refuse_a_locked_output_folder(verb, tmp_path, capsys):
     from test_generate import _fabric
@@ -118,8 +124,7 @@ def test_cli_verbs_refuse_a_locked_output_folder(verb, tmp_path, capsys):
     from defectfill.data.images import save_image
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "command": "x"}))
+    _held_lock(out)
     repo = Path(__file__).resolve().parents[1]
     if verb == "generate":
         save_image(tmp_path / "good" / "a.png", _fabric())
@@ -132,6 +137,64 @@ def test_cli_verbs_refuse_a_locked_output_folder(verb, tmp_path, capsys):
         argv = ["train", "--config", str(repo / "configs" / "defectfill_tiny.yaml"), "--train_data_dir",
                 str(tmp_path / "none"), "--output_dir", str(out)]
     assert main(argv) == 1
+    assert "another run is writing into this folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+@pytest.fixture(scope="module")
+def tiny_mvtec(tmp_path_factory) -> Path:
+    """A valid 32 px MVTec-AD folder: with it the verbs below would write, so a refusal is the lock's doing."""
+    from defectfill.data.fabric import simulate_dataset
+
+    return simulate_dataset(tmp_path_factory.mktemp("lock") / "mvtec", ["plain"], ["stain"], n_good_train=1,
+                            n_good_test=0, n_defect_per_type=1, size=32)
+
+
+WRITING_VERBS = {  # verb -> argv writing into OUT; inputs valid where reading them is cheap, else the lock comes first
+    "fabric": lambda d, o: ["fabric", "--out", o, "--textures", "plain", "--defects", "stain", "--n-good", "1",
+                            "--n-defect", "1", "--size", "32"],
+    "data convert": lambda d, o: ["data", "convert", d, "--to", "yolo", "--out", o],
+    "assemble": lambda d, o: ["assemble", "--real", d, "--config", "configs/downstream_tiny.yaml", "--out", o],
+    "finetune": lambda d, o: ["finetune", "--data", d + "/none", "--config", "configs/downstream_tiny.yaml",
+                              "--out", o],
+    "evaluate": lambda d, o: ["evaluate", "--run", o, "--data", d + "/none", "--test", d, "--config",
+                              "configs/downstream_tiny.yaml"],
+    "report": lambda d, o: ["report", d + "/none", "--out", o],
+    "openset": lambda d, o: ["openset", d + "/test/stain", "--model", d + "/none", "--out", o],
+    "train --generator r3gan": lambda d, o: ["train", "--generator", "r3gan", "--train_data_dir", d,
+                                             "--output_dir", o],
+    "train --generator multistage": lambda d, o: ["train", "--generator", "multistage", "--train_data_dir", d,
+                                                  "--output_dir", o],
+}
+
+
+@pytest.mark.parametrize("verb", list(WRITING_VERBS))
+def test_every_writing_verb_refuses_a_locked_output_folder(verb, tiny_mvtec, tmp_path, capsys, monkeypatch):
+    from defectfill.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the configs/ paths
+    out = tmp_path / "out"
+    _held_lock(out)
+    assert main(WRITING_VERBS[verb](str(tiny_mvtec), str(out))) == 1
+    err = capsys.readouterr().err
+    assert "another run is writing into this folder" in err and "pid 1 on host" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], "the refused run wrote into the folder"
+
+
+@pytest.mark.parametrize("script", ["train_dgt", "train_icpr20"])  # train_r3gan/multistage: gan_baselines.cli, above
+def test_training_scripts_refuse_a_locked_output_folder(script, tiny_mvtec, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    spec = importlib.util.spec_from_file_location(f"{script}_script", repo / "train_scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    _held_lock(out)
+    argv = ["--train_data_dir", str(tiny_mvtec), "--output_dir", str(out), "--good_data_dir",
+            str(tiny_mvtec / "train" / "good")]
+    assert module.main(argv) == 1
     assert "another run is writing into this folder" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
 

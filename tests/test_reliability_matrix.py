@@ -10,6 +10,7 @@ tiny DefectFill), `defectfill train` and the bench config. The table of outcomes
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import stat
@@ -101,6 +102,44 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding(tmp_path, monke
     monkeypatch.setenv("DEFECTFILL_MAX_PIXELS", str(10**8))
     with pytest.raises(DataError, match="144,000,000 pixels, above the limit of 100,000,000"):
         load_image(forged)
+
+
+def test_label_maps_of_the_segmenter_and_the_report_go_through_the_pixel_limit(tmp_path, monkeypatch):
+    """The segmenter's class masks (downstream.datasets) and the report's contact sheet read label PNGs
+    through data.images' limited opener: a forged huge header is refused before decoding."""
+    from defectfill.downstream.datasets import load_class_mask
+    from defectfill.report.html import synthetic_contact_sheet
+
+    forged = tmp_path / "masks" / "train" / "a.png"
+    forged.parent.mkdir(parents=True)
+    forged.write_bytes(_png_header(12000, 12000))  # below PIL's own bomb limit: only ours stops it
+    with pytest.raises(DataError, match=r"a\.png: image is 12000x12000 .* \(refused before decoding\)"):
+        load_class_mask(forged, num_classes=3)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "images" / "train" / "a.png")
+    (tmp_path / "index.jsonl").write_text(json.dumps({"file": "images/train/a.png", "origin": "synthetic",
+                                                      "defect_type": "stain"}) + "\n")
+    with pytest.raises(DataError, match=r"a\.png: image is 12000x12000 .* \(refused before decoding\)"):
+        synthetic_contact_sheet({"dataset_dir": str(tmp_path)}, tmp_path / "sheet.png")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((64, 64), 2, np.uint8)).save(small)
+    assert load_class_mask(small, num_classes=3).max() == 2  # class indices kept, not binarised
+    monkeypatch.setenv("DEFECTFILL_MAX_PIXELS", "4000")  # the same configurable limit as load_image
+    with pytest.raises(DataError, match="4,096 pixels, above the limit of 4,000"):
+        load_class_mask(small, num_classes=3)
+
+
+def test_every_image_file_is_opened_by_data_images_only():
+    """One home for decoding image files (the pixel limit and the project's errors): no Image.open,
+    cv2.imread or imageio anywhere else in the product."""
+    import re
+
+    pattern = re.compile(r"Image\.open\(|cv2\.imread|imageio|PIL\.Image\.open|torchvision\.io\.(read|decode)_image")
+    found = [f"{p.relative_to(REPO)}:{n}" for d in ("defectfill", "gan_baselines", "train_scripts")
+             for p in sorted((REPO / d).rglob("*.py")) if p != REPO / "defectfill" / "data" / "images.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line.split("#")[0])]
+    assert found == [], f"open images through defectfill.data.images (load_image / load_mask / load_label_map): {found}"
 
 
 @pytest.mark.parametrize("case", sorted(CONVERTED_FILES))

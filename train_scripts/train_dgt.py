@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from defectfill.errors import DefectfillError
+from defectfill.locks import output_lock
 from gan_baselines import scripts
 
 
@@ -21,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     scripts.add_arguments(parser, "configs/dgt_tiny.yaml")
     args = parser.parse_args(argv)
     try:
-        from gan_baselines.dgt.config import DGTConfig
-        from gan_baselines.dgt.train import train_dgt
+        with output_lock(args.output_dir, command="train_dgt"):  # a second run on --output_dir refuses
+            from gan_baselines.dgt.config import DGTConfig
+            from gan_baselines.dgt.train import train_dgt
 
-        config = scripts.load_from_args(DGTConfig, args)
-        defects, good, types = scripts.read_data(args)
-        _, openset = train_dgt(config, defects, good, types, args.output_dir, device=args.device)
-        print(f"train_dgt: model and Weibulls in {args.output_dir}/model (unknown threshold {openset.threshold:.3f})")
+            config = scripts.load_from_args(DGTConfig, args)
+            defects, good, types = scripts.read_data(args)
+            _, openset = train_dgt(config, defects, good, types, args.output_dir, device=args.device)
+            print(f"train_dgt: model and Weibulls in {args.output_dir}/model (unknown threshold {openset.threshold:.3f})")
         return 0
     except DefectfillError as exc:
         print(f"train_dgt: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from defectfill.errors import DefectfillError
+from defectfill.locks import output_lock
 from gan_baselines import scripts
 
 
@@ -21,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     scripts.add_arguments(parser, "configs/icpr20_tiny.yaml")
     args = parser.parse_args(argv)
     try:
-        from gan_baselines.icpr20.config import ICPR20Config
-        from gan_baselines.icpr20.train import train_icpr20
+        with output_lock(args.output_dir, command="train_icpr20"):  # a second run on --output_dir refuses
+            from gan_baselines.icpr20.config import ICPR20Config
+            from gan_baselines.icpr20.train import train_icpr20
 
-        config = scripts.load_from_args(ICPR20Config, args)
-        defects, good, types = scripts.read_data(args)
-        train_icpr20(config, defects, good, types, args.output_dir, device=args.device)
-        print(f"train_icpr20: model in {args.output_dir}/model")
+            config = scripts.load_from_args(ICPR20Config, args)
+            defects, good, types = scripts.read_data(args)
+            train_icpr20(config, defects, good, types, args.output_dir, device=args.device)
+            print(f"train_icpr20: model in {args.output_dir}/model")
         return 0
     except DefectfillError as exc:
         print(f"train_icpr20: error: {exc}", file=sys.stderr)

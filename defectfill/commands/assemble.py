@@ -26,11 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from defectfill.data.readers import read_mvtec
     from defectfill.downstream.assemble import assemble
     from defectfill.downstream.config import load_downstream_config
+    from defectfill.locks import output_lock
 
-    config = load_downstream_config(args.config)
-    seed = config.seed if args.seed is None else args.seed
-    real = read_mvtec(args.real, args.real_split)
-    dataset = assemble(real, args.generated, args.out, config.classes, config.assemble, seed=seed)
+    with output_lock(args.out, command="assemble"):  # a second run on --out refuses
+        config = load_downstream_config(args.config)
+        seed = config.seed if args.seed is None else args.seed
+        real = read_mvtec(args.real, args.real_split)
+        dataset = assemble(real, args.generated, args.out, config.classes, config.assemble, seed=seed)
     recipe = dataset.recipe
     print(f"assembled {args.out}: train images {recipe['train_images']} (real:synthetic {recipe['ratio_real_to_synthetic']})")
     print(json.dumps({"counts": recipe["counts"], "dropped": recipe["dropped"]}, indent=1))

@@ -210,6 +210,15 @@ def _tidy_all(samples: list, args: argparse.Namespace, what: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data_command == "convert":
+        from defectfill.locks import output_lock
+
+        with output_lock(args.out, command="data convert"):  # a second run on --out refuses
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from defectfill.io_utils import atomic_write_json
 
     samples, report = read(args)

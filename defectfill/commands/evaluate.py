@@ -29,13 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from defectfill.downstream.assemble import load_assembled
     from defectfill.downstream.config import load_downstream_config
     from defectfill.io_utils import atomic_write_json
+    from defectfill.locks import output_lock
     from defectfill.report.table import markdown_table
 
-    config = load_downstream_config(args.config, {"models": args.models} if args.models else None)
-    dataset = load_assembled(args.data)
-    test = read_mvtec(args.test, args.test_split)
-    results = evaluate_arm(args.name or args.run.name, dataset, args.run, test, config)
-    atomic_write_json(args.run / RESULTS_NAME, results)
+    with output_lock(args.run, command="evaluate"):  # not while a finetune or another evaluate writes there
+        config = load_downstream_config(args.config, {"models": args.models} if args.models else None)
+        dataset = load_assembled(args.data)
+        test = read_mvtec(args.test, args.test_split)
+        results = evaluate_arm(args.name or args.run.name, dataset, args.run, test, config)
+        atomic_write_json(args.run / RESULTS_NAME, results)
     print(markdown_table([results]))
     print(f"wrote {args.run / RESULTS_NAME}")
     return 0

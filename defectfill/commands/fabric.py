@@ -64,17 +64,19 @@ def write_dataset_sheet(out_dir: Path, max_images: int = 48) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from defectfill.data.fabric import simulate_dataset
     from defectfill.errors import DataError
+    from defectfill.locks import output_lock
 
     if len(args.size) not in (1, 2):
         raise DataError(f"--size: give one side or height width, found {args.size}")
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
     n_good_test = args.n_good if args.n_good_test is None else args.n_good_test
     start = time.perf_counter()
-    out = simulate_dataset(
-        args.out, args.textures, args.defects, n_good_train=args.n_good, n_good_test=n_good_test,
-        n_defect_per_type=args.n_defect, size=size, seed=args.seed, gray=args.gray,
-    )
-    sheet = write_dataset_sheet(out, args.sheet_max)
+    with output_lock(args.out, command="fabric"):  # a second run on --out refuses (a rerun resumes)
+        out = simulate_dataset(
+            args.out, args.textures, args.defects, n_good_train=args.n_good, n_good_test=n_good_test,
+            n_defect_per_type=args.n_defect, size=size, seed=args.seed, gray=args.gray,
+        )
+        sheet = write_dataset_sheet(out, args.sheet_max)
     n = sum(1 for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip())
     print(f"wrote {n} images to {out} in {time.perf_counter() - start:.1f} s"
           + (f"; contact sheet {sheet}" if sheet else ""))

@@ -29,15 +29,17 @@ def run(args: argparse.Namespace) -> int:
     from defectfill.downstream.arm import finetune
     from defectfill.downstream.assemble import load_assembled
     from defectfill.downstream.config import load_downstream_config
+    from defectfill.locks import output_lock
 
     overrides = {}
     if args.models:
         overrides["models"] = args.models
     if args.epochs is not None:
         overrides.update({"deeplab.epochs": args.epochs, "rtdetr.epochs": args.epochs})
-    config = load_downstream_config(args.config, overrides)
-    dataset = load_assembled(args.data)
-    records = finetune(dataset, config, args.out, if_exists=args.if_exists)
+    with output_lock(args.out, command="finetune"):  # a second run on --out refuses
+        config = load_downstream_config(args.config, overrides)
+        dataset = load_assembled(args.data)
+        records = finetune(dataset, config, args.out, if_exists=args.if_exists)
     for model, record in records.items():
         print(f"{model}: median {record.get('median_seconds_per_epoch')} s/epoch; weights {record.get('weights')}")
     print(json.dumps({m: r.get("seconds_per_epoch") for m, r in records.items()}))

@@ -18,19 +18,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from defectfill.data.images import list_images
+    from defectfill.errors import DataError
+    from defectfill.locks import output_lock
+
+    paths = [p for item in args.images for p in (list_images(item) if item.is_dir() else [item])]
+    if not paths:
+        raise DataError(f"{[str(p) for p in args.images]}: no images found; pass image files or folders")
+    with output_lock(args.out, command="openset"):  # a second run on --out refuses
+        return _detect(args, paths)
+
+
+def _detect(args: argparse.Namespace, paths: list) -> int:
     import json
     from collections import Counter
 
-    from defectfill.data.images import list_images, load_image
-    from defectfill.errors import DataError
+    from defectfill.data.images import load_image
     from defectfill.io_utils import atomic_write_text
     from defectfill.viz import save_contact_sheet
     from gan_baselines.dgt.model import DGT
     from gan_baselines.dgt.openset import WeibullOpenSet, detect_defects
 
-    paths = [p for item in args.images for p in (list_images(item) if item.is_dir() else [item])]
-    if not paths:
-        raise DataError(f"{[str(p) for p in args.images]}: no images found; pass image files or folders")
     model = DGT.from_pretrained(str(args.model)).to(args.device).eval()
     openset = WeibullOpenSet.load(args.model)
     heat = openset.config.heat_threshold if args.heat_threshold is None else args.heat_threshold

@@ -13,11 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from defectfill.locks import output_lock
     from defectfill.report.html import load_results, write_report
     from defectfill.report.table import verdict
 
-    results = load_results(args.arms)
-    page = write_report(results, args.out, title=args.title)
+    with output_lock(args.out, command="report"):  # a second run on --out refuses
+        results = load_results(args.arms)
+        page = write_report(results, args.out, title=args.title)
     print(verdict(results))
     print(f"wrote {page}")
     return 0

@@ -164,6 +164,12 @@ def looks_grey(rgb: np.ndarray) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
+def load_label_map(path: str | Path) -> np.ndarray:
+    """A label image (class-index or 0/255 mask PNG) as its stored values, (H, W) or (H, W, C), nothing
+    converted or binarised; read like every image here (pixel limit from the header, project errors)."""
+    return np.asarray(_open(Path(path)))
+
+
 def load_image_with_info(path: str | Path) -> tuple[np.ndarray, bool]:
     """Like `load_image`, also telling whether the image is greyscale."""
     path = Path(path)

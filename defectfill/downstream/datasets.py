@@ -14,9 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
-from defectfill.data.images import load_image
+from defectfill.data.images import load_image, load_label_map
 from defectfill.errors import DataError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -34,7 +33,7 @@ def load_class_mask(path: Path, num_classes: int) -> np.ndarray:
     """A class-index PNG -> (H, W) int64, checked against the number of classes."""
     if not path.is_file():
         raise DataError(f"{path}: class mask missing; re-run `defectfill assemble` into a new folder")
-    mask = np.asarray(Image.open(path)).astype(np.int64)
+    mask = load_label_map(path).astype(np.int64)
     if mask.ndim != 2 or mask.max() >= num_classes:
         raise DataError(
             f"{path}: expected a single-channel class-index mask with values < {num_classes}, found "

@@ -28,6 +28,9 @@
   interrupted between epochs continues from there and ends with the same weights as an
   uninterrupted one on CPU (tested); on CUDA the AMP loss scale and the CUDA RNG are not saved, so
   a resumed GPU run is close, not identical. `last/` is removed once `best.json` is written.
+- Faults: a NaN/inf loss stops training with the epoch and step (never a skipped step); a failed
+  write of best.safetensors or last/ (disk full) raises a ModelError. Both name what is kept intact:
+  the previous best.safetensors and last/ (the state after the previous epoch, to resume from).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from defectfill.downstream.config import DeepLabConfig
 from defectfill.downstream.datasets import SegmentationFolder, image_to_tensor
 from defectfill.errors import ModelError
 from defectfill.io_utils import atomic_save, atomic_write_json, load_safetensors
+from defectfill.losses import NonFiniteLossError
 from defectfill.metrics.segmentation import PixelCounts, scores_from_counts
 
 CHECKPOINT = "best.safetensors"
@@ -230,6 +234,16 @@ def _load_resume_state(folder: Path, model: nn.Module, optimizer, scheduler, gen
     return state
 
 
+def _kept(out_dir: Path, record: dict | None, resume_dir: Path) -> str:
+    """What a stopped training leaves intact, for its error message."""
+    best = (f"{out_dir / CHECKPOINT} (epoch {record['epoch']})" if record is not None and (out_dir / CHECKPOINT).is_file()
+            else f"no {CHECKPOINT} yet")
+    last = resume_dir / "state.json"
+    state = (f"{resume_dir} (after epoch {json.loads(last.read_text())['epoch']}; the next run resumes from it)"
+             if last.is_file() else "no resume state yet (the next run starts afresh)")
+    return f"kept intact: {best}, {state}"
+
+
 def _poly_with_warmup(warmup_steps: int, total_steps: int):
     """lr factor at `step`: linear warm-up over `warmup_steps`, then "poly" (1 - step / total)^0.9."""
     def factor(step: int) -> float:
@@ -311,6 +325,11 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(images)["out"]
             loss = segmentation_loss(logits.float(), masks, weights, dice=config.loss == "ce_dice")
+            if not torch.isfinite(loss):  # stop, never skip: nothing of this step reaches the weights
+                raise NonFiniteLossError(
+                    f"{out_dir}: segmenter loss is {loss.item()} at epoch {epoch}, step {step + 1}; training stopped "
+                    f"instead of skipping the step; {_kept(out_dir, record, resume_dir)}. Fixes: lower deeplab.lr, "
+                    "set deeplab.amp false, check the images and masks")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -344,14 +363,19 @@ def train_deeplab(dataset_root: str | Path, classes: Sequence[str], config: Deep
         writer.add_scalar("train/epoch_loss", history[-1]["loss"], epoch)
         writer.add_scalar("train/seconds_per_epoch", epoch_seconds[-1], epoch)
         # held-out validation: keep the best epoch on it; validation on the training images: keep the last
-        if (mean_f > best_score) if held_out else epoch == config.epochs:
-            best_score = mean_f
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            atomic_save(out_dir / CHECKPOINT, lambda tmp, s=state: save_file(s, str(tmp)))
-            record = {"epoch": epoch, "val": scores}
-        _save_resume_state(resume_dir, model, optimizer, scheduler, loader_generator,
-                           {"epoch": epoch, "step": step, "best_score": best_score, "record": record,
-                            "epoch_seconds": epoch_seconds, "history": history})
+        try:  # each file replaced atomically: a failed write leaves the previous one
+            if (mean_f > best_score) if held_out else epoch == config.epochs:
+                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                atomic_save(out_dir / CHECKPOINT, lambda tmp, s=state: save_file(s, str(tmp)))
+                best_score, record = mean_f, {"epoch": epoch, "val": scores}
+            _save_resume_state(resume_dir, model, optimizer, scheduler, loader_generator,
+                               {"epoch": epoch, "step": step, "best_score": best_score, "record": record,
+                                "epoch_seconds": epoch_seconds, "history": history})
+        except Exception as exc:  # OSError, SafetensorError: disk full, file-size limit
+            raise ModelError(
+                f"{out_dir}: writing the segmenter's weights after epoch {epoch} failed ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); nothing was replaced, {_kept(out_dir, record, resume_dir)}. Free disk space, "
+                "then run again") from exc
     writer.close()
     kept_warnings = []
     if record["val"]["defect_pixels"] and not record["val"]["predicted_defect_pixels"]:

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from defectfill import checkpoints as ckpt
 from defectfill.config import to_dict
-from defectfill.errors import ConfigError, DataError
+from defectfill.errors import ConfigError
 from defectfill.io_utils import atomic_write_json
+from defectfill.losses import NonFiniteLossError
 from defectfill.models import base_model
 from defectfill.pretrain import data as pdata
 from defectfill.pretrain.config import PretrainConfig
@@ -155,8 +156,12 @@ def _train_loop(
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         loss, logs = compute_loss(step)
-        if not torch.isfinite(loss):
-            raise DataError(f"{stage} step {step}: loss is {loss.item()}; lower the learning rate or check the data")
+        if not torch.isfinite(loss):  # before the optimiser step: no checkpoint holds the bad step
+            found = ckpt.list_checkpoints(checkpoint_root, stage)
+            keep = (f"the last good checkpoint {found[-1]} is kept (--resume_from_checkpoint latest)" if found
+                    else "no checkpoint of this stage was written yet")
+            raise NonFiniteLossError(f"{stage} loss is {loss.item()} at step {step + 1}; training stopped instead of "
+                                     f"skipping the step; {keep}. Lower the learning rate or check the data")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)

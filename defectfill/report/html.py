@@ -19,8 +19,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from defectfill.io_utils import atomic_write_json, atomic_write_text
 from defectfill.report import plots
 from defectfill.report.table import markdown_table, rows, verdict
@@ -35,9 +33,7 @@ _STYLE = (
 
 def synthetic_contact_sheet(result: dict, path: Path, max_images: int = 16) -> Path | None:
     """Contact sheet of the first synthetic training images of an arm, their labels outlined."""
-    from PIL import Image
-
-    from defectfill.data.images import load_image
+    from defectfill.data.images import load_image, load_label_map
     from defectfill.viz import save_contact_sheet
 
     dataset_dir = Path(result.get("dataset_dir", ""))
@@ -52,7 +48,7 @@ def synthetic_contact_sheet(result: dict, path: Path, max_images: int = 16) -> P
     for row in chosen:
         image_path = dataset_dir / row["file"]
         images.append(load_image(image_path))
-        masks.append(np.asarray(Image.open(dataset_dir / "masks" / image_path.parent.name / image_path.name)) > 0)
+        masks.append(load_label_map(dataset_dir / "masks" / image_path.parent.name / image_path.name) > 0)
         captions.append(row["defect_type"])
     return save_contact_sheet(path, images, masks, captions, ncols=8, tile=96)
 

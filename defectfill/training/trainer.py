@@ -32,7 +32,7 @@ import torch
 from defectfill.config import save_config, to_dict
 from defectfill.errors import ConfigError, ModelError
 from defectfill.io_utils import Manifest, apply_umask_modes, atomic_write_json
-from defectfill.losses import LossWeights
+from defectfill.losses import LossWeights, NonFiniteLossError
 from defectfill.models import weights as weights_io
 from defectfill.models.concepts import check_defect_type_name, default_token
 from defectfill.training.config import DefectFillTrainConfig
@@ -380,7 +380,13 @@ class DefectFillTrainer:
         sums: dict[str, float] = {}
         started = time.perf_counter()
         for batch in loader:
-            out = self.training_step(batch, micro_step)
+            try:
+                out = self.training_step(batch, micro_step)
+            except NonFiniteLossError as exc:  # raised before the optimiser step: no checkpoint holds the bad step
+                found = list_checkpoints(self.output_dir)
+                keep = (f"the last good checkpoint {found[-1]} is kept (resume_from_checkpoint=latest)" if found
+                        else "no checkpoint was written yet")
+                raise NonFiniteLossError(f"{exc}; {keep}") from exc
             micro_step += 1
             for key, value in out.scalars().items():
                 sums[key] = sums.get(key, 0.0) + value / accum
