@@ -74,6 +74,9 @@ def test_a_run_made_before_a_config_section_existed_still_resumes(tmp_path):
     del saved["simulator_only"]
     (tmp_path / "bench_config.yaml").write_text(yaml.safe_dump(saved))
     _check_same_config(config, tmp_path)
+    saved["simulator_only"] = {"renders": 480}  # a section saved before one of its keys existed
+    (tmp_path / "bench_config.yaml").write_text(yaml.safe_dump(saved))
+    _check_same_config(config, tmp_path)
     with pytest.raises(ConfigError, match="simulator_only"):
         _check_same_config(load_bench_config(CONFIGS / "bench_micro.yaml", {"simulator_only": {"epochs": 2}}), tmp_path)
 

@@ -48,12 +48,23 @@ GOAL_POINTS = {REAL_ONLY: 10.0, "cutpaste": 5.0}
 _RESUMABLE_FIELDS = ("source", "arms", "num_threads", "seeds")
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with every key it lacks taken from `defaults`, section by section."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict) and value:
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
     path = out_dir / CONFIG_NAME
     current = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE_FIELDS}
     if path.is_file():
-        # a section added to the config after the run was made counts as its default
-        saved = {**to_dict(BenchConfig()), **(yaml.safe_load(path.read_text()) or {})}
+        # a key or section added to the config after the run was made counts as its default
+        saved = _with_defaults(yaml.safe_load(path.read_text()) or {}, to_dict(BenchConfig()))
         saved = {k: v for k, v in saved.items() if k not in _RESUMABLE_FIELDS}
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
