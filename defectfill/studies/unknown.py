@@ -145,12 +145,12 @@ def answer(per_type: dict) -> str:
                 f"{arm} on {x} ({v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}])")
     parts = []
     if worse:
-        parts.append("synthetic data of the known types lowered the pixel recall of the unseen type: " + "; ".join(worse))
+        parts.append("Synthetic data of the known types lowered the pixel recall of the unseen type: " + "; ".join(worse))
     if better:
-        parts.append("it raised it: " + "; ".join(better))
+        parts.append("Synthetic data of the known types raised the pixel recall of the unseen type: " + "; ".join(better))
     if inside:
-        parts.append("no ranking (the interval holds 0): " + "; ".join(inside))
-    return ". ".join(p[0].upper() + p[1:] for p in parts) + "." if parts else "No synthetic arm was run."
+        parts.append("No ranking against real-only (the interval holds 0): " + "; ".join(inside))
+    return ". ".join(parts) + "." if parts else "No synthetic arm was run."
 
 
 def unknown_table(summary: dict) -> str:
