@@ -31,9 +31,9 @@ import torch
 from defectfill.errors import ModelError
 from defectfill.io_utils import atomic_write_json, load_safetensors
 from defectfill.masks import connected_components
+from gan_baselines.data import to_tensor_images, upscale_to_side
 from gan_baselines.dgt.config import OpenMaxConfig
 from gan_baselines.dgt.model import DGT
-from gan_baselines.fewshot_training import to_tensor, upscale_to_side
 
 UNKNOWN = "unknown defect"
 FIT_FILE = "openset.safetensors"
@@ -152,7 +152,7 @@ def region_logits(model: DGT, image: np.ndarray, masks: list[np.ndarray]) -> tor
         if image_up.shape[:2] != image.shape[:2]:
             mask = upscale_to_side(image, mask, r)[1]
         y0, x0 = _window(image_up.shape[:2], mask, r)
-        crops.append(to_tensor(image_up[y0:y0 + r, x0:x0 + r]))
+        crops.append(to_tensor_images(image_up[None, y0:y0 + r, x0:x0 + r])[0])
         regions.append(torch.from_numpy(mask[y0:y0 + r, x0:x0 + r].astype(np.float32))[None])
     device = next(model.parameters()).device
     model.eval()
@@ -162,7 +162,7 @@ def region_logits(model: DGT, image: np.ndarray, masks: list[np.ndarray]) -> tor
 @torch.no_grad()
 def heat_map(model: DGT, image: np.ndarray) -> np.ndarray:
     """DIS's defect probability (H, W) float32 of a whole image (reflect-padded to the U-Net's multiple)."""
-    x = to_tensor(image)[None].to(next(model.parameters()).device)
+    x = to_tensor_images(image[None]).to(next(model.parameters()).device)
     side = 2 ** model.generator.depth
     h, w = image.shape[:2]
     x = torch.nn.functional.pad(x, (0, -w % side, 0, -h % side), mode="reflect")
