@@ -8,7 +8,7 @@ import torch
 from helpers_gan_baselines import TYPES, tiny_data
 
 from defectfill.config import load_config
-from defectfill.errors import ModelError
+from defectfill.errors import ConfigError, ModelError
 from gan_baselines.data import FewShotBatches
 from gan_baselines.icpr20.config import ICPR20Config, ICPR20ModelConfig
 from gan_baselines.icpr20.model import ICPR20, icpr20_losses
@@ -89,3 +89,23 @@ def test_train_save_load_identical(tmp_path):
                                                          discriminator_channels=4, defect_types=TYPES)),
                      defects, tmp_path)
     assert load_config(ICPR20Config, "configs/icpr20_tiny.yaml").model.resolution == 64
+
+
+def test_train_command_writes_a_loadable_model(tmp_path):
+    """`defectfill train --generator icpr20` (the cli path of R3GAN and multistage): config + --set, model out."""
+    from defectfill.cli import main
+    from defectfill.config import save_config
+    from defectfill.data.fabric import simulate_dataset
+
+    data = simulate_dataset(tmp_path / "source", ["plain"], ["stain", "hole"], n_good_train=0, n_good_test=0,
+                            n_defect_per_type=2, size=32)
+    save_config(tiny_config(), tmp_path / "icpr20.yaml")
+    assert main(["train", "--generator", "icpr20", "--config", str(tmp_path / "icpr20.yaml"), "--train_data_dir",
+                 str(data), "--output_dir", str(tmp_path / "out"), "--seed", "3"]) == 0
+    model = ICPR20.from_pretrained(str(tmp_path / "out" / "model"))
+    assert model.defect_types == ["hole", "stain"] and model.resolution == 32
+    assert load_config(ICPR20Config, tmp_path / "out" / "train_config.yaml").seed == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("l1_wieght: 3\n")
+    with pytest.raises(ConfigError, match="l1_wieght"):
+        load_config(ICPR20Config, bad)
