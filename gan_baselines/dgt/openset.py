@@ -30,12 +30,12 @@ import torch
 
 from defectfill.errors import ModelError
 from defectfill.io_utils import atomic_write_json, load_safetensors
-from defectfill.masks import connected_components
+from defectfill.masks import component_masks
+from defectfill.metrics.openset import UNKNOWN
 from gan_baselines.data import to_tensor_images, upscale_to_side
 from gan_baselines.dgt.config import OpenMaxConfig
 from gan_baselines.dgt.model import DGT
 
-UNKNOWN = "unknown defect"
 FIT_FILE = "openset.safetensors"
 FIT_INFO = "openset.json"
 
@@ -182,16 +182,13 @@ class RegionPrediction:
     max_softmax: float
 
 
-def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_threshold: float = 0.5,
-                   min_area: int = 6) -> list[RegionPrediction]:
-    """The product function: DIS segments `image` (H, W, 3) uint8, each connected region is
-    classified by DFC, and OpenMax says "known type X" or "unknown defect"."""
-    binary = heat_map(model, image) > heat_threshold
-    labels, n = connected_components(binary)
-    masks = [labels == k for k in range(1, n + 1) if (labels == k).sum() >= min_area]
-    logits = region_logits(model, image, masks)
+def classify_regions(model: DGT, openset: WeibullOpenSet, image: np.ndarray,
+                     masks: list[np.ndarray]) -> list[RegionPrediction]:
+    """DFC + OpenMax on given regions (H, W) bool of `image` (H, W, 3) uint8: each a known type or
+    "unknown defect" (the regions may come from DIS or from any segmenter)."""
     if not masks:
         return []
+    logits = region_logits(model, image, masks)
     closed, unknown = openset.decide(logits)
     scores = openset.unknown_score(logits)
     soft = torch.softmax(logits, 1).max(1).values
@@ -203,6 +200,14 @@ def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_
                                     UNKNOWN if bool(unknown[k]) else closed_type, closed_type,
                                     float(scores[k]), float(soft[k])))
     return out
+
+
+def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_threshold: float = 0.5,
+                   min_area: int = 6) -> list[RegionPrediction]:
+    """The product function: DIS segments `image` (H, W, 3) uint8, each connected region is
+    classified by DFC, and OpenMax says "known type X" or "unknown defect"."""
+    regions = component_masks(heat_map(model, image) > heat_threshold, min_area)
+    return classify_regions(model, openset, image, regions)
 
 
 def openset_metrics(closed_pred: np.ndarray, true_class: np.ndarray, is_unknown: np.ndarray,
