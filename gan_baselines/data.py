@@ -29,8 +29,9 @@ from defectfill.generators.window import window_around_mask
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """(k, H, W, 3) uint8 -> (k, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(k, H, W, 3) uint8 -> (k, 3, H, W) float in [-1, 1], contiguous (convolutions on a channels-last
+    view give other rounding), from a copy (the input may be read-only)."""
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().float().div(127.5).sub(1.0)
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
