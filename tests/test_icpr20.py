@@ -109,3 +109,19 @@ def test_train_command_writes_a_loadable_model(tmp_path):
     bad.write_text("l1_wieght: 3\n")
     with pytest.raises(ConfigError, match="l1_wieght"):
         load_config(ICPR20Config, bad)
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """4 straight steps == 3 steps + resume + 1 step (weights and both Adam states)."""
+    defects, _ = tiny_data()
+    straight = ICPR20Trainer(tiny_config(max_train_steps=4), defects, tmp_path / "a")
+    straight.train()
+    ICPR20Trainer(tiny_config(max_train_steps=4), defects, tmp_path / "b").train(until=3)
+    resumed = ICPR20Trainer(tiny_config(max_train_steps=4), defects, tmp_path / "b", "latest")
+    assert resumed.step == 3
+    resumed.train()
+    for k, v in straight.unwrapped.state_dict().items():
+        assert torch.equal(v, resumed.unwrapped.state_dict()[k]), k
+    for name in ("gen", "disc"):
+        a, b = straight.optimizers[name].state_dict()["state"], resumed.optimizers[name].state_dict()["state"]
+        assert all(torch.equal(torch.as_tensor(a[i][s]), torch.as_tensor(b[i][s])) for i in a for s in a[i])
