@@ -253,6 +253,7 @@ def test_gan_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_
         torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dgt_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
     """DGT (G + DIS + DFC + D_adv, two optimizers) through `defectfill train --generator dgt`, SIGKILLed
     once a checkpoint is on disk, resumed with --resume_from_checkpoint latest: the final weights and the
