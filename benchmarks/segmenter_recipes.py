@@ -60,9 +60,8 @@ def overlay_sheet(model_dir: Path, test, path: Path) -> None:
 
 
 def main() -> None:
-    from defectfill.realdata.stains_run import downstream_config_for, load_real_stains_config, load_split
-
     from defectfill.downstream.arm import run_arm
+    from defectfill.realdata.stains_run import downstream_config_for, load_real_stains_config, load_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)

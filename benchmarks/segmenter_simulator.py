@@ -38,14 +38,13 @@ def render_set(n: int, first_seed: int, size: int) -> list:
 
 
 def main() -> None:
-    from defectfill.realdata.stains_run import load_real_stains_config, load_split
-
     from defectfill.downstream.assemble import assemble, load_assembled
     from defectfill.downstream.config import AssembleConfig, DeepLabConfig
     from defectfill.downstream.datasets import class_map
     from defectfill.downstream.deeplab import load_deeplab, predict_deeplab, train_deeplab
     from defectfill.io_utils import atomic_write_json
     from defectfill.metrics.segmentation import segmentation_scores
+    from defectfill.realdata.stains_run import load_real_stains_config, load_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
