@@ -39,7 +39,7 @@ def import_object(spec: str):
 def add_arguments(parser: argparse.ArgumentParser, method: str) -> None:
     from defectfill.config import add_set_argument
 
-    parser.add_argument("--config", default=METHODS[method][2], help="YAML config (configs/%(default)s)")
+    parser.add_argument("--config", default=METHODS[method][2], help="YAML config (default: %(default)s)")
     parser.add_argument("--train_data_dir", required=True, help="dataset (MVTec-AD, ...) with the labelled real defects")
     parser.add_argument("--good_data_dir", default=None,
                         help="folder of good fabric images (DGT paints into them; default: the good images of "
