@@ -21,8 +21,8 @@ import torch
 
 from defectfill.bench.protocol import BenchData
 from defectfill.viz import save_contact_sheet
+from gan_baselines.data import to_tensor_images, to_uint8_images
 from gan_baselines.dgt.model import DGT
-from gan_baselines.fewshot_training import to_tensor, to_uint8
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.train import train_icpr20
 
@@ -42,11 +42,10 @@ def main() -> None:
     types = dgt.defect_types
     defects = [s for s in data.source_defects() if s.defect_type in types]
     good = [s.image for s in data.target_good()]
-    config = ICPR20Config()
-    config.train.max_train_steps = args.icpr_steps
-    config.train.seed = args.seed
+    config = ICPR20Config(max_train_steps=args.icpr_steps, seed=args.seed, validation_steps=0)
+    config.model.defect_types = list(types)
     t0 = time.process_time()
-    icpr = train_icpr20(config, defects, good, types, args.out / "icpr20").eval()
+    icpr = train_icpr20(config, defects, args.out / "icpr20").eval()
     icpr_cpu = time.process_time() - t0
     rng = np.random.default_rng(args.seed)
     g = torch.Generator().manual_seed(args.seed)
@@ -56,13 +55,13 @@ def main() -> None:
         real = [own[i] for i in rng.permutation(len(own))[:args.per_type]]
         picks = [own[i] for i in rng.integers(0, len(own), args.per_type)]
         goods = [good[i] for i in rng.integers(0, len(good), args.per_type)]
-        n = torch.stack([to_tensor(x) for x in goods])
+        n = to_tensor_images(np.stack(goods))
         m = torch.stack([torch.from_numpy(s.mask.astype(np.float32))[None] for s in picks])
         y = torch.full((args.per_type,), label, dtype=torch.long)
         with torch.no_grad():
             fore, back = dgt.codes(m, y, g)
-            by_dgt = to_uint8(dgt.generate(n, fore, back))
-            by_icpr = to_uint8(icpr(n, m, torch.full((args.per_type,), icpr.defect_types.index(defect_type)), g))
+            by_dgt = to_uint8_images(dgt.generate(n, fore, back))
+            by_icpr = to_uint8_images(icpr(n, m, torch.full((args.per_type,), icpr.defect_types.index(defect_type)), g))
         for name, rows, row_masks in (("real", [s.image for s in real], [s.mask for s in real]),
                                       ("dgt", list(by_dgt), [s.mask for s in picks]),
                                       ("icpr20", list(by_icpr), [s.mask for s in picks])):

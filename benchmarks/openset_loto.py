@@ -27,10 +27,11 @@ import torch
 
 from defectfill.bench.config import BenchConfig, DataConfig
 from defectfill.bench.protocol import simulate_protocol
-from defectfill.config import add_set_argument, parse_overrides
+from defectfill.config import add_set_argument, load_config, parse_overrides
 from defectfill.data.fabric import simulate_dataset
 from defectfill.data.readers import read_mvtec
 from defectfill.io_utils import Manifest
+from gan_baselines.data import FewShotBatches
 from gan_baselines.dgt.config import DGTConfig, OpenMaxConfig
 from gan_baselines.dgt.openset import (
     WeibullOpenSet,
@@ -40,7 +41,6 @@ from gan_baselines.dgt.openset import (
     region_logits,
 )
 from gan_baselines.dgt.train import fit_set, train_dgt
-from gan_baselines.fewshot_training import FewShotBatches
 
 TYPES = ["stain", "oil", "hole", "broken_end", "white_stripe"]
 
@@ -66,16 +66,12 @@ def run_one(seed: int, held_out: str, out: Path, args) -> dict:
     known = [t for t in TYPES if t != held_out]
     train_defects = [s for s in data.source_defects() if s.defect_type in known]
     good = [s.image for s in data.target_good()]
-    dgt = DGTConfig()
-    dgt.train.max_train_steps = args.max_train_steps
-    dgt.train.seed = seed
-    dgt.train.checkpointing_steps = 100
-    dgt.openmax.tailsize = args.tailsize
-    for dotted, value in parse_overrides(args.overrides).items():  # e.g. loss.alpha7_cls_fake=0
-        section, field = dotted.split(".")
-        setattr(getattr(dgt, section), field, value)
+    overrides = {"max_train_steps": args.max_train_steps, "seed": seed, "checkpointing_steps": 100,
+                 "validation_steps": 0, "openmax.tailsize": args.tailsize, "model.defect_types": known,
+                 **parse_overrides(args.overrides)}  # e.g. loss.alpha7_cls_fake=0
+    dgt = load_config(DGTConfig, args.config, overrides)
     t0 = time.process_time()
-    model, openset = train_dgt(dgt, train_defects, good, known, out / f"model{args.tag}-seed{seed}-{held_out}")
+    model, openset = train_dgt(dgt, train_defects, out / f"model{args.tag}-seed{seed}-{held_out}", good)
     train_cpu = time.process_time() - t0
     val = [s for s in read_mvtec(val_dir, "test") if s.defect_type in known]
     test = [s for s in data.test_samples() if not s.is_good]
@@ -86,7 +82,7 @@ def run_one(seed: int, held_out: str, out: Path, args) -> dict:
     record = {"seed": seed, "held_out": held_out, "train_cpu_s": round(train_cpu, 1),
               "n_test_known": int((~is_unknown).sum()), "n_test_unknown": int(is_unknown.sum()), "n_val": len(val)}
     detectors = {"dfc_openmax": openset.unknown_score, "max_softmax": max_softmax_score}
-    batches = FewShotBatches(train_defects, good, known, dgt.train.resolution)
+    batches = FewShotBatches(train_defects, good, known, dgt.model.resolution)
     fit_logits, fit_labels = fit_set(model, batches, dgt.openmax.fakes_per_type, seed)
     for name, change in VARIANTS.items():
         config = OpenMaxConfig(**{**vars(dgt.openmax), **change})
@@ -121,6 +117,7 @@ def summarize(records: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/openset_loto")
+    parser.add_argument("--config", default="configs/dgt_tiny.yaml", help="DGT config (the fields --set changes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--held_out", nargs="+", default=["stain", "hole", "broken_end"])
     parser.add_argument("--max_train_steps", type=int, default=200)

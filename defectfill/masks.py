@@ -96,6 +96,14 @@ def connected_components(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, 
     return labels, int(count) - 1
 
 
+def component_masks(mask: Any, min_area: int = 1, connectivity: int = 8) -> list[np.ndarray]:
+    """The connected components of `mask` with at least `min_area` pixels, each as an (H, W) bool mask,
+    in label order (top-to-bottom, then left-to-right, of their first pixel)."""
+    labels, n = connected_components(mask, connectivity)
+    out = [labels == k for k in range(1, n + 1)]
+    return [m for m in out if int(m.sum()) >= min_area]
+
+
 def clean_mask(mask: Any, min_area: int = 4, open_radius: int = 0, close_radius: int = 1) -> np.ndarray:
     """Opening (removes thin noise) then closing (fills pin-holes, joins near pixels), then drops
     8-connected components smaller than `min_area` pixels.

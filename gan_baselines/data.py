@@ -1,5 +1,9 @@
 """Training data of the GAN baselines: the few real defects as square windows, with augmentation.
 
+Two samplers: `DefectWindows` (R3GAN, multistage: the generation window around each defect,
+resized, dihedral augmentation) and `FewShotBatches` (DGT, ICPR'20: crops of side `resolution` at
+a random offset that keeps the defect's centre, plus random crops of good fabric).
+
 Every GAN baseline learns from the same thing: the labelled source defects (`DefectSample`), each
 cut to the window the generators paint in at generation time (`defectfill.models.window`: the
 mask's bounding box plus context, a square of at least `resolution` px) and resized to
@@ -25,8 +29,9 @@ from defectfill.generators.window import window_around_mask
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """(k, H, W, 3) uint8 -> (k, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(k, H, W, 3) uint8 -> (k, 3, H, W) float in [-1, 1], contiguous (convolutions on a channels-last
+    view give other rounding), from a copy (the input may be read-only)."""
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().float().div(127.5).sub(1.0)
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
@@ -140,3 +145,88 @@ def augment_pairs(images: torch.Tensor, masks: torch.Tensor, p: float, rng: torc
 
 def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+
+
+def upscale_to_side(image: np.ndarray, mask: np.ndarray | None, side: int):
+    """Upscale so that both sides are >= side (a small image is never cropped below the window)."""
+    h, w = image.shape[:2]
+    if min(h, w) >= side:
+        return image, mask
+    scale = side / min(h, w)
+    size = (max(side, round(w * scale)), max(side, round(h * scale)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    if mask is not None:
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return image, mask
+
+
+def _randint(low: int, high: int, generator: torch.Generator) -> int:
+    """Uniform integer in [low, high] (inclusive)."""
+    return low + int(torch.randint(0, high - low + 1, (1,), generator=generator).item())
+
+
+class FewShotBatches:
+    """Batches of (real defect crop, its mask, its class index) and, when good images are given,
+    good-fabric crops. Every draw comes from the `torch.Generator` passed in."""
+
+    def __init__(self, defects: Sequence[DefectSample], good_images: Sequence[np.ndarray],
+                 defect_types: Sequence[str], resolution: int, need_good: bool = True):
+        self.defect_types = list(defect_types)
+        self.resolution = int(resolution)
+        self.defects = []
+        for sample in defects:
+            if sample.is_good or not sample.mask.any() or sample.defect_type not in self.defect_types:
+                continue
+            self.defects.append((*upscale_to_side(sample.image, sample.mask, resolution),
+                                 self.defect_types.index(sample.defect_type)))
+        if not self.defects:
+            raise DataError(f"training data: no labelled defect of the types {self.defect_types}; "
+                            "pass real defects with non-empty masks")
+        self.good = [upscale_to_side(img, None, resolution)[0] for img in good_images]
+        if need_good and not self.good:
+            raise DataError("training data: no good image; pass good fabric images (--good_data_dir, or a "
+                            "train/good folder in --train_data_dir)")
+
+    def defect_crop(self, index: int, generator: torch.Generator):
+        image, mask, label = self.defects[index]
+        r, (h, w) = self.resolution, image.shape[:2]
+        ys, xs = np.nonzero(mask)
+        cy, cx = int(ys.mean()), int(xs.mean())
+        # the window holds the defect's centre at a random place (not always the middle)
+        y0 = _randint(max(0, cy - r + 1), min(h - r, cy), generator)
+        x0 = _randint(max(0, cx - r + 1), min(w - r, cx), generator)
+        return image[y0:y0 + r, x0:x0 + r], mask[y0:y0 + r, x0:x0 + r], label
+
+    def good_crop(self, index: int, generator: torch.Generator) -> np.ndarray:
+        image, r = self.good[index], self.resolution
+        y0 = _randint(0, image.shape[0] - r, generator)
+        x0 = _randint(0, image.shape[1] - r, generator)
+        return image[y0:y0 + r, x0:x0 + r]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """defect (B,3,r,r) [-1,1], mask (B,1,r,r) {0,1}, label (B,) long and, with good images,
+        good (B,3,r,r) [-1,1]."""
+        picks = torch.randint(0, len(self.defects), (batch_size,), generator=generator).tolist()
+        crops = [self.defect_crop(i, generator) for i in picks]
+        batch = {
+            "defect": to_tensor_images(np.stack([c[0] for c in crops])),
+            "mask": torch.from_numpy(np.stack([c[1] for c in crops])).float()[:, None],
+            "label": torch.tensor([c[2] for c in crops], dtype=torch.long),
+        }
+        if self.good:
+            goods = torch.randint(0, len(self.good), (batch_size,), generator=generator).tolist()
+            batch["good"] = to_tensor_images(np.stack([self.good_crop(i, generator) for i in goods]))
+        return batch
+
+
+def few_shot_batches(model_config, samples: Sequence[DefectSample], good_images: Sequence[np.ndarray] | None = None,
+                     need_good: bool = True) -> FewShotBatches:
+    """`FewShotBatches` of the defects in `samples` and the good images (`good_images`, else the good
+    samples among `samples`). Types: `model_config.defect_types`, or every type found (written back
+    into the config, so that the model is built for them); side: `model_config.resolution`."""
+    defects = [s for s in samples if not s.is_good and s.mask.any()]
+    if good_images is None:
+        good_images = [s.image for s in samples if s.is_good]
+    types = list(model_config.defect_types) or sorted({s.defect_type for s in defects})
+    model_config.defect_types = types
+    return FewShotBatches(defects, good_images, types, model_config.resolution, need_good=need_good)

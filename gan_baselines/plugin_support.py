@@ -31,6 +31,15 @@ def model_is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+def check_same_types(model: Any, defect_types: list[str], folder: Path) -> None:
+    """A finished model found in `folder` must have been trained for `defect_types` (when given)."""
+    from defectfill.errors import ModelError
+
+    if defect_types and list(model.defect_types) != list(defect_types):
+        raise ModelError(f"{folder}: holds a model trained for the defect types {list(model.defect_types)}, this "
+                         f"run asks for {list(defect_types)}; use another output folder or delete this one")
+
+
 def load_gan_config(options: GanOptions, config_cls: type, default_config: str, config_dir: Path | None = None,
                     **fields: Any):
     """The options' YAML (next to the bench config, in the working directory or the repository) +
@@ -46,14 +55,15 @@ def load_gan_config(options: GanOptions, config_cls: type, default_config: str, 
     return load_config(config_cls, path, {**options.overrides, **fields})
 
 
-def train_for_context(ctx: Any, config_cls: type, trainer_cls: type, default_config: str):
+def train_for_context(ctx: Any, config_cls: type, trainer_cls: type, default_config: str, **trainer_kwargs: Any):
     """Train on ctx.source_defects of ctx.defect_types in ctx.work_dir (resuming; ctx.seed and
-    ctx.device win over the config) and return (trained model in eval mode, trainer)."""
+    ctx.device win over the config) and return (trained model in eval mode, trainer).
+    `trainer_kwargs` go to the trainer (DGT: `good_images`)."""
     config = load_gan_config(ctx.options, config_cls, default_config, ctx.config_dir, seed=ctx.seed,
                              device=resolve_device(ctx.device))
     config.model.defect_types = list(ctx.defect_types)
     samples = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
-    trainer = trainer_cls(config, samples, ctx.work_dir, "latest")
+    trainer = trainer_cls(config, samples, ctx.work_dir, "latest", **trainer_kwargs)
     trainer.train()
     return trainer.unwrapped.eval(), trainer
 

@@ -23,16 +23,42 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from defectfill.checkpoints import atomic_save_dir, load_safetensors, optimizer_tensors, restore_optimizer
-from defectfill.errors import ModelError
+from defectfill.errors import ConfigError, ModelError
 from defectfill.io_utils import atomic_write_json
 from defectfill.losses import NonFiniteLossError, check_finite
+
+
+@dataclass
+class FewShotTrainConfig:
+    """The fields `GanTrainer` reads, with Adam's settings, as the DGT and ICPR'20 configs share them
+    (R3GAN and multistage declare the same names with their own schedules)."""
+
+    seed: int = 0
+    num_threads: int = 1
+    train_batch_size: int = 4
+    max_train_steps: int = 300
+    learning_rate: float = 2e-4
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.999
+    checkpointing_steps: int = 100       # 0: only at the end of a run
+    checkpoints_total_limit: int = 2
+    validation_steps: int = 0            # sample grid + mode-collapse check every N steps (0: never)
+    collapse_ratio: float = 0.05
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("train_batch_size", "max_train_steps", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive, found {getattr(self, name)}")
 
 
 class ModeCollapseWarning(UserWarning):
@@ -207,8 +233,10 @@ class TrainLog:
 
 
 class GanTrainer:
-    """The loop every GAN baseline shares; a subclass sets `model`, `optimizers`, `method` and writes
-    `train_step(step) -> logged values` and `validate(step, log)`.
+    """The loop every GAN baseline shares (R3GAN, multistage, DGT, ICPR'20); a subclass sets `model`
+    (one nn.Module holding all its networks), `optimizers` (a dict, any number), `method` and writes
+    `train_step(step) -> logged values` (steps 0, 1, ...; its randomness from `step_generator`) and
+    `validate(step, log)`; `save_model(folder)` may add files beside the final weights.
 
     Subclass __init__: build the model and optimizers, then call `self._setup(...)` which prepares them
     through accelerate and resumes from a checkpoint."""
@@ -271,14 +299,19 @@ class GanTrainer:
                 log.advance({k.split("/")[-1]: v for k, v in values.items() if k.startswith("loss/")})
                 if c.validation_steps and self.step % c.validation_steps == 0:
                     self.validate(self.step, log)
-                if self.step % c.checkpointing_steps == 0 or self.step == until:
+                if (c.checkpointing_steps and self.step % c.checkpointing_steps == 0) or self.step == until:
                     self.save_checkpoint()
         finally:
             log.close()
             self.cpu_seconds += time.process_time() - start
         if self.step >= c.max_train_steps:
-            atomic_save_dir(self.output_dir / "model", self.unwrapped.save_pretrained)
+            atomic_save_dir(self.output_dir / "model", self.save_model)
         return self.output_dir / "model"
+
+    def save_model(self, folder: Path) -> None:
+        """Write the finished model into `folder` (a temporary folder, renamed to `<output_dir>/model`
+        once complete); a subclass adds what belongs beside the weights (DGT: its Weibull models)."""
+        self.unwrapped.save_pretrained(folder)
 
 
 def write_sample_grid(output_dir: Path, step: int, rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]],

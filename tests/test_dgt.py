@@ -1,4 +1,5 @@
-"""DGT → DIS → DFC at tiny sizes: codes, loss equation, shapes, training, save/load, resume."""
+"""DGT → DIS → DFC at tiny sizes: codes, loss equation, shapes, training (the shared GanTrainer loop),
+save/load, resume, the non-finite alarm."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ from helpers_gan_baselines import TYPES, tiny_data
 
 from defectfill.config import load_config
 from defectfill.errors import ConfigError
+from defectfill.losses import NonFiniteLossError
+from gan_baselines.data import FewShotBatches
 from gan_baselines.dgt.codes import defect_codes, gaussian_kernel, generator_input
-from gan_baselines.dgt.config import DGTConfig, DGTLossWeights
-from gan_baselines.dgt.model import DGT, dgt_losses, dgt_optimizers, dgt_step_fn
+from gan_baselines.dgt.config import DGTConfig, DGTLossWeights, DGTModelConfig, OpenMaxConfig
+from gan_baselines.dgt.model import DGT, dgt_losses
 from gan_baselines.dgt.openset import UNKNOWN, WeibullOpenSet, detect_defects
-from gan_baselines.dgt.train import train_dgt
-from gan_baselines.fewshot_training import FewShotBatches, TrainingArgs, step_generator, train_loop
+from gan_baselines.dgt.train import DGTTrainer, train_dgt
 
 
 def tiny_model(seed: int = 0) -> DGT:
     torch.manual_seed(seed)
     return DGT(TYPES, resolution=32, base_channels=4, depth=2, classifier_channels=8, discriminator_channels=4)
+
+
+def tiny_config(**fields) -> DGTConfig:
+    model = DGTModelConfig(resolution=32, base_channels=4, depth=2, classifier_channels=8, discriminator_channels=4)
+    kwargs = {"model": model, "openmax": OpenMaxConfig(tailsize=4, fakes_per_type=6), "train_batch_size": 2,
+              "max_train_steps": 4, "learning_rate": 1e-3, "checkpointing_steps": 2,
+              "checkpoints_total_limit": 10, "validation_steps": 0, "report_to": "none"}
+    kwargs.update(fields)
+    return DGTConfig(**kwargs)
 
 
 def test_gaussian_kernel_is_normalised_with_opencv_sigma():
@@ -88,68 +99,93 @@ def test_loss_is_the_weighted_sum_of_its_terms():
 
 def test_config_yaml_loads_and_rejects_unknown_keys(tmp_path):
     config = load_config(DGTConfig, "configs/dgt_tiny.yaml")
-    assert config.loss.alpha1_fore > 0 and config.train.resolution % 2 ** config.model.depth == 0
+    assert config.loss.alpha1_fore > 0 and config.model.resolution % 2 ** config.model.depth == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("loss:\n  alpha9: 1.0\n")
     with pytest.raises(ConfigError, match="alpha9"):
         load_config(DGTConfig, bad)
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        DGTModelConfig(resolution=36, depth=3)
 
 
-def test_one_training_step_changes_every_network():
+def test_one_training_step_changes_every_network(tmp_path):
     defects, good = tiny_data()
-    batches = FewShotBatches(defects, good, TYPES, 32)
-    model = tiny_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    step = dgt_step_fn(batches, 2, DGTLossWeights())
-    logs = step(model, dgt_optimizers(model, 1e-3, (0.5, 0.999)), step_generator(0, 1), lambda loss: loss.backward())
-    assert np.isfinite(logs["loss/total"])
+    trainer = DGTTrainer(tiny_config(), defects, tmp_path, good_images=good)
+    before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+    logs = trainer.train_step(0)
+    assert np.isfinite(logs["loss/total"]) and np.isfinite(logs["loss/disc"])
     # G's last conv starts at zero (G starts as the identity on N), so its gradient reaches the head first
     assert torch.equal(before["generator.head.weight"], torch.zeros_like(before["generator.head.weight"]))
+    after = trainer.unwrapped.state_dict()
     for name in ("generator.head.weight", "reconstructor.stem.0.weight", "segmenter.stem.0.weight",
                  "classifier.features.0.weight", "discriminator.net.0.weight"):
-        assert not torch.equal(before[name], model.state_dict()[name]), name
+        assert not torch.equal(before[name], after[name]), name
+    # DFC learns at classifier_lr_scale x the learning rate (the "main" optimizer's second group)
+    assert [g["lr"] for g in trainer.optimizers["main"].param_groups] == [1e-3, 5e-3]
+
+
+def _state(trainer: DGTTrainer) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v for k, v in trainer.unwrapped.state_dict().items()}
+    for name, opt in trainer.optimizers.items():
+        for index, state in opt.state_dict()["state"].items():
+            out.update({f"{name}.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    return out
 
 
 def test_resume_gives_the_same_weights_and_save_load_is_identical(tmp_path):
+    """N straight steps == k steps + resume + N − k steps (bit-identical weights and Adam state), for a
+    resume from the checkpoint at the stop and from an older one."""
     defects, good = tiny_data()
-    batches = FewShotBatches(defects, good, TYPES, 32)
-    step = dgt_step_fn(batches, 2, DGTLossWeights())
-
-    def run(folder, steps, resume):
-        model = tiny_model()
-        args = TrainingArgs(resolution=32, train_batch_size=2, max_train_steps=steps, checkpointing_steps=2,
-                            resume_from_checkpoint=resume, log_every=1)
-        return train_loop(model, dgt_optimizers(model, 1e-3, (0.5, 0.999)), step, args, folder)
-
-    straight = run(tmp_path / "a", 4, None)
-    # the interrupted run: 3 steps with a checkpoint at 2, then resumed to 4
-    run(tmp_path / "c", 3, None)
-    resumed = run(tmp_path / "c", 4, "latest")
-    for k, v in straight.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
-    loaded = DGT.from_pretrained(str(tmp_path / "a" / "model"))
-    assert (tmp_path / "a" / "model" / "model.safetensors").is_file()
+    straight = DGTTrainer(tiny_config(), defects, tmp_path / "a", good_images=good)
+    straight.train()
+    expected = _state(straight)
+    # interrupted after 3 steps (checkpoints at 2 and 3), resumed from the latest and from step 2
+    DGTTrainer(tiny_config(), defects, tmp_path / "c", good_images=good).train(until=3)
+    assert not (tmp_path / "c" / "model").exists()
+    for resume in ("latest", str(tmp_path / "c" / "checkpoints" / "step-000002")):
+        resumed = DGTTrainer(tiny_config(), defects, tmp_path / "c", resume, good_images=good)
+        assert resumed.step == (3 if resume == "latest" else 2)
+        resumed.train()
+        got = _state(resumed)
+        assert got.keys() == expected.keys()
+        for k, v in expected.items():
+            assert torch.equal(v, got[k]), (resume, k)
+    folder = tmp_path / "a" / "model"
+    assert {"config.json", "model.safetensors", "openset.json", "openset.safetensors"} <= {p.name for p in folder.iterdir()}
+    loaded = DGT.from_pretrained(str(folder))
     x = torch.rand(2, 3, 32, 32) * 2 - 1
+    model = straight.unwrapped.eval()
     with torch.no_grad():
-        assert torch.equal(straight.eval().segment(x), loaded.eval().segment(x))
+        assert torch.equal(model.segment(x), loaded.eval().segment(x))
         region = (x[:, :1] > 0).float()
-        assert torch.equal(straight.classify(x, region), loaded.classify(x, region))
-    assert loaded.defect_types == TYPES and loaded.resolution == 32
+        assert torch.equal(model.classify(x, region), loaded.classify(x, region))
+    assert loaded.defect_types == sorted(TYPES) and loaded.resolution == 32  # types found, sorted
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    defects, good = tiny_data()
+    trainer = DGTTrainer(tiny_config(), defects, tmp_path, good_images=good)
+    trainer.train(until=2)
+    kept = tmp_path / "checkpoints" / "step-000002"
+    saved = (kept / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        trainer.unwrapped.classifier.head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"at step 2;.*step-000002 is kept"):
+        trainer.train()
+    assert trainer.store.list() == [kept] and (kept / "model.safetensors").read_bytes() == saved
+    assert not (tmp_path / "model").exists()
 
 
 def test_train_dgt_fits_openset_and_detect_defects_labels_regions(tmp_path):
     defects, good = tiny_data()
-    config = DGTConfig()
-    config.model = dataclasses.replace(config.model, base_channels=4, depth=2, classifier_channels=8,
-                                       discriminator_channels=4)
-    config.train = TrainingArgs(resolution=32, train_batch_size=2, max_train_steps=2, checkpointing_steps=0)
-    config.openmax = dataclasses.replace(config.openmax, tailsize=4, fakes_per_type=6, heat_threshold=0.0)
-    model, openset = train_dgt(config, defects, good, TYPES, tmp_path)
+    config = tiny_config(max_train_steps=2, checkpointing_steps=0)
+    config.openmax = dataclasses.replace(config.openmax, heat_threshold=0.0)
+    model, openset = train_dgt(config, defects, tmp_path, good)
     regions = detect_defects(model, openset, defects[0].image, heat_threshold=0.0, min_area=1)
     assert regions and all(r.label in TYPES + [UNKNOWN] for r in regions)
     assert all(0 <= r.unknown_score <= 1 and r.mask.shape == (40, 40) for r in regions)
     # a second call finds the finished model and loads it (same Weibulls, same scores)
-    _, openset2 = train_dgt(config, defects, good, TYPES, tmp_path)
+    _, openset2 = train_dgt(config, defects, tmp_path, good)
     logits = torch.randn(5, 2) * 3
     assert torch.allclose(openset.unknown_score(logits), openset2.unknown_score(logits))
     assert openset2.threshold == openset.threshold

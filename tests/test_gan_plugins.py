@@ -13,12 +13,16 @@ from defectfill.data.images import save_image
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import build_generator, load_generator, parse_options
 
-TINY = {
-    "dgt": {"model": {"base_channels": 4, "depth": 2, "classifier_channels": 8, "discriminator_channels": 4},
-            "openmax": {"tailsize": 4, "fakes_per_type": 4},
-            "train": {"resolution": 32, "train_batch_size": 2, "max_train_steps": 2, "checkpointing_steps": 0}},
-    "icpr20": {"model": {"base_channels": 4, "depth": 2, "discriminator_channels": 4},
-               "train": {"resolution": 32, "train_batch_size": 2, "max_train_steps": 2, "checkpointing_steps": 0}},
+TINY = {  # GanOptions {config, overrides}, as R3GAN's
+    "dgt": {"config": "configs/dgt_tiny.yaml", "overrides": {
+        "model.resolution": 32, "model.base_channels": 4, "model.depth": 2, "model.classifier_channels": 8,
+        "model.discriminator_channels": 4, "openmax.tailsize": 4, "openmax.fakes_per_type": 4,
+        "train_batch_size": 2, "max_train_steps": 2, "checkpointing_steps": 0, "validation_steps": 0,
+        "report_to": "none"}},
+    "icpr20": {"config": "configs/icpr20_tiny.yaml", "overrides": {
+        "model.resolution": 32, "model.base_channels": 4, "model.depth": 2, "model.discriminator_channels": 4,
+        "train_batch_size": 2, "max_train_steps": 2, "checkpointing_steps": 0, "validation_steps": 0,
+        "report_to": "none"}},
 }
 
 

@@ -338,3 +338,44 @@ def test_gan_training_killed_after_a_checkpoint_resumes_to_the_same_weights(meth
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs")
     assert not (killed / LOCK_NAME).exists() and not [p for p in killed.rglob("*") if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_dgt_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
+    """DGT (G + DIS + DFC + D_adv, two optimizers) through `defectfill train --generator dgt`, SIGKILLed
+    once a checkpoint is on disk, resumed with --resume_from_checkpoint latest: the final weights and the
+    fitted Weibull set equal an uninterrupted run's."""
+    from defectfill.config import save_config
+    from defectfill.data.fabric import simulate_dataset
+    from defectfill.io_utils import load_safetensors
+    from gan_baselines.dgt.config import DGTConfig, DGTModelConfig, OpenMaxConfig
+
+    data = simulate_dataset(tmp_path / "source", ["plain"], ["stain", "hole"], n_good_train=2, n_good_test=0,
+                            n_defect_per_type=3, size=32)
+    model = DGTModelConfig(resolution=32, base_channels=4, depth=2, classifier_channels=8, discriminator_channels=4)
+    save_config(DGTConfig(model=model, openmax=OpenMaxConfig(tailsize=4, fakes_per_type=4), train_batch_size=2,
+                          max_train_steps=16, checkpointing_steps=2, checkpoints_total_limit=100, validation_steps=0,
+                          report_to="none"), tmp_path / "dgt.yaml")
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return ["train", "--generator", "dgt", "--config", str(tmp_path / "dgt.yaml"), "--train_data_dir",
+                str(data), "--output_dir", str(out), *extra]
+
+    killed = tmp_path / "killed"
+    code = _run_until(argv(killed), lambda: any((killed / "checkpoints").glob("step-*/config.json")), timeout=300)
+    assert code == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (killed / "model").exists()
+    saved = {p: p.stat().st_mtime_ns for p in (killed / "checkpoints").glob("step-*/state.json")}
+    assert saved and len(saved) < 8  # killed mid-way (the last checkpoint is step 16)
+    torch.set_num_threads(1)
+    assert main(argv(killed, "--resume_from_checkpoint", "latest")) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in saved.items())  # resumed, not trained again
+    assert main(argv(tmp_path / "straight")) == 0
+    for name in ("model.safetensors", "openset.safetensors"):
+        resumed = load_safetensors(killed / "model" / name, "rerun the test")
+        straight = load_safetensors(tmp_path / "straight" / "model" / name, "rerun the test")
+        assert resumed.keys() == straight.keys() and resumed
+        for key in straight:
+            torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6, msg=f"{name}:{key}")
+    assert json.loads((killed / "model" / "openset.json").read_text()) == \
+        json.loads((tmp_path / "straight" / "model" / "openset.json").read_text())

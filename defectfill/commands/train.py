@@ -16,9 +16,14 @@ import logging
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from defectfill.training.config import add_arguments as add_config_arguments
 
-    parser.add_argument("--generator", choices=["defectfill", "multistage", "r3gan"], default="defectfill",
+    parser.add_argument("--generator", choices=["defectfill", "multistage", "r3gan", "dgt", "icpr20"],
+                        default="defectfill",
                         help="what to train: DefectFill (default) or a GAN baseline (gan_baselines; it reads "
-                             "--config, --train_data_dir (MVTec-AD), --output_dir, --resume_from_checkpoint, --seed)")
+                             "--config, --train_data_dir, --good_data_dir (dgt), --output_dir, "
+                             "--resume_from_checkpoint, --seed)")
+    parser.add_argument("--good_data_dir", default=None,
+                        help="GAN baselines: folder of good fabric images (dgt paints into them; default: the good "
+                             "images of --train_data_dir)")
     add_config_arguments(parser)
 
 
@@ -27,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         from gan_baselines import cli
 
         gan_args = argparse.Namespace(config=args.config or cli.METHODS[args.generator][2],
-                                      train_data_dir=args.train_data_dir, output_dir=args.output_dir,
+                                      train_data_dir=args.train_data_dir, good_data_dir=args.good_data_dir,
+                                      output_dir=args.output_dir,
                                       resume_from_checkpoint=args.resume_from_checkpoint, seed=args.seed, overrides=[])
         return cli.run(gan_args, args.generator)
     from defectfill.training import train_defectfill

@@ -117,6 +117,7 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
         *sections,
         f"<h2>{html.escape(results_title)}</h2>",
         _html_table(results),
+        openset_section(results),
         "<h2>Plots</h2>",
         *[_embed(f) for f in figures if f is not None],
     ]
@@ -131,6 +132,28 @@ def write_report(results: Sequence[dict], out_dir: str | Path, title: str = "def
     page = out_dir / "report.html"
     atomic_write_text(page, "\n".join(parts))
     return page
+
+
+def openset_section(results: Sequence[dict]) -> str:
+    """Open-set labels of the segmented regions (`defectfill evaluate --openset-model`), one table per
+    arm that has them: label counts per ground-truth type (and for regions matching no defect)."""
+    from defectfill.report.table import openset_line
+
+    parts = []
+    for result in results:
+        o = result.get("openset")
+        if not o:
+            continue
+        labels = list(o["counts"])
+        head = "".join(f"<th>{html.escape(x)}</th>" for x in ["ground truth", *labels])
+        body = [(t, c) for t, c in o["by_truth"].items()] + [("(no defect)", o["unmatched_counts"])]
+        lines = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in [t, *(c[k] for k in labels)])
+                        + "</tr>" for t, c in body)
+        where = (f"Model {o['model']}; regions: {o['region_source']}, >= {o['min_area']} px; "
+                 f"match: |P∩G| / min(|P|, |G|) >= {o['min_overlap']}.")
+        parts += [f"<h3>{html.escape(result['arm'])}</h3>", f"<p>{html.escape(openset_line(o))}.</p>",
+                  f"<p>{html.escape(where)}</p>", f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"]
+    return "<h2>Open-set labels of the segmented regions</h2>" + "".join(parts) if parts else ""
 
 
 def bench_section(summary: dict, sheets: list[tuple[str, Path]]) -> str:

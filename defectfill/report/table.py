@@ -46,6 +46,11 @@ METRICS = (
     Metric("kid", "KID×1000 (synthetic)", result_value("generation", "kid", "kid_x1000"), higher_is_better=False),
     Metric("ic_lpips", "IC-LPIPS (synthetic)", result_value("generation", "ic_lpips", "ic_lpips")),
     Metric("contrast_gap", "contrast gap (synthetic)", result_value("generation", "contrast", "gap"), higher_is_better=False),
+    # `defectfill evaluate --openset-model`: the segmenter's regions labelled by DGT's DFC + OpenMax
+    Metric("openset_closed_acc", "open-set: closed-set acc (matched regions)",
+           result_value("openset", "closed_set_accuracy")),
+    Metric("openset_novel_unknown", "open-set: unknown-type regions flagged unknown",
+           result_value("openset", "novel_flagged_unknown")),
 )
 
 
@@ -79,6 +84,16 @@ def rows(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
         row += [fmt(result_value("deeplab", "per_class", c, "f_measure")(result)) for c in per_class]
         body.append(row)
     return header, body
+
+
+def openset_line(summary: dict) -> str:
+    """One line of `defectfill evaluate --openset-model`'s "openset" section."""
+    counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
+    return (f"open-set labels of {summary['regions']} segmented regions ({counts}); on {summary['matched_known_regions']} "
+            f"matched to a known type: closed-set acc {fmt(summary['closed_set_accuracy'])}, label acc "
+            f"{fmt(summary['label_accuracy'])}; on {summary['matched_novel_regions']} matched to a type the model does "
+            f"not know {summary['novel_types']}: flagged unknown {fmt(summary['novel_flagged_unknown'])}; "
+            f"{summary['unmatched_regions']} regions match no defect")
 
 
 def markdown_table(results: Sequence[dict]) -> str:

@@ -9,8 +9,12 @@ Our choices, where the notes say nothing:
   transcribed sum does not.
 - DIS = reconstructor U-Net + segmenter U-Net on [x, R(x), |x − R(x)|] ("compares the image with
   its reconstruction"), with its own L1 reconstruction loss (weight 1).
-- DFC = a small CNN pooled under DIS's heat map; the Weibulls (pytorch-ood `OpenMax`) are fitted
+- DFC = a small CNN on [window, region mask], pooled under the region (the defect mask in training,
+  a DIS region or a segmenter's region at inference); the Weibulls (pytorch-ood `OpenMax`) are fitted
   on its logits of the real defect crops and of generated defects of every known type, using
   only the correctly classified ones (`openmax.fit_on: correct`, as the original OpenMax).
 - network sizes, kernel sizes {3..11} and weights w ∈ [0.7, 1] of the stochastic smoothing.
+
+Training runs through the shared GAN loop (`gan_baselines.training.GanTrainer`, `train.DGTTrainer`);
+`evaluate.py` labels a downstream segmenter's regions for `defectfill evaluate --openset-model`.
 """

@@ -1,4 +1,6 @@
-"""Typed config of DGT → DIS → DFC (`configs/dgt_tiny.yaml`); defaults live here only.
+"""Typed config of DGT → DIS → DFC (`configs/dgt_tiny.yaml`); defaults live here only. The training
+fields (seed, batch, steps, Adam, checkpoints, logging) are `gan_baselines.training.FewShotTrainConfig`'s,
+the loop is `GanTrainer`'s.
 
 The loss weights α1..α8 of the paper were not published: the defaults below are our choice
 (reconstruction terms at 10 as pix2pix weighs its L1, every downstream term at 1), not the paper's.
@@ -8,18 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gan_baselines.fewshot_training import TrainingArgs
+from defectfill.errors import ConfigError
+from gan_baselines.training import FewShotTrainConfig
 
 
 @dataclass
 class DGTModelConfig:
+    """The architecture (stored in the model's config.json); `defect_types` is filled from the data."""
+
+    resolution: int = 64             # window side the networks work at (multiple of 2**depth)
     base_channels: int = 8           # U-Net width of G, of DIS's reconstructor and of its segmenter
     depth: int = 3                   # U-Net stages (input sides: multiples of 2**depth)
     classifier_channels: int = 16    # DFC's CNN width
     discriminator_channels: int = 8
     kernel_sizes: tuple[int, ...] = (3, 5, 7, 9, 11)   # G(k): k drawn from these (odd) sizes
     weight_range: tuple[float, float] = (0.7, 1.0)      # w_d, w_n drawn uniformly from this range
-    classifier_lr_scale: float = 5.0  # DFC learns at this multiple of train.learning_rate (few-step CPU runs)
+    defect_types: list[str] = field(default_factory=list)  # [] = every type found in the training data
+
+    def __post_init__(self) -> None:
+        if self.resolution % 2 ** self.depth:
+            raise ConfigError(f"model.resolution {self.resolution}: must be a multiple of 2**depth = "
+                              f"{2 ** self.depth}; change resolution or depth")
 
 
 @dataclass
@@ -53,8 +64,8 @@ class OpenMaxConfig:
 
 
 @dataclass
-class DGTConfig:
+class DGTConfig(FewShotTrainConfig):
     model: DGTModelConfig = field(default_factory=DGTModelConfig)
     loss: DGTLossWeights = field(default_factory=DGTLossWeights)
     openmax: OpenMaxConfig = field(default_factory=OpenMaxConfig)
-    train: TrainingArgs = field(default_factory=TrainingArgs)
+    classifier_lr_scale: float = 5.0  # DFC learns at this multiple of learning_rate (few-step CPU runs)

@@ -29,8 +29,6 @@ back-propagated into the generator); D_adv minimises softplus(−D_adv(D)) + sof
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -38,7 +36,7 @@ from torch import nn
 
 from gan_baselines.dgt.codes import defect_codes, generator_input
 from gan_baselines.dgt.config import DGTLossWeights, DGTModelConfig
-from gan_baselines.networks import PatchDiscriminator, UNet, discriminator_loss, generator_adversarial_loss
+from gan_baselines.networks import PatchDiscriminator, UNet, generator_adversarial_loss
 
 
 class DefectClassifier(nn.Module):
@@ -85,9 +83,10 @@ class DGT(nn.Module, PyTorchModelHubMixin):
         self.discriminator = PatchDiscriminator(3 + s, discriminator_channels)
 
     @classmethod
-    def from_config(cls, defect_types: list[str], resolution: int, config: DGTModelConfig) -> DGT:
-        return cls(defect_types, resolution, config.base_channels, config.depth, config.classifier_channels,
-                   config.discriminator_channels, list(config.kernel_sizes), list(config.weight_range))
+    def from_config(cls, config: DGTModelConfig) -> DGT:
+        return cls(list(config.defect_types), config.resolution, config.base_channels, config.depth,
+                   config.classifier_channels, config.discriminator_channels, list(config.kernel_sizes),
+                   list(config.weight_range))
 
     @property
     def num_classes(self) -> int:
@@ -129,7 +128,8 @@ def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def dgt_losses(model: DGT, batch: dict[str, torch.Tensor], generator: torch.Generator,
                weights: DGTLossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """(L for G + DIS + DFC, the named terms, X_fake) for one batch of `FewShotBatches.sample`."""
+    """(L for G + DIS + DFC, the named terms, X_fake) for one batch of `FewShotBatches.sample`
+    (`generator` draws the codes' kernel sizes and weights)."""
     d, m, y, n = batch["defect"], batch["mask"], batch["label"], batch["good"]
     fore, back = model.codes(m, y, generator)
     a = fore.sum(1, keepdim=True)
@@ -156,27 +156,6 @@ def dgt_losses(model: DGT, batch: dict[str, torch.Tensor], generator: torch.Gene
              + w.alpha6_seg_real_back * t["seg_real_back"] + w.alpha7_cls_fake * t["cls_fake"]
              + w.alpha8_cls_real * t["cls_real"] + w.adversarial * t["adv"] + w.reconstruction * t["rec"])
     return total, t, x_fake
-
-
-def dgt_step_fn(batches, batch_size: int, weights: DGTLossWeights) -> Callable:
-    """The `train_loop` step: one update of G + DIS + DFC ("main"), then one of D_adv ("disc")."""
-
-    def step(model, optimizers, generator: torch.Generator, backward) -> dict[str, float]:
-        core = getattr(model, "module", model)
-        batch = batches.sample(batch_size, generator)
-        total, terms, x_fake = dgt_losses(core, batch, generator, weights)
-        optimizers["main"].zero_grad(set_to_none=True)
-        backward(total)
-        optimizers["main"].step()
-        cond = core.condition(batch["mask"], batch["label"])
-        d_loss = discriminator_loss(core.discriminator(torch.cat([batch["defect"], cond], 1)),
-                                    core.discriminator(torch.cat([x_fake.detach(), cond], 1)))
-        optimizers["disc"].zero_grad(set_to_none=True)
-        backward(d_loss)
-        optimizers["disc"].step()
-        return {"loss/total": total.item(), "loss/disc": d_loss.item(), **{f"loss/{k}": v.item() for k, v in terms.items()}}
-
-    return step
 
 
 def dgt_optimizers(model: DGT, lr: float, betas: tuple[float, float],

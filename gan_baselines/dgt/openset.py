@@ -30,12 +30,12 @@ import torch
 
 from defectfill.errors import ModelError
 from defectfill.io_utils import atomic_write_json, load_safetensors
-from defectfill.masks import connected_components
+from defectfill.masks import component_masks
+from defectfill.metrics.openset import UNKNOWN
+from gan_baselines.data import to_tensor_images, upscale_to_side
 from gan_baselines.dgt.config import OpenMaxConfig
 from gan_baselines.dgt.model import DGT
-from gan_baselines.fewshot_training import to_tensor, upscale_to_side
 
-UNKNOWN = "unknown defect"
 FIT_FILE = "openset.safetensors"
 FIT_INFO = "openset.json"
 
@@ -152,7 +152,7 @@ def region_logits(model: DGT, image: np.ndarray, masks: list[np.ndarray]) -> tor
         if image_up.shape[:2] != image.shape[:2]:
             mask = upscale_to_side(image, mask, r)[1]
         y0, x0 = _window(image_up.shape[:2], mask, r)
-        crops.append(to_tensor(image_up[y0:y0 + r, x0:x0 + r]))
+        crops.append(to_tensor_images(image_up[None, y0:y0 + r, x0:x0 + r])[0])
         regions.append(torch.from_numpy(mask[y0:y0 + r, x0:x0 + r].astype(np.float32))[None])
     device = next(model.parameters()).device
     model.eval()
@@ -162,7 +162,7 @@ def region_logits(model: DGT, image: np.ndarray, masks: list[np.ndarray]) -> tor
 @torch.no_grad()
 def heat_map(model: DGT, image: np.ndarray) -> np.ndarray:
     """DIS's defect probability (H, W) float32 of a whole image (reflect-padded to the U-Net's multiple)."""
-    x = to_tensor(image)[None].to(next(model.parameters()).device)
+    x = to_tensor_images(image[None]).to(next(model.parameters()).device)
     side = 2 ** model.generator.depth
     h, w = image.shape[:2]
     x = torch.nn.functional.pad(x, (0, -w % side, 0, -h % side), mode="reflect")
@@ -182,16 +182,13 @@ class RegionPrediction:
     max_softmax: float
 
 
-def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_threshold: float = 0.5,
-                   min_area: int = 6) -> list[RegionPrediction]:
-    """The product function: DIS segments `image` (H, W, 3) uint8, each connected region is
-    classified by DFC, and OpenMax says "known type X" or "unknown defect"."""
-    binary = heat_map(model, image) > heat_threshold
-    labels, n = connected_components(binary)
-    masks = [labels == k for k in range(1, n + 1) if (labels == k).sum() >= min_area]
-    logits = region_logits(model, image, masks)
+def classify_regions(model: DGT, openset: WeibullOpenSet, image: np.ndarray,
+                     masks: list[np.ndarray]) -> list[RegionPrediction]:
+    """DFC + OpenMax on given regions (H, W) bool of `image` (H, W, 3) uint8: each a known type or
+    "unknown defect" (the regions may come from DIS or from any segmenter)."""
     if not masks:
         return []
+    logits = region_logits(model, image, masks)
     closed, unknown = openset.decide(logits)
     scores = openset.unknown_score(logits)
     soft = torch.softmax(logits, 1).max(1).values
@@ -203,6 +200,14 @@ def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_
                                     UNKNOWN if bool(unknown[k]) else closed_type, closed_type,
                                     float(scores[k]), float(soft[k])))
     return out
+
+
+def detect_defects(model: DGT, openset: WeibullOpenSet, image: np.ndarray, heat_threshold: float = 0.5,
+                   min_area: int = 6) -> list[RegionPrediction]:
+    """The product function: DIS segments `image` (H, W, 3) uint8, each connected region is
+    classified by DFC, and OpenMax says "known type X" or "unknown defect"."""
+    regions = component_masks(heat_map(model, image) > heat_threshold, min_area)
+    return classify_regions(model, openset, image, regions)
 
 
 def openset_metrics(closed_pred: np.ndarray, true_class: np.ndarray, is_unknown: np.ndarray,

@@ -21,14 +21,13 @@ so this is the standard reading the title allows. ASSUMED, not taken from the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from gan_baselines.networks import PatchDiscriminator, UNet, discriminator_loss, generator_adversarial_loss
+from gan_baselines.icpr20.config import ICPR20ModelConfig
+from gan_baselines.networks import PatchDiscriminator, UNet, generator_adversarial_loss
 
 
 class ICPR20(nn.Module, PyTorchModelHubMixin):
@@ -42,6 +41,11 @@ class ICPR20(nn.Module, PyTorchModelHubMixin):
         s = len(self.defect_types)
         self.generator = UNet(3 + 1 + s + 1, 3, base_channels, depth)
         self.discriminator = PatchDiscriminator(3 + 1 + s + 3, discriminator_channels)
+
+    @classmethod
+    def from_config(cls, config: ICPR20ModelConfig) -> ICPR20:
+        return cls(list(config.defect_types), config.resolution, config.base_channels, config.depth,
+                   config.discriminator_channels)
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +65,7 @@ class ICPR20(nn.Module, PyTorchModelHubMixin):
         return mask * painted + (1 - mask) * image
 
 
-def _flip_pairs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+def flip_pairs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
     flips = torch.rand(batch["mask"].shape[0], 2, generator=generator) < 0.5
     out = {}
     for key in ("defect", "mask"):
@@ -81,28 +85,6 @@ def icpr20_losses(model: ICPR20, batch: dict[str, torch.Tensor], generator: torc
     t = {"adv": generator_adversarial_loss(model.discriminator(torch.cat([cond, x], 1))),
          "l1": ((x - d).abs() * m).sum() / (3 * m.sum()).clamp_min(1.0)}
     return t["adv"] + l1_weight * t["l1"], t, x, cond
-
-
-def icpr20_step_fn(batches, batch_size: int, l1_weight: float, augment: bool = True) -> Callable:
-    """The `train_loop` step: one G update ("gen"), one D update ("disc")."""
-
-    def step(model, optimizers, generator: torch.Generator, backward) -> dict[str, float]:
-        core = getattr(model, "module", model)
-        batch = batches.sample(batch_size, generator)
-        if augment:
-            batch = _flip_pairs(batch, generator)
-        loss_g, terms, x, cond = icpr20_losses(core, batch, generator, l1_weight)
-        optimizers["gen"].zero_grad(set_to_none=True)
-        backward(loss_g)
-        optimizers["gen"].step()
-        loss_d = discriminator_loss(core.discriminator(torch.cat([cond, batch["defect"]], 1)),
-                                    core.discriminator(torch.cat([cond, x.detach()], 1)))
-        optimizers["disc"].zero_grad(set_to_none=True)
-        backward(loss_d)
-        optimizers["disc"].step()
-        return {"loss/generator": loss_g.item(), "loss/disc": loss_d.item(), **{f"loss/{k}": v.item() for k, v in terms.items()}}
-
-    return step
 
 
 def icpr20_optimizers(model: ICPR20, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:

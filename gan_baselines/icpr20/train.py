@@ -1,5 +1,10 @@
-"""Train the ICPR'20 conditional pix2pix (the library side of `train_scripts/train_icpr20.py` and of
-the `icpr20` generator plug-in)."""
+"""Train the ICPR'20 conditional pix2pix through the shared GAN loop (`gan_baselines.training.GanTrainer`);
+the library side of `defectfill train --generator icpr20`, `train_scripts/train_icpr20.py` and the
+`icpr20` generator plug-in.
+
+Per step (all randomness from `step_generator(seed, step)`): a batch of real defect crops (flipped
+when `augment`), one G update on L_G (optimizer "gen"), one D update on L_D (optimizer "disc").
+"""
 
 from __future__ import annotations
 
@@ -10,31 +15,95 @@ import numpy as np
 import torch
 
 from defectfill.data.sample import DefectSample
-from gan_baselines.fewshot_training import (
-    MODEL_DIR,
-    FewShotBatches,
-    check_same_types,
-    model_is_complete,
-    train_loop,
-)
+from gan_baselines.data import few_shot_batches
 from gan_baselines.icpr20.config import ICPR20Config
-from gan_baselines.icpr20.model import ICPR20, icpr20_optimizers, icpr20_step_fn
+from gan_baselines.icpr20.model import ICPR20, flip_pairs, icpr20_losses, icpr20_optimizers
+from gan_baselines.networks import discriminator_loss
+from gan_baselines.plugin_support import check_same_types, model_is_complete
+from gan_baselines.training import (
+    GanTrainer,
+    TrainLog,
+    batch_diversity,
+    check_losses,
+    repeat_row,
+    step_generator,
+    warn_if_collapsed,
+    write_sample_grid,
+)
+
+_VALIDATION_STEP = 2**31 - 1
 
 
-def train_icpr20(config: ICPR20Config, defects: Sequence[DefectSample], good_images: Sequence[np.ndarray],
-                 defect_types: Sequence[str], output_dir: str | Path, device: str = "cpu") -> ICPR20:
-    """Train (or load a finished `<output_dir>/model`)."""
-    output_dir = Path(output_dir)
-    folder = output_dir / MODEL_DIR
+class ICPR20Trainer(GanTrainer):
+    """One ICPR'20 run: `train()` runs to `max_train_steps` and writes `<output_dir>/model`."""
+
+    method = "icpr20"
+    desc = "ICPR'20 steps"
+
+    def __init__(self, config: ICPR20Config, samples: Sequence[DefectSample], output_dir: str | Path,
+                 resume_from_checkpoint: str | None = None, good_images: Sequence[np.ndarray] | None = None):
+        c = config
+        self.data = few_shot_batches(c.model, samples, good_images or [], need_good=False)  # trains on defects only
+        torch.manual_seed(c.seed)
+        self.model = ICPR20.from_config(c.model)
+        self.optimizers = icpr20_optimizers(self.model, c.learning_rate, (c.adam_beta1, c.adam_beta2))
+        self._setup(config, output_dir, resume_from_checkpoint)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        c, m = self.config, self.unwrapped
+        m.train()
+        rng = step_generator(c.seed, step)
+        batch = self.data.sample(c.train_batch_size, rng)
+        if c.augment:
+            batch = flip_pairs(batch, rng)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        loss_g, terms, x, cond = icpr20_losses(m, batch, rng, c.l1_weight)
+        check_losses({"generator": loss_g, **terms}, step, self.last_checkpoint)
+        gen, disc = self.optimizers["gen"], self.optimizers["disc"]
+        gen.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss_g)
+        gen.step()
+        loss_d = discriminator_loss(m.discriminator(torch.cat([cond, batch["defect"]], 1)),
+                                    m.discriminator(torch.cat([cond, x.detach()], 1)))
+        check_losses({"disc": loss_d}, step, self.last_checkpoint)
+        disc.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss_d)
+        disc.step()
+        return {"loss/generator": float(loss_g.detach()), "loss/disc": float(loss_d.detach()),
+                **{f"loss/{k}": float(v.detach()) for k, v in terms.items()}}
+
+    @torch.no_grad()
+    def validate(self, step: int, log: TrainLog | None = None, num_windows: int = 4,
+                 num_noise: int = 4) -> dict[str, float]:
+        """Sample grid (a real defect crop, then G's fills of its mask for `num_noise` noises) and the
+        batch-diversity check."""
+        m = self.unwrapped.eval()
+        rng = step_generator(self.config.seed, _VALIDATION_STEP)
+        batch = {k: v.to(self.device) for k, v in self.data.sample(max(num_windows, 2), rng).items()}
+        rows, fake_div = [], []
+        for i in range(num_windows):
+            real, mask, label = (repeat_row(batch[k], i, num_noise) for k in ("defect", "mask", "label"))
+            fakes = m(real, mask, label, rng)
+            fake_div.append(batch_diversity(fakes, mask))
+            rows.append((batch["defect"][i], fakes, batch["mask"][i], m.defect_types[int(label[0])]))
+        values = {"diversity/fake_same_condition": sum(fake_div) / len(fake_div),
+                  "diversity/real": batch_diversity(batch["defect"], batch["mask"])}
+        warn_if_collapsed(values["diversity/fake_same_condition"], values["diversity/real"],
+                          self.config.collapse_ratio, step)
+        write_sample_grid(self.output_dir, step, rows, log)
+        if log is not None:
+            log.scalars(values, step)
+        return values
+
+
+def train_icpr20(config: ICPR20Config, samples: Sequence[DefectSample], output_dir: str | Path,
+                 resume_from_checkpoint: str | None = "latest") -> ICPR20:
+    """Train (resuming from `<output_dir>/checkpoints`) or load a finished `<output_dir>/model`."""
+    folder = Path(output_dir) / "model"
     if model_is_complete(folder):
-        model = ICPR20.from_pretrained(str(folder)).to(device).eval()
-        check_same_types(model, defect_types, folder)
+        model = ICPR20.from_pretrained(str(folder)).to(config.device).eval()
+        check_same_types(model, config.model.defect_types, folder)
         return model
-    args = config.train
-    batches = FewShotBatches(defects, good_images, defect_types, args.resolution)
-    torch.manual_seed(args.seed)
-    m = config.model
-    model = ICPR20(list(defect_types), args.resolution, m.base_channels, m.depth, m.discriminator_channels).to(device)
-    optimizers = icpr20_optimizers(model, args.learning_rate, (args.adam_beta1, args.adam_beta2))
-    step = icpr20_step_fn(batches, args.train_batch_size, config.l1_weight, config.augment)
-    return train_loop(model, optimizers, step, args, output_dir, desc="icpr20", device=device)
+    trainer = ICPR20Trainer(config, samples, output_dir, resume_from_checkpoint)
+    trainer.train()
+    return trainer.unwrapped.eval()
