@@ -219,6 +219,18 @@ class FewShotBatches:
         return batch
 
 
+def defect_free_backgrounds(samples: Sequence[DefectSample], margin: int = 3) -> list[np.ndarray]:
+    """Good-cloth stand-ins where no good image exists: each sample's image with its defect mask
+    (grown by `margin` px) filled by OpenCV's Telea inpainting from the cloth around it."""
+    from defectfill.masks import dilate
+
+    out = []
+    for sample in samples:
+        hole = dilate(sample.mask, margin).astype(np.uint8) * 255 if sample.mask.any() else None
+        out.append(sample.image.copy() if hole is None else cv2.inpaint(sample.image, hole, 5, cv2.INPAINT_TELEA))
+    return out
+
+
 def few_shot_batches(model_config, samples: Sequence[DefectSample], good_images: Sequence[np.ndarray] | None = None,
                      need_good: bool = True) -> FewShotBatches:
     """`FewShotBatches` of the defects in `samples` and the good images (`good_images`, else the good

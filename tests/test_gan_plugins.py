@@ -47,3 +47,30 @@ def test_plugin_builds_generates_and_reloads(name, tmp_path):
     reloaded = load_generator(name, Path(ctx.work_dir), TINY[name])
     again = reloaded.generate(image, mask, defect_type="hole", num_candidates=2, generator=3)
     assert all(np.array_equal(a, b) for a, b in zip(result.candidates, again.candidates))
+
+
+@pytest.mark.parametrize("name", ["dgt", "icpr20"])
+def test_one_fabric_without_good_images_still_trains(name, tmp_path):
+    """The real-stain bench has no good image (new defects go into the training images): DGT takes
+    its good cloth from the defect images with the defects inpainted away, ICPR'20 needs none."""
+    defects, _ = tiny_data()
+    ctx = GeneratorContext(name=name, source_defects=defects, target_good=[], defect_types=TYPES,
+                           work_dir=tmp_path / "work", options=parse_options(name, TINY[name]), seed=0)
+    generator = build_generator(ctx)
+    assert sorted(generator.defect_types) == sorted(TYPES)
+    assert (name == "dgt") == any("inpainted away" in note for note in ctx.notes)
+
+
+def test_defect_free_backgrounds_fill_the_defect_from_the_cloth_around_it():
+    from defectfill.data.sample import DefectSample
+    from gan_baselines.data import defect_free_backgrounds
+
+    image = np.full((32, 32, 3), 150, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[10:16, 12:20] = True
+    image[mask] = 20  # a dark defect on flat cloth
+    (out,) = defect_free_backgrounds([DefectSample(image, mask, "stain")])
+    assert np.abs(out[mask].astype(int) - 150).max() <= 3           # the defect is gone
+    far = np.ones_like(mask)
+    far[5:21, 7:25] = False
+    assert np.array_equal(out[far], image[far])                      # cloth away from it untouched

@@ -19,7 +19,7 @@ from defectfill.distributed import resolve_device
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.generators.shared import WindowedGenerator
-from gan_baselines.data import to_tensor_images, to_uint8_images
+from gan_baselines.data import defect_free_backgrounds, to_tensor_images, to_uint8_images
 from gan_baselines.dgt.config import DGTConfig
 from gan_baselines.dgt.model import DGT
 from gan_baselines.dgt.openset import WeibullOpenSet
@@ -76,6 +76,10 @@ def build(ctx: GeneratorContext) -> DGTGenerator:
     if model_is_complete(ctx.work_dir / "model"):
         return load(ctx.work_dir / "model", ctx.options, ctx.device)
     good = [load_image(p) for p in ctx.target_good]
+    if not good:  # one fabric, no good image (e.g. the real-stain bench): the defects inpainted away
+        good = defect_free_backgrounds([s for s in ctx.source_defects if s.defect_type in ctx.defect_types])
+        ctx.notes.append(f"dgt: no good image given; its good cloth is the {len(good)} training images with their "
+                         "defects inpainted away (OpenCV Telea)")
     model, trainer = train_for_context(ctx, DGTConfig, DGTTrainer, DEFAULT_CONFIG, good_images=good)
     c = trainer.config
     ctx.notes.append(f"dgt: trained {trainer.step} steps at {c.model.resolution} px, batch {c.train_batch_size} "
