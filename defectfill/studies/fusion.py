@@ -15,8 +15,9 @@ median |∇g|). A hard seam raises s and the histogram's top bins; a real defect
 reference, so the gap, not s itself, is the score (0 = seams like real defect boundaries).
 
 Realism, a classifier two-sample test (C2ST, Lopez-Paz & Oquab 2017): crops around real defects vs the
-arm's crops (32×32, equal counts), a small CNN trained in k folds; the AUC of its out-of-fold scores
-(0.5: indistinguishable; 1: every crop told apart). The real crops are the bench's real *test* defects,
+arm's crops (32×32, equal counts), a small CNN trained on one balanced half and scored on the other,
+both ways, over several random halvings; the mean AUC (0.5: indistinguishable; 1: every crop told
+apart). The real crops are the bench's real *test* defects,
 on the target fabric the generators painted into, never seen by any generator.
 """
 
@@ -37,7 +38,7 @@ BINS = 8
 class FusionStudyConfig:
     band_px: int = 2          # w: half-width of the seam band
     crop_size: int = 32       # C2ST input side
-    folds: int = 5
+    repeats: int = 5          # C2ST: 2 x repeats balanced half splits
     epochs: int = 60
     max_items: int = 200      # per arm and seed (the first ones in manifest order)
 
@@ -105,40 +106,47 @@ def crop_for_c2st(image: np.ndarray, mask: np.ndarray, size: int = 32) -> np.nda
     return crop.transpose(2, 0, 1).astype(np.float32) / 255.0
 
 
-def two_sample_auc(real: np.ndarray, fake: np.ndarray, *, folds: int = 5, epochs: int = 60, seed: int = 0) -> dict:
-    """C2ST: the out-of-fold ROC AUC of a small CNN telling `fake` (label 1) from `real` (label 0),
-    both (N, 3, S, S); the larger set is subsampled (seeded) to the smaller one's size."""
+def two_sample_auc(real: np.ndarray, fake: np.ndarray, *, repeats: int = 5, epochs: int = 60, seed: int = 0) -> dict:
+    """C2ST: a small CNN told `fake` (label 1) from `real` (label 0), both (N, 3, S, S), in balanced
+    halves: per repeat, n = min(N_real, N_fake) items per side are drawn, split in two halves of n/2
+    per side, the CNN trained on one half and scored on the other, then the other way round; the AUC
+    is the mean over the 2 x `repeats` splits. Every training and test set is exactly balanced
+    (stratified k-fold on a dozen items per side leaves them off by one)."""
     import torch
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
     from torch import nn
 
-    rng = np.random.default_rng(seed)
     n = min(len(real), len(fake))
-    if n < folds:
-        return {"auc": None, "items_per_side": n, "note": f"fewer than {folds} items per side"}
-    real = real[rng.choice(len(real), n, replace=False)]
-    fake = fake[rng.choice(len(fake), n, replace=False)]
-    x = torch.from_numpy(np.concatenate([real, fake]))
-    y = np.r_[np.zeros(n), np.ones(n)]
-    scores = np.zeros(2 * n)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fold, (train, test) in enumerate(splitter.split(np.zeros(2 * n), y)):
-        torch.manual_seed(seed * 100 + fold)
-        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                              nn.Linear(32, 1))
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        target = torch.from_numpy(y[train]).float()
-        for _ in range(epochs):
-            optimizer.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(model(x[train]).squeeze(1), target)
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            scores[test] = model(x[test]).squeeze(1).numpy()
-    return {"auc": float(roc_auc_score(y, scores)), "items_per_side": n}
+    half = n // 2
+    if half < 2:
+        return {"auc": None, "items_per_side": n, "note": "fewer than 4 items per side"}
+    aucs = []
+    for r in range(repeats):
+        rng = np.random.default_rng(seed * 1000 + r)
+        real_pick, fake_pick = rng.permutation(len(real))[: 2 * half], rng.permutation(len(fake))[: 2 * half]
+        for train_half in (0, 1):
+            parts = {}
+            for which, h in (("train", train_half), ("test", 1 - train_half)):
+                chosen_real, chosen_fake = real_pick[h * half : (h + 1) * half], fake_pick[h * half : (h + 1) * half]
+                parts[which] = (torch.from_numpy(np.concatenate([real[chosen_real], fake[chosen_fake]])),
+                                np.r_[np.zeros(half), np.ones(half)])
+            torch.manual_seed(seed * 1000 + 2 * r + train_half)
+            model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(32, 1))
+            optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+            x, y = parts["train"]
+            target = torch.from_numpy(y).float()
+            for _ in range(epochs):
+                optimizer.zero_grad()
+                nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), target).backward()
+                optimizer.step()
+            with torch.no_grad():
+                scores = model(parts["test"][0]).squeeze(1).numpy()
+            aucs.append(roc_auc_score(parts["test"][1], scores))
+    return {"auc": float(np.mean(aucs)), "auc_std_over_splits": float(np.std(aucs)), "items_per_side": n,
+            "splits": len(aucs)}
 
 
 # ------------------------------------------------------------------------------ the study on a bench run
@@ -154,7 +162,8 @@ def _arm_part(items, real_stats, real_crops, config: FusionStudyConfig, seed: in
         if (c := crop_for_c2st(image, request, config.crop_size)) is not None:
             crops.append(c)
     part = {**seam_scores(stats, real_stats),
-            "c2st": two_sample_auc(real_crops, np.stack(crops), folds=config.folds, epochs=config.epochs, seed=seed)}
+            "c2st": two_sample_auc(real_crops, np.stack(crops), repeats=config.repeats, epochs=config.epochs,
+                                   seed=seed)}
     return part
 
 
