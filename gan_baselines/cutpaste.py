@@ -12,7 +12,8 @@ Feathering blurs alpha with a Gaussian of `feather` px and then cuts it back to 
 so every pixel outside the request mask is bit-identical to the input. `blend: poisson` (registered
 as the generator `cutpaste_poisson`) replaces the alpha blend by Poisson image editing (Pérez et al.
 2003, OpenCV `seamlessClone`, normal cloning): inside alpha > 0 the output solves
-Δout = Δpatch with out = image on the boundary, so the seam carries no step in intensity. The label is the changed
+Δout = Δpatch with out = image on the boundary, so the seam carries no step in intensity (a mask of
+a few pixels that OpenCV cannot clone is alpha-blended instead). The label is the changed
 pixels (`defectfill.masks.changed_mask`), as for every generator. Score (for selection among
 candidates): the mean absolute difference from the good image inside the request mask.
 """
@@ -106,7 +107,10 @@ class CutPaste:
         if not alpha.any():  # shapes do not overlap: fill the request region with the patch
             alpha = inside.astype(np.float32)
         if self.blend == "poisson":
-            return _poisson_paste(image, patch, alpha > 0, (y0, x0))
+            try:
+                return _poisson_paste(image, patch, alpha > 0, (y0, x0))
+            except cv2.error:  # OpenCV cannot clone some masks of a few pixels: those are alpha-blended
+                pass
         if self.feather > 0:
             alpha = cv2.GaussianBlur(alpha, (0, 0), self.feather) * inside  # stays inside the request
         out = image.copy()
