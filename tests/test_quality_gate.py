@@ -185,3 +185,30 @@ def test_gate_config_refuses_bad_values():
         QualityGateConfig(require="most")
     with pytest.raises(ConfigError, match="percentile"):
         QualityGateConfig(percentile=120)
+
+
+def test_generate_cli_calibrates_on_the_training_defects_and_writes_the_summary(tmp_path, capsys):
+    """`defectfill generate --generator cutpaste --train-data REAL --quality-gate`: pasted real stains
+    read as stains; the floors and counts land in quality_gate.json and on stderr."""
+    from PIL import Image
+
+    from defectfill.cli import main
+
+    real, goods = tmp_path / "real", tmp_path / "good"
+    for folder in (real / "images", real / "annotations", goods):
+        folder.mkdir(parents=True)
+    for i, sample in enumerate(real_stains([40, 50, 60])):
+        Image.fromarray(sample.image).save(real / "images" / f"s{i}.png")
+        Image.fromarray(sample.mask.astype(np.uint8) * 255).save(real / "annotations" / f"s{i}.png")
+    for i in range(2):
+        Image.fromarray(cloth(10 + i)).save(goods / f"g{i}.png")
+    base = ["generate", "--generator", "cutpaste", "--train-data", str(real), "--images", str(goods),
+            "--defect-type", "stain", "--num-candidates", "2", "--masks", "procedural", "--no-contact-sheet"]
+    assert main([*base, "--out", str(tmp_path / "out"), "--quality-gate", "--gate-retries", "1"]) == 0
+    summary = json.loads((tmp_path / "out" / "quality_gate.json").read_text())
+    assert summary["real_defects"] == {"stain": 3} and summary["config"]["max_retries"] == 1
+    counts = summary["per_type"]["stain"]
+    assert sum(counts.values()) == 2 and counts["rejected"] == 0
+    assert "quality gate:" in capsys.readouterr().err
+    assert main([*base[:3], "--model", str(real), *base[5:], "--out", str(tmp_path / "o2"), "--quality-gate"]) == 1
+    assert "--quality-gate without a folder" in capsys.readouterr().err
