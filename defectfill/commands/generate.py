@@ -27,7 +27,7 @@ from defectfill.errors import ConfigError, DataError
 
 # shorthand flag -> option name, for generators that have that option (DefectFill)
 SHORTHANDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "selection_metric": "selection_metric",
-              "dtype": "dtype", "base_model": "load_base_model"}
+              "dtype": "dtype", "base_model": "load_base_model", "early_selection": "early_selection"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selection-metric", default=None,
                         help="DefectFill: LFS metric auto (default: lpips when its AlexNet weights are here, else "
                              "ms-ssim-distance), lpips, lpips-vgg, ms-ssim-distance")
+    parser.add_argument("--early-selection", type=float, default=None, metavar="N/T",
+                        help="DefectFill: rank the candidates on the predicted clean image after this fraction of "
+                             "the steps and finish only the best (option early_selection; 0 = off)")
     parser.add_argument("--base-model", default=None,
                         help="DefectFill: base inpainting pipeline (folder or Hub id); default: the one the model records")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's, i.e. cuda when present)")

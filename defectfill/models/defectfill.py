@@ -316,12 +316,15 @@ class DefectFill:
 
     def generate_candidates(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
                             num_candidates: int, num_inference_steps: int, guidance_scale: float,
-                            strength: float, generator: Any) -> np.ndarray:
-        """k inpainted windows in one batched pipeline call -> (k, h, w, 3) uint8."""
+                            strength: float, generator: Any, selection: Any = None) -> np.ndarray:
+        """k inpainted windows in one batched pipeline call -> (k, h, w, 3) uint8; with `selection`
+        (an `EarlySelection` callback) only the candidate it keeps is finished -> (1, h, w, 3)."""
         from PIL import Image
 
         positive, negative = embeds
         height, width = window_mask.shape
+        hook = {} if selection is None else {"callback_on_step_end": selection,
+                                             "callback_on_step_end_tensor_inputs": selection.tensor_inputs}
         output = self.pipeline(
             prompt_embeds=positive,
             negative_prompt_embeds=negative,
@@ -335,8 +338,33 @@ class DefectFill:
             num_images_per_prompt=int(num_candidates),
             generator=generator,
             output_type="np",
+            **hook,
         )
         return np.clip(np.asarray(output.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def generate_selected_early(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
+                                num_candidates: int, num_inference_steps: int, guidance_scale: float,
+                                strength: float, generator: Any, metric: str, early_selection: float
+                                ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Early LFS (`defectfill.models.early_selection`): k candidates to step N = early_selection · T,
+        ranked on their predicted clean image, the best finished -> ((1, h, w, 3) uint8, record)."""
+        from defectfill.models.early_selection import (
+            EarlySelection,
+            check_pipeline,
+            recording_x0,
+            selection_step,
+        )
+
+        check_pipeline(self.pipeline)
+        steps = max(int(int(num_inference_steps) * float(strength)), 1)  # the pipeline runs this many
+        step = selection_step(early_selection, steps)
+        with recording_x0(self.pipeline.scheduler) as record:
+            selection = EarlySelection(record, window_image, window_mask, select_step=step,
+                                       score=lambda previews: score_candidates(window_image, list(previews),
+                                                                               window_mask, metric))
+            painted = self.generate_candidates(window_image, window_mask, embeds, num_candidates, num_inference_steps,
+                                               guidance_scale, strength, generator, selection=selection)
+        return painted, {"step": step, "of": steps, "early_scores": selection.scores, "kept": selection.kept}
 
     def generate(
         self,
@@ -352,6 +380,7 @@ class DefectFill:
         seed: int | None = None,
         selection_metric: str | None = None,
         top_k: int = 1,
+        early_selection: float = 0.0,
     ) -> GenerationResult:
         """Generate `num_candidates` defects of `defect_type` into `mask` of `image`, select, label.
 
@@ -359,6 +388,9 @@ class DefectFill:
             are converted (a grey image gives grey candidates: the luminance of the output).
         mask: same size, True/255 where the defect goes (PIL / numpy / torch / path).
         generator: a torch.Generator; or `seed` for a fresh CPU generator (deterministic).
+        early_selection: 0 = LFS on the k finished candidates; f in (0, 1) = rank them on the predicted
+            clean image at step N = f·T and finish only the best (`defectfill.models.early_selection`):
+            the result then holds that one candidate, `meta["early_selection"]` the early scores.
         Returns a `GenerationResult`; `meta` holds the window, seed, prompt and settings.
         """
         # 1. check inputs
@@ -366,17 +398,30 @@ class DefectFill:
         rgb, request = self.check_inputs(image, mask, defect_type, num_candidates, num_inference_steps,
                                          guidance_scale, strength)
         metric = check_metric(selection_metric or self.selection_metric)
+        if not 0.0 <= float(early_selection) < 1.0:
+            raise GenerationError(f"early_selection must lie in [0, 1) (0: off; else the fraction N/T of the steps "
+                                  f"after which the candidates are ranked), found {early_selection}")
         # 2. encode the prompt (cached per defect type)
         embeds = self.encode_prompt(defect_type, guidance_scale > 1.0)
         generator, seed = torch_generator(generator, seed)
 
+        early = float(early_selection) > 0 and num_candidates > 1
+        early_records: list[dict[str, Any]] = []
+
         def fill(window_image: np.ndarray, window_mask: np.ndarray) -> np.ndarray:
-            return self.generate_candidates(window_image, window_mask, embeds, num_candidates, num_inference_steps,
-                                            guidance_scale, strength, generator)
+            if not early:
+                return self.generate_candidates(window_image, window_mask, embeds, num_candidates,
+                                                num_inference_steps, guidance_scale, strength, generator)
+            painted, record = self.generate_selected_early(window_image, window_mask, embeds, num_candidates,
+                                                           num_inference_steps, guidance_scale, strength, generator,
+                                                           metric, early_selection)
+            early_records.append(record)
+            return painted
 
         # 3. windows around the mask's groups of nearby defects at the model's resolution: k candidates
-        #    of each in one batched call, pasted back inside that group's part of the mask only
-        candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=num_candidates,
+        #    of each in one batched call (early selection: the best of them finished), pasted back
+        #    inside that group's part of the mask only
+        candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=1 if early else num_candidates,
                                                resolution=self.resolution, size_multiple=self.size_multiple,
                                                context=self.context, feather_px=self.feather_px)
         # 4. Low-Fidelity Selection, 5. labels from the pixels that really changed
@@ -387,7 +432,7 @@ class DefectFill:
             meta={"seed": seed, "prompt": self.prompt(defect_type), "window": windows[0], "windows": windows,
                   "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
                   "strength": float(strength), "is_gray": gray or looks_grey(rgb),
-                  "generator": self.name})
+                  "generator": self.name, "early_selection": early_records or None})
 
     def generate_batch(
         self,
