@@ -122,3 +122,22 @@ def test_refusals_name_the_argument(model):
 
     with pytest.raises(ConfigError, match="early_selection"):
         DefectFillOptions(early_selection=-0.1)
+
+
+def test_generate_batch_denoises_the_images_together_with_the_single_calls_results(model):
+    """B images x k candidates in ONE pipeline call, each item equal to its own call."""
+    images = [fabric(s) for s in range(3)]
+    masks = [box_mask(), np.roll(box_mask(), 10, axis=0), np.roll(box_mask(), -12, axis=1)]
+    calls = []
+    hook = model.pipeline.unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[0].shape[0])))
+    try:
+        batch = model.generate_batch(images, masks, "stain", seed=20, num_candidates=2, num_inference_steps=2)
+    finally:
+        hook.remove()
+    assert calls == [2 * 3 * 2] * 2  # guidance x images x candidates rows, once per step
+    for i, result in enumerate(batch):
+        single = model.generate(images[i], masks[i], defect_type="stain", num_candidates=2, num_inference_steps=2,
+                                seed=20 + i)
+        assert result.meta["seed"] == 20 + i and result.scores == pytest.approx(single.scores, abs=1e-3)
+        for mine, theirs in zip(result.candidates, single.candidates):
+            assert np.abs(mine.astype(int) - theirs).max() <= 1

@@ -393,6 +393,16 @@ class DefectFill:
             the result then holds that one candidate, `meta["early_selection"]` the early scores.
         Returns a `GenerationResult`; `meta` holds the window, seed, prompt and settings.
         """
+        return self._generate(image, mask, defect_type=defect_type, num_candidates=num_candidates,
+                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              strength=strength, generator=generator, seed=seed, selection_metric=selection_metric,
+                              top_k=top_k, early_selection=early_selection)
+
+    def _generate(self, image: Any, mask: Any, *, defect_type: str, num_candidates: int, num_inference_steps: int,
+                  guidance_scale: float, strength: float, generator: Any, seed: int | None,
+                  selection_metric: str | None, top_k: int, early_selection: float,
+                  painted: list[np.ndarray] | None = None) -> GenerationResult:
+        """`generate`; `painted`: the windows' k candidates already generated (by `generate_batch`)."""
         # 1. check inputs
         gray = input_is_gray(image)
         rgb, request = self.check_inputs(image, mask, defect_type, num_candidates, num_inference_steps,
@@ -409,14 +419,16 @@ class DefectFill:
         early_records: list[dict[str, Any]] = []
 
         def fill(window_image: np.ndarray, window_mask: np.ndarray) -> np.ndarray:
+            if painted:
+                return painted.pop(0)
             if not early:
                 return self.generate_candidates(window_image, window_mask, embeds, num_candidates,
                                                 num_inference_steps, guidance_scale, strength, generator)
-            painted, record = self.generate_selected_early(window_image, window_mask, embeds, num_candidates,
-                                                           num_inference_steps, guidance_scale, strength, generator,
-                                                           metric, early_selection)
+            kept, record = self.generate_selected_early(window_image, window_mask, embeds, num_candidates,
+                                                        num_inference_steps, guidance_scale, strength, generator,
+                                                        metric, early_selection)
             early_records.append(record)
-            return painted
+            return kept
 
         # 3. windows around the mask's groups of nearby defects at the model's resolution: k candidates
         #    of each in one batched call (early selection: the best of them finished), pasted back
@@ -444,19 +456,89 @@ class DefectFill:
         seed: int | None = None,
         **kwargs: Any,
     ) -> list[GenerationResult]:
-        """`generate` for each (image, mask) pair; item i uses seeds[i], else seed + i (else random)."""
+        """`generate` for each (image, mask) pair; item i uses seeds[i], else seed + i (else random).
+
+        Items whose mask needs one window, all of one generated size, are denoised together in ONE
+        pipeline call (B images x k candidates), with the same result as one call each: item i's
+        noise is drawn from its own generator first, as its single call draws it, and the pipeline
+        gets one generator per row so the masked image of item i is encoded with item i's generator
+        (`generate_across_images`). Otherwise (several windows, strength < 1, early selection) each
+        item is its own call.
+        """
         if len(images) != len(masks):
             raise GenerationError(f"generate_batch: {len(images)} images but {len(masks)} masks; pass one mask per image")
         if seeds is not None and len(seeds) != len(images):
             raise GenerationError(f"generate_batch: {len(seeds)} seeds for {len(images)} images")
+        item_seeds = [seeds[i] if seeds is not None else (seed + i if seed is not None else torch_generator()[1])
+                      for i in range(len(images))]
+        painted = self._paint_across_images(images, masks, defect_type, item_seeds, kwargs)
         results = []
         for i, (image, mask) in enumerate(zip(images, masks)):
-            item_seed = seeds[i] if seeds is not None else (seed + i if seed is not None else None)
             try:
-                results.append(self.generate(image, mask, defect_type=defect_type, seed=item_seed, **kwargs))
+                options = {"num_candidates": 8, "num_inference_steps": 50, "guidance_scale": 7.5, "strength": 1.0,
+                           "generator": None, "selection_metric": None, "top_k": 1, "early_selection": 0.0, **kwargs}
+                results.append(self._generate(image, mask, defect_type=defect_type, seed=item_seeds[i],
+                                              painted=None if painted is None else [painted[i]], **options))
             except DefectfillError as exc:
                 raise type(exc)(f"item {i}: {exc}") from exc
         return results
+
+    def _paint_across_images(self, images: list[Any], masks: list[Any], defect_type: str, item_seeds: list[int],
+                             kwargs: dict[str, Any]) -> np.ndarray | None:
+        """(B, k, h, w, 3) uint8 of one call across the images when they can share one, else None."""
+        from defectfill.generators.window import crop_image, crop_mask, windows_for_mask
+
+        k = int(kwargs.get("num_candidates", 8))
+        if (len(images) < 2 or float(kwargs.get("strength", 1.0)) != 1.0 or float(kwargs.get("early_selection", 0.0))
+                or kwargs.get("generator") is not None or defect_type not in self.concepts or k < 1):
+            return None
+        crops = []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            try:
+                rgb, request = check_request(image, mask, defect_type=defect_type, known_types=self.defect_types,
+                                             num_candidates=k)
+            except DefectfillError as exc:
+                raise type(exc)(f"item {i}: {exc}") from exc
+            groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context)
+            if len(groups) != 1:
+                return None
+            window, group_mask = groups[0]
+            crops.append((crop_image(rgb, window), crop_mask(group_mask, window)))
+        if len({c[1].shape for c in crops}) != 1:
+            return None
+        guidance = float(kwargs.get("guidance_scale", 7.5))
+        embeds = self.encode_prompt(defect_type, guidance > 1.0)
+        return self.generate_across_images([c[0] for c in crops], [c[1] for c in crops], embeds, k,
+                                           int(kwargs.get("num_inference_steps", 50)), guidance, item_seeds)
+
+    def generate_across_images(self, window_images: list[np.ndarray], window_masks: list[np.ndarray],
+                               embeds: tuple[Any, Any], num_candidates: int, num_inference_steps: int,
+                               guidance_scale: float, seeds: list[int]) -> np.ndarray:
+        """k candidates of B same-size windows in one pipeline call -> (B, k, h, w, 3) uint8, each
+        window's candidates equal to those of its own call seeded seeds[b] (strength 1)."""
+        import torch
+        from PIL import Image
+
+        positive, negative = embeds
+        pipe, count, k = self.pipeline, len(window_images), int(num_candidates)
+        height, width = window_masks[0].shape
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        shape = (k, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        noise = [torch.randn(shape, generator=g, dtype=positive.dtype) for g in generators]  # as each call draws it
+        # the pipeline tiles images and masks over its B·k rows: row j·B + b is candidate j of window b
+        latents = torch.stack(noise, dim=1).reshape(k * count, *shape[1:]).to(pipe._execution_device)
+        output = pipe(
+            prompt_embeds=positive.repeat(count, 1, 1),
+            negative_prompt_embeds=None if negative is None else negative.repeat(count, 1, 1),
+            image=[Image.fromarray(w) for w in window_images],
+            mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in window_masks],
+            height=height, width=width, strength=1.0, num_inference_steps=int(num_inference_steps),
+            guidance_scale=float(guidance_scale), num_images_per_prompt=k,
+            generator=generators * k,  # row r encodes with generators[r % B]: window b's masked image with its own
+            latents=latents, output_type="np",
+        )
+        images = np.clip(np.asarray(output.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return images.reshape(k, count, height, width, 3).transpose(1, 0, 2, 3, 4)
 
     def __repr__(self) -> str:
         return (f"DefectFill(base_model={self.base_model!r}, concepts={self.concepts}, "
