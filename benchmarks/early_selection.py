@@ -6,7 +6,9 @@ each request is generated once with all k candidates finished, recording the dec
 clean image x̂0 at every N in --fractions (`EarlySelection(record_steps=...)`, the same code the
 early path ranks with); per N: top-1 agreement = how often the early best is the finished best,
 Spearman ρ between early and finished scores (mean over requests), and the regret = finished
-score of the best − finished score of the early pick (in score units; 0 when they agree). With DDIM
+score of the best − finished score of the early pick (in score units; 0 when they agree), and the
+share of LFS's gain kept = (score of the early pick − mean score) / (best score − mean score)
+(1: the finished best; 0: no better than a random candidate). With DDIM
 (η = 0) the early pick finishes exactly as it does in the batch (tests/test_early_selection.py), so
 these figures are the early path's.
 
@@ -104,16 +106,19 @@ def agreement_row(model, request: dict, args, steps: list[int]) -> dict:
 def summarise_agreement(rows: list[dict], steps: list[int], total: int) -> dict:
     out = {}
     for n in steps:
-        top1, rhos, regrets = [], [], []
+        top1, rhos, regrets, kept = [], [], [], []
         for row in rows:
             final, early = row["final"], row["early"][str(n)]
             pick, best = int(np.argmax(early)), int(np.argmax(final))
             top1.append(pick == best)
             rhos.append(spearman(early, final))
             regrets.append(final[best] - final[pick])
+            if final[best] > np.mean(final):  # LFS's gain over a random pick, and the share the early pick keeps
+                kept.append((final[pick] - np.mean(final)) / (final[best] - np.mean(final)))
         out[str(n)] = {"fraction": round(n / total, 3), "top1_agreement": float(np.mean(top1)),
                        "spearman_mean": float(np.mean(rhos)), "spearman_median": float(np.median(rhos)),
-                       "regret_mean": float(np.mean(regrets)), "chance_top1": None, "requests": len(rows)}
+                       "regret_mean": float(np.mean(regrets)), "lfs_gain_kept_mean": float(np.mean(kept)),
+                       "requests": len(rows)}
     return out
 
 
