@@ -23,24 +23,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-SD2_INPAINT_UNET = {
-    "sample_size": 64, "in_channels": 9, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280), "attention_head_dim": (5, 10, 20, 20), "cross_attention_dim": 1024,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "use_linear_projection": True,
-}
-SD2_TEXT_ENCODER = {
-    "vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16,
-    "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512, "bos_token_id": 49406, "eos_token_id": 49407,
-    "pad_token_id": 0,
-}
-SD_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4, "sample_size": 768,
-}
-
-
 def count(module, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if (p.requires_grad or not trainable))
 
@@ -54,7 +36,7 @@ def main() -> None:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from defectfill.models.components import build_clip_tokenizer
+    from defectfill.models.components import SD2_INPAINT_UNET, SD2_TEXT_ENCODER, SD_VAE, build_clip_tokenizer
     from defectfill.training import load_train_config
     from defectfill.training.model import DefectFillModels, make_trainable
 

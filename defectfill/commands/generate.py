@@ -2,7 +2,8 @@
 
     defectfill generate [--generator defectfill] --model DIR --images DIR --defect-type stain --out DIR \\
         [--per-image 1] [--num-candidates 8] [--seed 0] [--masks auto|real|procedural] [--real-masks DIR] \\
-        [--option KEY=VALUE ...] [--steps 50] [--guidance 7.5] [--selection-metric auto]
+        [--option KEY=VALUE ...] [--steps 50] [--guidance 7.5] [--selection-metric auto] \\
+        [--quality-gate [REAL_DEFECTS]] [--gate-percentile 10] [--gate-retries 2]
     defectfill generate --generator cutpaste --train-data REAL_DEFECTS --images DIR --defect-type stain --out DIR
 
 --model loads a trained model folder (DefectFill: a concept folder or Hub id; cut-paste: a folder of
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from defectfill.errors import ConfigError, DataError
 
 # shorthand flag -> option name, for generators that have that option (DefectFill)
 SHORTHANDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "selection_metric": "selection_metric",
-              "dtype": "dtype", "base_model": "load_base_model"}
+              "dtype": "dtype", "base_model": "load_base_model", "early_selection": "early_selection"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,12 +59,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selection-metric", default=None,
                         help="DefectFill: LFS metric auto (default: lpips when its AlexNet weights are here, else "
                              "ms-ssim-distance), lpips, lpips-vgg, ms-ssim-distance")
+    parser.add_argument("--early-selection", type=float, default=None, metavar="N/T",
+                        help="DefectFill: rank the candidates on the predicted clean image after this fraction of "
+                             "the steps and finish only the best (option early_selection; 0 = off)")
     parser.add_argument("--base-model", default=None,
                         help="DefectFill: base inpainting pipeline (folder or Hub id); default: the one the model records")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's, i.e. cuda when present)")
     parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="DefectFill: pipeline dtype (default float32)")
     parser.add_argument("--no-contact-sheet", action="store_true", help="do not write contact_sheet.png")
+    parser.add_argument("--quality-gate", nargs="?", const="train-data", default=None, metavar="REAL_DEFECTS",
+                        help="keep only items whose change reads as a defect: floors calibrated from these real "
+                             "labelled defects (default: --train-data); see defectfill.generators.quality")
+    parser.add_argument("--gate-percentile", type=float, default=10.0,
+                        help="quality gate: the floor is this percentile of the real defects' statistic (default 10)")
+    parser.add_argument("--gate-retries", type=int, default=2,
+                        help="quality gate: new seeds tried before a request is skipped (default 2)")
+    parser.add_argument("--gate-statistics", default="contrast",
+                        help="quality gate: comma-separated statistics (contrast, texture; default contrast)")
 
 
 def generator_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--images {args.images}: no images found (looked for .png/.jpg/.bmp/.tif/.webp)")
     check_readable(images, "--images")  # refuse unreadable images before anything is written
     real_masks = load_real_masks(args.real_masks, args.defect_type)
+    gate = _quality_gate(args)  # calibrated before anything is written
     state = accelerate_state()
     with output_lock(args.out, command="generate", rank=state.process_index):  # a second run on --out refuses
         device = args.device or str(state.device)
@@ -131,24 +146,51 @@ def run(args: argparse.Namespace) -> int:
         summary = run_generation(generator, requests, args.out, num_candidates=args.num_candidates,
                                  masks=MaskPolicy(mode=args.masks, real_masks={args.defect_type: real_masks},
                                                   allow_border=args.allow_border),
-                                 model_name=model_name, contact_sheet=not args.no_contact_sheet)
+                                 model_name=model_name, contact_sheet=not args.no_contact_sheet,
+                                 gate=gate)
     if summary["rank"] == 0:
         print(f"generated {summary['generated']} (skipped {summary['skipped']} already done) on rank 0 of "
               f"{summary['num_processes']}; manifest: {summary['manifest']}", file=sys.stderr)
+        if summary["quality_gate"] is not None:
+            print(f"quality gate: {json.dumps(summary['quality_gate']['per_type'])} "
+                  f"(floors {json.dumps(summary['quality_gate']['floors'])}); see quality_gate.json", file=sys.stderr)
     return 0
 
 
-def _train(args: argparse.Namespace, options: Any, images: list[Path], device: str):
+def _real_defects(folder: Path, defect_type: str, flag: str) -> list:
     from defectfill.data.readers import detect_layout, read_dataset
+
+    if not folder.exists():
+        raise DataError(f"{flag} {folder}: not found; pass a folder of real labelled defects")
+    # an image+mask folder does not name its class: it holds the type asked for
+    typed = {"defect_type": defect_type} if detect_layout(folder) == "folder" else {}
+    return [s for s in read_dataset(folder, **typed) if not s.is_good]
+
+
+def _quality_gate(args: argparse.Namespace):
+    """The calibrated quality gate of --quality-gate, or None."""
+    from defectfill.generators.quality import QualityGate, QualityGateConfig
+
+    if args.quality_gate is None:
+        return None
+    if args.quality_gate == "train-data" and args.train_data is None:
+        raise ConfigError("--quality-gate without a folder calibrates on --train-data, which is not given; "
+                          "pass --quality-gate REAL_DEFECTS (a folder of real labelled defects)")
+    folder = args.train_data if args.quality_gate == "train-data" else Path(args.quality_gate)
+    config = QualityGateConfig(statistics=[s.strip() for s in args.gate_statistics.split(",") if s.strip()],
+                               percentile=args.gate_percentile, max_retries=args.gate_retries)
+    defects = [s for s in _real_defects(folder, args.defect_type, "--quality-gate") if s.defect_type == args.defect_type]
+    if not defects:
+        raise DataError(f"--quality-gate {folder}: no real {args.defect_type!r} defects to calibrate on; pass a folder "
+                        f"holding some")
+    return QualityGate.calibrate(defects, config)
+
+
+def _train(args: argparse.Namespace, options: Any, images: list[Path], device: str):
     from defectfill.generators.context import GeneratorContext
     from defectfill.generators.registry import build_generator
 
-    if not args.train_data.exists():
-        raise DataError(f"--train-data {args.train_data}: not found; pass a folder of real labelled defects")
-    # an image+mask folder does not name its class: it holds the type asked for
-    folder = detect_layout(args.train_data) == "folder"
-    defects = [s for s in read_dataset(args.train_data, **({"defect_type": args.defect_type} if folder else {}))
-               if not s.is_good]
+    defects = _real_defects(args.train_data, args.defect_type, "--train-data")
     ctx = GeneratorContext(name=args.generator, source_defects=defects, target_good=images,
                            defect_types=[args.defect_type], options=options, seed=args.seed, device=device,
                            work_dir=args.work_dir or args.out / f"generator-{args.generator}",

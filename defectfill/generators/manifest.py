@@ -157,6 +157,9 @@ def merge_manifests(out_dir: str | Path) -> Path:
 
 
 def generation_complete(folder: str | Path, expected: int) -> bool:
-    """Whether `folder` holds a merged manifest of at least `expected` images."""
-    path = Path(folder) / MANIFEST_NAME
-    return path.is_file() and len(Manifest(path, key="image")) >= expected
+    """Whether `folder` holds a merged manifest of at least `expected` requests: images, plus the
+    requests a quality gate skipped (`rejected.jsonl`)."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    rejected = Manifest(folder / "rejected.jsonl", key="name")
+    return path.is_file() and len(Manifest(path, key="image")) + len(rejected) >= expected

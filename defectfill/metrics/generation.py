@@ -292,3 +292,21 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: 
     if not ring.any():
         return None
     return float(grey[mask].mean() - grey[ring].mean())
+
+
+def defect_texture_change(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: int = 6) -> float | None:
+    """log(std of grey inside `mask` / std in the ring `inner`-`outer` px outside it): 0 when the
+    inside has the texture energy of its surroundings, < 0 smoother (a stain, a missing yarn), > 0
+    rougher (a knot, a nep); None when the mask or the ring is empty. A 1-level floor on both
+    stds keeps a flat region from giving an infinite ratio."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return None
+    grey = np.asarray(image, np.float64)
+    grey = grey.mean(-1) if grey.ndim == 3 else grey
+    ring = ndimage.binary_dilation(mask, iterations=outer) & ~ndimage.binary_dilation(mask, iterations=inner)
+    if not ring.any():
+        return None
+    return float(np.log(max(grey[mask].std(), 1.0) / max(grey[ring].std(), 1.0)))

@@ -136,6 +136,53 @@ def get_dummy_components(seed: int = 0, sample_size: int = 8, text_hidden: int =
     }
 
 
+# SD-2-inpainting's shapes (stabilityai/stable-diffusion-2-inpainting's configs; random weights, no download):
+# the UNet (9 input channels), the OpenCLIP ViT-H text tower, SD's VAE (factor 8)
+SD2_INPAINT_UNET = {
+    "sample_size": 64, "in_channels": 9, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280), "attention_head_dim": (5, 10, 20, 20), "cross_attention_dim": 1024,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "use_linear_projection": True,
+}
+SD2_TEXT_ENCODER = {
+    "vocab_size": CLIP_VOCAB_SIZE, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
+    "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512,
+    "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 0,
+}
+SD_VAE = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2, "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "sample_size": 768,
+}
+
+
+def build_sd2_shaped_components(tiny: bool = False, seed: int = 0) -> dict:
+    """Random-weight components of SD-2-inpainting's shapes (`tiny`: the same block layout with
+    small widths, for a CPU test of the same code); a dict for `StableDiffusionInpaintPipeline(**c)`.
+    Built on the current default device (`with torch.device("cuda"): ...` builds on the GPU)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet, text, vae = dict(SD2_INPAINT_UNET), dict(SD2_TEXT_ENCODER), dict(SD_VAE)
+    if tiny:
+        unet.update(sample_size=8, layers_per_block=1, block_out_channels=(32, 32, 64, 64), attention_head_dim=(2, 2, 4, 4),
+                    cross_attention_dim=32, norm_num_groups=8)
+        text.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
+        vae.update(block_out_channels=(16, 16, 32, 32), layers_per_block=1, sample_size=64, norm_num_groups=8)
+    torch.manual_seed(seed)
+    return {
+        "unet": UNet2DConditionModel(**unet).eval(),
+        "vae": AutoencoderKL(**vae).eval(),
+        "text_encoder": CLIPTextModel(CLIPTextConfig(**text)).eval(),
+        "tokenizer": build_clip_tokenizer(),
+        "scheduler": sd_ddim_scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+    }
+
+
 def build_inpaint_pipeline(components: dict):
     """A StableDiffusionInpaintPipeline from components, safety checker off (fabric, not people)."""
     from diffusers import StableDiffusionInpaintPipeline

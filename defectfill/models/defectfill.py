@@ -316,12 +316,15 @@ class DefectFill:
 
     def generate_candidates(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
                             num_candidates: int, num_inference_steps: int, guidance_scale: float,
-                            strength: float, generator: Any) -> np.ndarray:
-        """k inpainted windows in one batched pipeline call -> (k, h, w, 3) uint8."""
+                            strength: float, generator: Any, selection: Any = None) -> np.ndarray:
+        """k inpainted windows in one batched pipeline call -> (k, h, w, 3) uint8; with `selection`
+        (an `EarlySelection` callback) only the candidate it keeps is finished -> (1, h, w, 3)."""
         from PIL import Image
 
         positive, negative = embeds
         height, width = window_mask.shape
+        hook = {} if selection is None else {"callback_on_step_end": selection,
+                                             "callback_on_step_end_tensor_inputs": selection.tensor_inputs}
         output = self.pipeline(
             prompt_embeds=positive,
             negative_prompt_embeds=negative,
@@ -335,8 +338,33 @@ class DefectFill:
             num_images_per_prompt=int(num_candidates),
             generator=generator,
             output_type="np",
+            **hook,
         )
         return np.clip(np.asarray(output.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def generate_selected_early(self, window_image: np.ndarray, window_mask: np.ndarray, embeds: tuple[Any, Any],
+                                num_candidates: int, num_inference_steps: int, guidance_scale: float,
+                                strength: float, generator: Any, metric: str, early_selection: float
+                                ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Early LFS (`defectfill.models.early_selection`): k candidates to step N = early_selection · T,
+        ranked on their predicted clean image, the best finished -> ((1, h, w, 3) uint8, record)."""
+        from defectfill.models.early_selection import (
+            EarlySelection,
+            check_pipeline,
+            recording_x0,
+            selection_step,
+        )
+
+        check_pipeline(self.pipeline)
+        steps = max(int(int(num_inference_steps) * float(strength)), 1)  # the pipeline runs this many
+        step = selection_step(early_selection, steps)
+        with recording_x0(self.pipeline.scheduler) as record:
+            selection = EarlySelection(record, window_image, window_mask, select_step=step,
+                                       score=lambda previews: score_candidates(window_image, list(previews),
+                                                                               window_mask, metric))
+            painted = self.generate_candidates(window_image, window_mask, embeds, num_candidates, num_inference_steps,
+                                               guidance_scale, strength, generator, selection=selection)
+        return painted, {"step": step, "of": steps, "early_scores": selection.scores, "kept": selection.kept}
 
     def generate(
         self,
@@ -352,6 +380,7 @@ class DefectFill:
         seed: int | None = None,
         selection_metric: str | None = None,
         top_k: int = 1,
+        early_selection: float = 0.0,
     ) -> GenerationResult:
         """Generate `num_candidates` defects of `defect_type` into `mask` of `image`, select, label.
 
@@ -359,24 +388,52 @@ class DefectFill:
             are converted (a grey image gives grey candidates: the luminance of the output).
         mask: same size, True/255 where the defect goes (PIL / numpy / torch / path).
         generator: a torch.Generator; or `seed` for a fresh CPU generator (deterministic).
+        early_selection: 0 = LFS on the k finished candidates; f in (0, 1) = rank them on the predicted
+            clean image at step N = f·T and finish only the best (`defectfill.models.early_selection`):
+            the result then holds that one candidate, `meta["early_selection"]` the early scores.
         Returns a `GenerationResult`; `meta` holds the window, seed, prompt and settings.
         """
+        return self._generate(image, mask, defect_type=defect_type, num_candidates=num_candidates,
+                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              strength=strength, generator=generator, seed=seed, selection_metric=selection_metric,
+                              top_k=top_k, early_selection=early_selection)
+
+    def _generate(self, image: Any, mask: Any, *, defect_type: str, num_candidates: int, num_inference_steps: int,
+                  guidance_scale: float, strength: float, generator: Any, seed: int | None,
+                  selection_metric: str | None, top_k: int, early_selection: float,
+                  painted: list[np.ndarray] | None = None) -> GenerationResult:
+        """`generate`; `painted`: the windows' k candidates already generated (by `generate_batch`)."""
         # 1. check inputs
         gray = input_is_gray(image)
         rgb, request = self.check_inputs(image, mask, defect_type, num_candidates, num_inference_steps,
                                          guidance_scale, strength)
         metric = check_metric(selection_metric or self.selection_metric)
+        if not 0.0 <= float(early_selection) < 1.0:
+            raise GenerationError(f"early_selection must lie in [0, 1) (0: off; else the fraction N/T of the steps "
+                                  f"after which the candidates are ranked), found {early_selection}")
         # 2. encode the prompt (cached per defect type)
         embeds = self.encode_prompt(defect_type, guidance_scale > 1.0)
         generator, seed = torch_generator(generator, seed)
 
+        early = float(early_selection) > 0 and num_candidates > 1
+        early_records: list[dict[str, Any]] = []
+
         def fill(window_image: np.ndarray, window_mask: np.ndarray) -> np.ndarray:
-            return self.generate_candidates(window_image, window_mask, embeds, num_candidates, num_inference_steps,
-                                            guidance_scale, strength, generator)
+            if painted:
+                return painted.pop(0)
+            if not early:
+                return self.generate_candidates(window_image, window_mask, embeds, num_candidates,
+                                                num_inference_steps, guidance_scale, strength, generator)
+            kept, record = self.generate_selected_early(window_image, window_mask, embeds, num_candidates,
+                                                        num_inference_steps, guidance_scale, strength, generator,
+                                                        metric, early_selection)
+            early_records.append(record)
+            return kept
 
         # 3. windows around the mask's groups of nearby defects at the model's resolution: k candidates
-        #    of each in one batched call, pasted back inside that group's part of the mask only
-        candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=num_candidates,
+        #    of each in one batched call (early selection: the best of them finished), pasted back
+        #    inside that group's part of the mask only
+        candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=1 if early else num_candidates,
                                                resolution=self.resolution, size_multiple=self.size_multiple,
                                                context=self.context, feather_px=self.feather_px)
         # 4. Low-Fidelity Selection, 5. labels from the pixels that really changed
@@ -387,7 +444,7 @@ class DefectFill:
             meta={"seed": seed, "prompt": self.prompt(defect_type), "window": windows[0], "windows": windows,
                   "num_inference_steps": int(num_inference_steps), "guidance_scale": float(guidance_scale),
                   "strength": float(strength), "is_gray": gray or looks_grey(rgb),
-                  "generator": self.name})
+                  "generator": self.name, "early_selection": early_records or None})
 
     def generate_batch(
         self,
@@ -399,19 +456,89 @@ class DefectFill:
         seed: int | None = None,
         **kwargs: Any,
     ) -> list[GenerationResult]:
-        """`generate` for each (image, mask) pair; item i uses seeds[i], else seed + i (else random)."""
+        """`generate` for each (image, mask) pair; item i uses seeds[i], else seed + i (else random).
+
+        Items whose mask needs one window, all of one generated size, are denoised together in ONE
+        pipeline call (B images x k candidates), with the same result as one call each: item i's
+        noise is drawn from its own generator first, as its single call draws it, and the pipeline
+        gets one generator per row so the masked image of item i is encoded with item i's generator
+        (`generate_across_images`). Otherwise (several windows, strength < 1, early selection) each
+        item is its own call.
+        """
         if len(images) != len(masks):
             raise GenerationError(f"generate_batch: {len(images)} images but {len(masks)} masks; pass one mask per image")
         if seeds is not None and len(seeds) != len(images):
             raise GenerationError(f"generate_batch: {len(seeds)} seeds for {len(images)} images")
+        item_seeds = [seeds[i] if seeds is not None else (seed + i if seed is not None else torch_generator()[1])
+                      for i in range(len(images))]
+        painted = self._paint_across_images(images, masks, defect_type, item_seeds, kwargs)
         results = []
         for i, (image, mask) in enumerate(zip(images, masks)):
-            item_seed = seeds[i] if seeds is not None else (seed + i if seed is not None else None)
             try:
-                results.append(self.generate(image, mask, defect_type=defect_type, seed=item_seed, **kwargs))
+                options = {"num_candidates": 8, "num_inference_steps": 50, "guidance_scale": 7.5, "strength": 1.0,
+                           "generator": None, "selection_metric": None, "top_k": 1, "early_selection": 0.0, **kwargs}
+                results.append(self._generate(image, mask, defect_type=defect_type, seed=item_seeds[i],
+                                              painted=None if painted is None else [painted[i]], **options))
             except DefectfillError as exc:
                 raise type(exc)(f"item {i}: {exc}") from exc
         return results
+
+    def _paint_across_images(self, images: list[Any], masks: list[Any], defect_type: str, item_seeds: list[int],
+                             kwargs: dict[str, Any]) -> np.ndarray | None:
+        """(B, k, h, w, 3) uint8 of one call across the images when they can share one, else None."""
+        from defectfill.generators.window import crop_image, crop_mask, windows_for_mask
+
+        k = int(kwargs.get("num_candidates", 8))
+        if (len(images) < 2 or float(kwargs.get("strength", 1.0)) != 1.0 or float(kwargs.get("early_selection", 0.0))
+                or kwargs.get("generator") is not None or defect_type not in self.concepts or k < 1):
+            return None
+        crops = []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            try:
+                rgb, request = check_request(image, mask, defect_type=defect_type, known_types=self.defect_types,
+                                             num_candidates=k)
+            except DefectfillError as exc:
+                raise type(exc)(f"item {i}: {exc}") from exc
+            groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context)
+            if len(groups) != 1:
+                return None
+            window, group_mask = groups[0]
+            crops.append((crop_image(rgb, window), crop_mask(group_mask, window)))
+        if len({c[1].shape for c in crops}) != 1:
+            return None
+        guidance = float(kwargs.get("guidance_scale", 7.5))
+        embeds = self.encode_prompt(defect_type, guidance > 1.0)
+        return self.generate_across_images([c[0] for c in crops], [c[1] for c in crops], embeds, k,
+                                           int(kwargs.get("num_inference_steps", 50)), guidance, item_seeds)
+
+    def generate_across_images(self, window_images: list[np.ndarray], window_masks: list[np.ndarray],
+                               embeds: tuple[Any, Any], num_candidates: int, num_inference_steps: int,
+                               guidance_scale: float, seeds: list[int]) -> np.ndarray:
+        """k candidates of B same-size windows in one pipeline call -> (B, k, h, w, 3) uint8, each
+        window's candidates equal to those of its own call seeded seeds[b] (strength 1)."""
+        import torch
+        from PIL import Image
+
+        positive, negative = embeds
+        pipe, count, k = self.pipeline, len(window_images), int(num_candidates)
+        height, width = window_masks[0].shape
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        shape = (k, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        noise = [torch.randn(shape, generator=g, dtype=positive.dtype) for g in generators]  # as each call draws it
+        # the pipeline tiles images and masks over its B·k rows: row j·B + b is candidate j of window b
+        latents = torch.stack(noise, dim=1).reshape(k * count, *shape[1:]).to(pipe._execution_device)
+        output = pipe(
+            prompt_embeds=positive.repeat(count, 1, 1),
+            negative_prompt_embeds=None if negative is None else negative.repeat(count, 1, 1),
+            image=[Image.fromarray(w) for w in window_images],
+            mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in window_masks],
+            height=height, width=width, strength=1.0, num_inference_steps=int(num_inference_steps),
+            guidance_scale=float(guidance_scale), num_images_per_prompt=k,
+            generator=generators * k,  # row r encodes with generators[r % B]: window b's masked image with its own
+            latents=latents, output_type="np",
+        )
+        images = np.clip(np.asarray(output.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return images.reshape(k, count, height, width, 3).transpose(1, 0, 2, 3, 4)
 
     def __repr__(self) -> str:
         return (f"DefectFill(base_model={self.base_model!r}, concepts={self.concepts}, "

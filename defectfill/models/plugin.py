@@ -53,6 +53,7 @@ class DefectFillOptions:
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     selection_metric: str = "auto"  # LFS metric: auto (LPIPS when its weights are here, else ms-ssim-distance)
+    early_selection: float = 0.0  # 0: LFS on finished candidates; f: rank on x0 at step f*T, finish the best only
     change_threshold: float = 0.1
     feather_px: float = 0.0
     device: str = "auto"  # auto: cuda when present
@@ -64,6 +65,9 @@ class DefectFillOptions:
             raise ConfigError(f"num_inference_steps must be >= 1, found {self.num_inference_steps}")
         if self.guidance_scale < 0:
             raise ConfigError(f"guidance_scale must be >= 0, found {self.guidance_scale}")
+        if not 0.0 <= self.early_selection < 1.0:
+            raise ConfigError(f"early_selection must lie in [0, 1) (0: off; else the fraction N/T of the steps), "
+                              f"found {self.early_selection}")
 
 
 class SampledDefectFill:
@@ -72,10 +76,11 @@ class SampledDefectFill:
 
     name = "defectfill"
 
-    def __init__(self, model: Any, num_inference_steps: int, guidance_scale: float):
+    def __init__(self, model: Any, num_inference_steps: int, guidance_scale: float, early_selection: float = 0.0):
         self.model = model
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
+        self.early_selection = float(early_selection)
 
     @property
     def defect_types(self) -> list[str]:
@@ -84,7 +89,7 @@ class SampledDefectFill:
     def generate(self, image: Any, mask: Any, *, defect_type: str, num_candidates: int = 1, generator: Any = None):
         return self.model.generate(image, mask, defect_type=defect_type, num_candidates=num_candidates,
                                    generator=generator, num_inference_steps=self.num_inference_steps,
-                                   guidance_scale=self.guidance_scale)
+                                   guidance_scale=self.guidance_scale, early_selection=self.early_selection)
 
 
 def looks_like_hub_id(value: str) -> bool:
@@ -234,7 +239,7 @@ def load(path: Path, options: DefectFillOptions, device: str = "auto", base_mode
         path, base_model=base_model or options.load_base_model, device=resolve_device(options.device if options.device != "auto" else device),
         dtype=getattr(torch, options.dtype), selection_metric=metric, change_threshold=options.change_threshold,
         feather_px=options.feather_px)
-    return SampledDefectFill(model, options.num_inference_steps, options.guidance_scale)
+    return SampledDefectFill(model, options.num_inference_steps, options.guidance_scale, options.early_selection)
 
 
 def check(options: DefectFillOptions, config_dir: Path | None = None, training: bool = True) -> None:
