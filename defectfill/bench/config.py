@@ -25,6 +25,7 @@ from typing import Any, Literal
 from defectfill.config import REPO_ROOT, load_config, resolve_path
 from defectfill.downstream.pretrain import SimulatorOnlyConfig
 from defectfill.errors import ConfigError
+from defectfill.generators.quality import QualityGateConfig
 
 REAL_ONLY = "real_only"
 SIMULATOR_ONLY = "simulator_only"  # the segmenter trained on simulator renders alone (downstream.pretrain)
@@ -103,6 +104,9 @@ class GenerationBudget:
     into: Literal["target_good", "training_images"] = "target_good"
     per_image: int = 1
     clearance_px: int = 4
+    # every arm's items must read as defects (`defectfill.generators.quality`), floors calibrated on
+    # the real source defects; off by default (the runs in the README were made without it)
+    quality_gate: QualityGateConfig = field(default_factory=lambda: QualityGateConfig(enabled=False))
 
 
 @dataclass

@@ -150,6 +150,23 @@ def _train_record(work: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _gate_counts(manifests: dict[int, dict[str, Path]]) -> dict[str, dict]:
+    """Per synthetic arm: the quality gate's rejected and retried items, summed over the seeds."""
+    import json
+
+    from defectfill.generators.quality import SUMMARY_NAME
+
+    out: dict[str, dict] = {}
+    for folders in manifests.values():
+        for arm, folder in folders.items():
+            gate = json.loads((folder / SUMMARY_NAME).read_text()) if (folder / SUMMARY_NAME).is_file() else {}
+            counts = out.setdefault(arm, {"rejected": 0, "accepted_after_retry": 0, "accepted": 0})
+            for row in gate.get("per_type", {}).values():
+                for key in counts:
+                    counts[key] += int(row.get(key, 0))
+    return out
+
+
 def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
     from defectfill.report.seeds import comparison_table, seed_table
 
@@ -159,6 +176,9 @@ def terminal_table(summary: dict, seeds: dict, comparisons: dict) -> str:
             lines.append(f"goal defectfill {key.replace('_', ' ')}: {value['gain_points']:+.1f} points of mean pixel F "
                          f"(needed {value['needed_points']:+.0f}; seed means, see the intervals): "
                          f"{'met' if value['met'] else 'NOT met'}")
+    for arm, counts in (summary.get("quality_gate") or {}).items():
+        lines.append(f"quality gate, {arm}: {counts['rejected']} request(s) rejected, {counts['accepted_after_retry']} "
+                     f"accepted after a retry, {counts['accepted']} at the first attempt (all seeds)")
     lines += [f"WARNING: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 
@@ -221,6 +241,17 @@ class Generators:
             self.stages.record(f"build:{name}")
         return self.built[name]
 
+    def quality_gate(self):
+        """The run's quality gate (floors from the real source defects), or None when it is off."""
+        from defectfill.generators.quality import QualityGate
+
+        config = self.config.generation.quality_gate
+        if not config.enabled:
+            return None
+        if not hasattr(self, "_gate"):
+            self._gate = QualityGate.calibrate(self.data.source_defects(), config)
+        return self._gate
+
     def notes(self, name: str) -> list[str]:
         path = self.out_dir / "generators" / name / "notes.json"
         return json.loads(path.read_text()) if path.is_file() else []
@@ -237,7 +268,7 @@ def generate_arm(name: str, generators: Generators, folder: Path, requests: list
         run_generation(generator, requests, folder, num_candidates=generators.config.generation.num_candidates,
                        masks=masks, model_name=str(generators.out_dir / "generators" / name), contact_sheet=False,
                        keep_source_labels=generators.config.generation.into == "training_images",
-                       num_processes=1, process_index=0)
+                       num_processes=1, process_index=0, gate=generators.quality_gate())
         write_contact_sheet(folder)
         generators.stages.record(f"generate:{name}:{label}", images=len(requests))
     return folder
@@ -363,6 +394,7 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         "goal": goal_check([{"arm": arm, "deeplab": {"mean_f_measure": stats.get("mean_f", {}).get("mean")}}
                             for arm, stats in seeds["arms"].items()]),
         "generators": {name: _train_record(out_dir / "generators" / name) for name in config.synthetic_arms},
+        "quality_gate": _gate_counts(manifests) if config.generation.quality_gate.enabled else None,
         "notes": notes + comparisons["notes"],
         "seconds": stages.seconds(),
         "cpu_seconds": stages.seconds("cpu_seconds"),
