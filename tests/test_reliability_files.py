@@ -183,18 +183,18 @@ def test_every_writing_verb_refuses_a_locked_output_folder(verb, tiny_mvtec, tmp
 
 @pytest.mark.parametrize("script", ["train_dgt", "train_icpr20"])  # train_r3gan/multistage: gan_baselines.cli, above
 def test_training_scripts_refuse_a_locked_output_folder(script, tiny_mvtec, tmp_path, capsys, monkeypatch):
-    import importlib.util
+    import runpy
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)
-    spec = importlib.util.spec_from_file_location(f"{script}_script", repo / "train_scripts" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "out"
     _held_lock(out)
-    argv = ["--train_data_dir", str(tiny_mvtec), "--output_dir", str(out), "--good_data_dir",
-            str(tiny_mvtec / "train" / "good")]
-    assert module.main(argv) == 1
+    path = repo / "train_scripts" / f"{script}.py"
+    monkeypatch.setattr(sys, "argv", [str(path), "--train_data_dir", str(tiny_mvtec), "--output_dir", str(out),
+                                      "--good_data_dir", str(tiny_mvtec / "train" / "good")])
+    with pytest.raises(SystemExit) as exit_code:  # the script as a user runs it (its __main__ block)
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit_code.value.code == 1
     assert "another run is writing into this folder" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
 
