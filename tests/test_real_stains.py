@@ -24,7 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def _micro_config(tmp_path: Path, data_dir: Path, base: str) -> Path:
     config = yaml.safe_load((CONFIGS / "bench_real_stains.yaml").read_text())
-    config.update(name="micro-real", seeds=[0, 1])
+    config.update(name="micro-real", seeds=[0, 1], arms=["real_only", "cutpaste", "defectfill"])
     config["data"]["folders"].update(folder=str(data_dir), image_size=64, max_train_images=4, max_test_images=4)
     config["generation"].update(per_image=1, num_candidates=2)
     config["generators"]["defectfill"].update(base_model=base, train_config=str(CONFIGS / "defectfill_tiny.yaml"),
