@@ -278,9 +278,8 @@ def defect_crop(image: np.ndarray, mask: np.ndarray, margin: float = 0.25, min_s
     return np.ascontiguousarray(image[y0 : y0 + side, x0 : x0 + side])
 
 
-def defect_contrast(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: int = 6) -> float | None:
-    """Mean grey level inside `mask` minus that of the ring `inner`-`outer` px outside it (0-255
-    scale, negative = darker than its surroundings); None when the mask or the ring is empty."""
+def _grey_and_ring(image: np.ndarray, mask: np.ndarray, inner: int, outer: int):
+    """(grey image, mask, ring `inner`-`outer` px outside it), or None when the mask or the ring is empty."""
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
@@ -289,8 +288,15 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: 
     grey = np.asarray(image, np.float64)
     grey = grey.mean(-1) if grey.ndim == 3 else grey
     ring = ndimage.binary_dilation(mask, iterations=outer) & ~ndimage.binary_dilation(mask, iterations=inner)
-    if not ring.any():
+    return (grey, mask, ring) if ring.any() else None
+
+
+def defect_contrast(image: np.ndarray, mask: np.ndarray, inner: int = 2, outer: int = 6) -> float | None:
+    """Mean grey level inside `mask` minus that of the ring `inner`-`outer` px outside it (0-255
+    scale, negative = darker than its surroundings); None when the mask or the ring is empty."""
+    if (found := _grey_and_ring(image, mask, inner, outer)) is None:
         return None
+    grey, mask, ring = found
     return float(grey[mask].mean() - grey[ring].mean())
 
 
@@ -299,14 +305,7 @@ def defect_texture_change(image: np.ndarray, mask: np.ndarray, inner: int = 2, o
     inside has the texture energy of its surroundings, < 0 smoother (a stain, a missing yarn), > 0
     rougher (a knot, a nep); None when the mask or the ring is empty. A 1-level floor on both
     stds keeps a flat region from giving an infinite ratio."""
-    from scipy import ndimage
-
-    mask = np.asarray(mask, bool)
-    if not mask.any():
+    if (found := _grey_and_ring(image, mask, inner, outer)) is None:
         return None
-    grey = np.asarray(image, np.float64)
-    grey = grey.mean(-1) if grey.ndim == 3 else grey
-    ring = ndimage.binary_dilation(mask, iterations=outer) & ~ndimage.binary_dilation(mask, iterations=inner)
-    if not ring.any():
-        return None
+    grey, mask, ring = found
     return float(np.log(max(grey[mask].std(), 1.0) / max(grey[ring].std(), 1.0)))
