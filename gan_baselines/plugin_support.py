@@ -31,6 +31,23 @@ def model_is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+def model_folder(path: str | Path) -> Path:
+    """A trained model folder given either itself or the work_dir holding it (`<work_dir>/model`)."""
+    path = Path(path)
+    return path / "model" if model_is_complete(path / "model") else path
+
+
+def config_check(config_cls: type, default_config: str):
+    """The plug-in `check(options, config_dir, training)` of a GAN: its YAML + overrides load
+    (unknown keys and bad values refused) before anything trains; loading a model needs no config."""
+
+    def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
+        if training:
+            load_gan_config(options, config_cls, default_config, config_dir)
+
+    return check
+
+
 def check_same_types(model: Any, defect_types: list[str], folder: Path) -> None:
     """A finished model found in `folder` must have been trained for `defect_types` (when given)."""
     from defectfill.errors import ModelError

@@ -23,7 +23,13 @@ from gan_baselines.data import defect_free_backgrounds, to_tensor_images, to_uin
 from gan_baselines.dgt.config import DGTConfig
 from gan_baselines.dgt.model import DGT
 from gan_baselines.dgt.openset import WeibullOpenSet
-from gan_baselines.plugin_support import GanOptions, load_gan_config, model_is_complete, train_for_context
+from gan_baselines.plugin_support import (
+    GanOptions,
+    config_check,
+    model_folder,
+    model_is_complete,
+    train_for_context,
+)
 
 DEFAULT_CONFIG = "configs/dgt_tiny.yaml"
 
@@ -56,15 +62,9 @@ class DGTGenerator(WindowedGenerator):
         return to_uint8_images(out)
 
 
-def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
-    if training:
-        load_gan_config(options, DGTConfig, DEFAULT_CONFIG, config_dir)
-
-
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> DGTGenerator:
     """A trained model folder (`<work_dir>/model`, or the work_dir holding it)."""
-    path = Path(path)
-    folder = path / "model" if model_is_complete(path / "model") else path
+    folder = model_folder(path)
     openset = WeibullOpenSet.load(folder) if (folder / "openset.json").is_file() else None
     return DGTGenerator(DGT.from_pretrained(str(folder)), openset, resolve_device(device))
 
@@ -87,6 +87,6 @@ def build(ctx: GeneratorContext) -> DGTGenerator:
     return DGTGenerator(model, trainer.openset, resolve_device(ctx.device))
 
 
-PLUGIN = GeneratorPlugin(build=build, options=GanOptions, load=load, check=check,
+PLUGIN = GeneratorPlugin(build=build, options=GanOptions, load=load, check=config_check(DGTConfig, DEFAULT_CONFIG),
                          help="DGT (TIM 2025): stochastic-Gaussian class/mask codes -> U-Net generator, trained "
                               "with DIS + DFC (open-set classifier); configs/dgt_tiny.yaml")

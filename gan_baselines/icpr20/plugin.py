@@ -19,7 +19,13 @@ from defectfill.generators.shared import WindowedGenerator
 from gan_baselines.data import to_tensor_images, to_uint8_images
 from gan_baselines.icpr20.config import ICPR20Config
 from gan_baselines.icpr20.model import ICPR20
-from gan_baselines.plugin_support import GanOptions, load_gan_config, model_is_complete, train_for_context
+from gan_baselines.plugin_support import (
+    GanOptions,
+    config_check,
+    model_folder,
+    model_is_complete,
+    train_for_context,
+)
 
 DEFAULT_CONFIG = "configs/icpr20_tiny.yaml"
 
@@ -49,15 +55,9 @@ class ICPR20Generator(WindowedGenerator):
         return to_uint8_images(self.model(image, m, labels, rng))
 
 
-def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
-    if training:
-        load_gan_config(options, ICPR20Config, DEFAULT_CONFIG, config_dir)
-
-
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> ICPR20Generator:
     """A trained model folder (`<work_dir>/model`, or the work_dir holding it)."""
-    path = Path(path)
-    folder = path / "model" if model_is_complete(path / "model") else path
+    folder = model_folder(path)
     return ICPR20Generator(ICPR20.from_pretrained(str(folder)), resolve_device(device))
 
 
@@ -74,6 +74,6 @@ def build(ctx: GeneratorContext) -> ICPR20Generator:
     return ICPR20Generator(model, resolve_device(ctx.device))
 
 
-PLUGIN = GeneratorPlugin(build=build, options=GanOptions, load=load, check=check,
+PLUGIN = GeneratorPlugin(build=build, options=GanOptions, load=load, check=config_check(ICPR20Config, DEFAULT_CONFIG),
                          help="ICPR'20 reading: mask- and class-conditioned pix2pix (U-Net + PatchGAN, L1 + "
                               "adversarial); configs/icpr20_tiny.yaml")

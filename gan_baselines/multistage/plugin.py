@@ -18,7 +18,8 @@ from gan_baselines.multistage.model import MultistageGAN
 from gan_baselines.plugin_support import (
     GanOptions,
     SquareWindowGenerator,
-    load_gan_config,
+    config_check,
+    model_folder,
     model_is_complete,
     train_for_context,
 )
@@ -44,12 +45,7 @@ class MultistageGenerator(SquareWindowGenerator):
 
 
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> MultistageGenerator:
-    return MultistageGenerator(MultistageGAN.from_pretrained(Path(path)), resolve_device(device))
-
-
-def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
-    if training:
-        load_gan_config(options, MultistageConfig, DEFAULT_CONFIG, config_dir)
+    return MultistageGenerator(MultistageGAN.from_pretrained(model_folder(path)), resolve_device(device))
 
 
 def build(ctx) -> MultistageGenerator:
@@ -67,7 +63,7 @@ def build(ctx) -> MultistageGenerator:
 
 
 PLUGIN = GeneratorPlugin(
-    build=build, options=GanOptions, load=load, check=check,
+    build=build, options=GanOptions, load=load, check=config_check(MultistageConfig, DEFAULT_CONFIG),
     help="Multistage GAN (IEEE TIP 2020): texture-conditioned cGAN patch (VGG19 Gram matrices) fused by a U-Net "
          "(configs/multistage_tiny.yaml on CPU, configs/multistage_gpu.yaml on a GPU)",
 )

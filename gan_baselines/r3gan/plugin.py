@@ -13,7 +13,8 @@ from defectfill.generators.registry import GeneratorPlugin
 from gan_baselines.plugin_support import (
     GanOptions,
     SquareWindowGenerator,
-    load_gan_config,
+    config_check,
+    model_folder,
     model_is_complete,
     train_for_context,
 )
@@ -30,12 +31,7 @@ class R3GANGenerator(SquareWindowGenerator):
 
 
 def load(path: Path, options: GanOptions | None = None, device: str = "cpu") -> R3GANGenerator:
-    return R3GANGenerator(R3GAN.from_pretrained(Path(path)), resolve_device(device))
-
-
-def check(options: GanOptions, config_dir: Path | None = None, training: bool = True) -> None:
-    if training:
-        load_gan_config(options, R3GANConfig, DEFAULT_CONFIG, config_dir)
+    return R3GANGenerator(R3GAN.from_pretrained(model_folder(path)), resolve_device(device))
 
 
 def build(ctx) -> R3GANGenerator:
@@ -51,7 +47,7 @@ def build(ctx) -> R3GANGenerator:
 
 
 PLUGIN = GeneratorPlugin(
-    build=build, options=GanOptions, load=load, check=check,
+    build=build, options=GanOptions, load=load, check=config_check(R3GANConfig, DEFAULT_CONFIG),
     help="R3GAN (NeurIPS 2024): one end-to-end GAN conditioned on the good window, the mask and the defect type; "
          "trained from the few source defects (configs/r3gan_tiny.yaml on CPU, configs/r3gan_gpu.yaml on a GPU)",
 )
