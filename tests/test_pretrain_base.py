@@ -434,3 +434,100 @@ def test_mixed_crop_sides_keep_the_pixel_budget_and_are_seeded():
     assert mixed.crop_plan(np.random.default_rng(7)) == mixed.crop_plan(np.random.default_rng(7))
     with pytest.raises(ConfigError, match="resolutions"):
         VAETrainConfig(resolutions=[])
+
+
+def test_descriptive_prompts_name_colour_texture_and_defect():
+    rng = np.random.default_rng(0)
+    assert pdata.describe(rng, "twill", "blue") == "a photo of blue twill fabric"
+    assert pdata.describe(rng, "twill", "blue", "oil") == "a photo of blue twill fabric with an oil stain"
+    assert pdata.describe(rng, "rib", "red", "broken_end", word_dropout=1.0) == "a photo of fabric with a broken end"
+    # dropout drops colour and texture words at its rate, never the defect phrase
+    prompts = [pdata.describe(rng, "rib", "red", "hole", word_dropout=0.5) for _ in range(400)]
+    assert all(p.endswith("fabric with a hole") for p in prompts)
+    assert 0.35 < np.mean(["red" in p for p in prompts]) < 0.65 and 0.35 < np.mean(["rib" in p for p in prompts]) < 0.65
+    flat = lambda rgb: np.full((4, 4, 3), rgb, np.uint8)
+    assert [pdata.colour_word(flat(c)) for c in [(128, 128, 128), (250, 250, 250), (20, 20, 20), (200, 30, 30),
+                                                  (40, 60, 200), (40, 180, 60), (140, 40, 200)]] == \
+        ["grey", "white", "black", "red", "blue", "green", "purple"]
+
+
+def test_defect_windows_hold_the_whole_defect_under_the_mask():
+    pool = pdata.render_defect_images(["plain", "twill"], ["stain", "knot", "broken_end"], [0, 1], 96)
+    assert len(pool) == 12 and all(item.defect_mask.any() for item in pool)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        crops, masks, words, types = pdata.sample_defect_crops(pool, rng, 8, 32)
+        assert crops.shape == (8, 32, 32, 3) and masks.shape == (8, 32, 32) and masks.dtype == np.float32
+        assert set(words) <= {"plain", "twill"} and set(types) <= {"stain", "knot", "broken_end"}
+        assert all(m.any() for m in masks)
+    # the crop holds defect pixels and every one of them lies under the mask (unflipped or flipped alike)
+    for item in pool:
+        y, x = pdata._defect_window(item.defect_mask, rng, 32)
+        assert item.defect_mask[y : y + 32, x : x + 32].any()
+    crops, masks, _, _ = pdata.sample_defect_crops(pool[:1], np.random.default_rng(2), 4, 64)
+    image, mask = pool[0].image, pool[0].defect_mask
+    for crop, m in zip(crops, masks):
+        changed = np.zeros(m.shape, bool)
+        for y in range(96 - 63):  # find where the crop came from, then check the defect under the mask
+            for x in range(96 - 63):
+                for flip in (False, True):
+                    window = image[y : y + 64, x : x + 64]
+                    if np.array_equal(window[:, ::-1] if flip else window, crop):
+                        d = mask[y : y + 64, x : x + 64]
+                        changed |= d[:, ::-1] if flip else d
+        assert changed.any() and (m[changed] == 1).all()
+
+
+def test_defect_windows_need_defect_images_and_descriptive_prompts(tmp_path: Path):
+    with pytest.raises(ConfigError, match="data.defect_images_per_type"):
+        load_config(PretrainConfig, _config_file(tmp_path, "a.yaml", unet={"defect_probability": 0.3,
+                                                                           "descriptive_prompts": True}))
+    with pytest.raises(ConfigError, match="descriptive_prompts"):
+        load_config(PretrainConfig, _config_file(tmp_path, "b.yaml", unet={"defect_probability": 0.3},
+                                                 data={"defect_images_per_type": 1}))
+    with pytest.raises(ConfigError, match="word_dropout"):
+        load_config(PretrainConfig, _config_file(tmp_path, "c.yaml", unet={"word_dropout": 1.5}))
+
+
+def test_text_encoder_leg_continues_a_base_and_ships_the_trained_text_encoder(trained: Path, tmp_path: Path):
+    """A leg from a trained pipeline (unet.init_from) that trains the text encoder with the UNet on
+    descriptive prompts and defect windows: the VAE is the pipeline's, both UNet and text encoder
+    start from it and change, one checkpoint holds both, and the export ships both."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
+
+    base = trained / "pipeline"
+    config = _config_file(tmp_path, "text.yaml", data={"defect_images_per_type": 1, "defect_types": ["stain", "hole"]},
+                          unet={"init_from": str(base), "train_text_encoder": True, "descriptive_prompts": True,
+                                "defect_probability": 0.5, "max_train_steps": 2, "text_encoder_learning_rate": 1e-2,
+                                "learning_rate": 1e-2})
+    out = tmp_path / "text"
+    assert _script_main(["--config", str(config), "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vae"]["from"] == str(base / "vae") and summary["unet"]["step"] == 2
+    vae_before = AutoencoderKL.from_pretrained(str(base / "vae")).state_dict()
+    vae_after = AutoencoderKL.from_pretrained(str(out / "pipeline" / "vae")).state_dict()
+    assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+    state = load_file(str(out / "checkpoints" / "unet-000002" / "model.safetensors"))
+    assert {k.split(".")[0] for k in state} == {"unet", "text_encoder"}
+    te_before = CLIPTextModel.from_pretrained(str(base / "text_encoder")).state_dict()
+    te_after = CLIPTextModel.from_pretrained(str(out / "pipeline" / "text_encoder")).state_dict()
+    assert any(not torch.equal(te_before[k], te_after[k]) for k in te_before)
+    assert all(torch.equal(te_after[k], state[f"text_encoder.{k}"]) for k in te_after if f"text_encoder.{k}" in state)
+    unet_before = UNet2DConditionModel.from_pretrained(str(base / "unet")).state_dict()
+    unet_after = load_file(str(out / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(unet_before[k], unet_after[k].float()) for k in unet_before)
+    # it started from the base: one step at lr 1e-6 leaves the base weights (fp16-rounded) in place
+    quiet = _config_file(tmp_path, "quiet.yaml", data={"defect_images_per_type": 1, "defect_types": ["stain"]},
+                         unet={"init_from": str(base), "train_text_encoder": True, "descriptive_prompts": True,
+                               "defect_probability": 0.5, "max_train_steps": 1, "learning_rate": 1e-6,
+                               "text_encoder_learning_rate": 1e-6, "lr_warmup_steps": 1})
+    assert _script_main(["--config", str(quiet), "--output_dir", str(tmp_path / "quiet")]) == 0
+    near = load_file(str(tmp_path / "quiet" / "checkpoints" / "unet-000001" / "model.safetensors"))
+    assert all(torch.allclose(near[f"unet.{k}"], v, atol=2e-5) for k, v in unet_before.items())
+    # --export_to rebuilds the same pipeline from the combined checkpoint
+    target = tmp_path / "asset"
+    assert _script_main(["--config", str(config), "--output_dir", str(out), "--export_to", str(target)]) == 0
+    exported = CLIPTextModel.from_pretrained(str(target / "text_encoder")).state_dict()
+    assert all(torch.equal(exported[k], te_after[k]) for k in te_after)

@@ -40,6 +40,11 @@ class DataConfig:
     real_tint: float = 0.0
     real_eval_images: int = 6  # the last N real images (sorted by name) are held out for evaluation
     stain_margin: int = 8  # crops keep this many pixels away from any annotated defect
+    # Simulator images with one defect each, per texture and defect type (seeds 0..N-1), for the
+    # UNet's "... fabric with a <defect>" windows (`unet.defect_probability`); 0: none. Real defects
+    # are never used: the real photographs are the bench's test data.
+    defect_images_per_type: int = 0
+    defect_types: list[str] | None = None  # None: every simulator defect type
 
 
 @dataclass
@@ -103,6 +108,21 @@ class UNetTrainConfig:
     mask_stroke_probability: float = 0.35
     mask_full_probability: float = 0.1  # the rest: 2-4 boxes
     checkpointing_steps: int = 250
+    # Continue from a trained pipeline folder (e.g. assets/base-fabric-inpaint): its UNet and text
+    # encoder are the start, and its VAE is the VAE (the UNet's latents are that VAE's; the VAE stage
+    # is skipped). Same architecture as `model`.
+    init_from: str | None = None
+    # Train the text encoder with the UNet (one module, one checkpoint) so that prompts mean
+    # something and classifier-free guidance pushes towards what they say; else it stays frozen.
+    train_text_encoder: bool = False
+    text_encoder_learning_rate: float = 1e-4
+    # "a photo of <colour> <texture> fabric[ with a <defect>]" with each of colour / texture dropped
+    # with probability `word_dropout` (pretrain.data.describe), instead of "a photo of <texture> fabric"
+    descriptive_prompts: bool = False
+    word_dropout: float = 0.3
+    # share of windows cut around a simulated defect, masked over it and prompted "... with a <defect>"
+    # (needs data.defect_images_per_type > 0)
+    defect_probability: float = 0.0
     # SD-2-inpainting's parameterisation is epsilon on SD's betas, whose last step still holds
     # sqrt(0.0047) = 7 % of the image: a model can read the colour under the mask from that leak in
     # training, and at inference (pure noise) it reads noise instead. zero_terminal_snr rescales the
@@ -117,6 +137,9 @@ class UNetTrainConfig:
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError("unet.zero_terminal_snr needs unet.prediction_type: v_prediction (epsilon is "
                               "undefined where the input is pure noise)")
+        for name in ("word_dropout", "defect_probability", "empty_prompt_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"unet.{name}={getattr(self, name)}: a probability, give a value in [0, 1]")
 
 
 @dataclass
@@ -127,3 +150,12 @@ class PretrainConfig:
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     unet: UNetTrainConfig = field(default_factory=UNetTrainConfig)
     checkpoints_total_limit: int = 3  # older checkpoints of a stage are deleted
+
+    def __post_init__(self):
+        if self.unet.defect_probability > 0 and self.data.defect_images_per_type <= 0:
+            raise ConfigError(
+                f"unet.defect_probability={self.unet.defect_probability} needs simulated defect images: set "
+                "data.defect_images_per_type > 0 (or unet.defect_probability: 0)")
+        if self.unet.defect_probability > 0 and not self.unet.descriptive_prompts:
+            raise ConfigError("unet.defect_probability > 0 needs unet.descriptive_prompts: true (the defect windows "
+                              "are prompted '... with a <defect>')")

@@ -8,7 +8,11 @@ Two sources, mixed per batch:
 
 Masks follow SD-2-inpainting's recipe in spirit: one box, 2-4 boxes, thick strokes, or the whole
 window (then the model generates unconditionally from the prompt). Prompts are
-"a photo of <texture> fabric"; DefectFill later appends its own tokens to this vocabulary.
+"a photo of <texture> fabric", or with `descriptive prompts` "a photo of <colour> <texture> fabric",
+each word dropped at random, and for windows whose mask covers a simulated defect
+"... fabric with a <defect>" (`describe`), so that the text encoder, trained with the UNet, learns what
+the words mean and classifier-free guidance pushes towards them. DefectFill later appends its own
+tokens to this vocabulary.
 Everything random is drawn from a numpy Generator the caller seeds (per step), so a resumed run
 sees exactly the batches an uninterrupted one would.
 """
@@ -32,11 +36,46 @@ def prompt_for(texture: str) -> str:
     return f"a photo of {texture} fabric"
 
 
+# the words of each simulator defect type in a prompt ("a photo of ... fabric with a <words>")
+DEFECT_WORDS = {"stain": "stain", "oil": "oil stain", "knot": "knot", "broken_end": "broken end",
+                "broken_yarn": "broken yarn", "white_stripe": "white stripe", "hole": "hole"}
+_HUES = ((0.04, "red"), (0.10, "orange"), (0.18, "yellow"), (0.45, "green"), (0.53, "teal"), (0.72, "blue"),
+         (0.82, "purple"), (0.95, "pink"), (1.01, "red"))
+
+
 @dataclass
 class FabricImage:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     texture: str  # prompt word
     defect_integral: np.ndarray | None = None  # (H+1, W+1) integral image of the dilated defect mask
+    defect_mask: np.ndarray | None = None  # (H, W) bool: the simulated defect of a defect image
+    defect_type: str | None = None
+
+
+def colour_word(image: np.ndarray) -> str:
+    """A basic colour name for the mean colour of an (H, W, 3) uint8 crop: grey shades by value when
+    the saturation is low, else the hue's name."""
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(image.reshape(-1, 3).mean(0) / 255.0))
+    if s < 0.15:
+        return "black" if v < 0.25 else "white" if v > 0.8 else "grey"
+    if v < 0.3:
+        return "dark"
+    return next(name for bound, name in _HUES if h < bound)
+
+
+def describe(rng: np.random.Generator, texture: str, colour: str, defect_type: str | None = None,
+             word_dropout: float = 0.0) -> str:
+    """ "a photo of <colour> <texture> fabric[ with a <defect>]", colour and texture each dropped with
+    probability `word_dropout` (then e.g. "a photo of fabric with a hole", close to DefectFill's
+    "A fabric with [V*]"); the defect phrase is never dropped: it is what the window shows."""
+    words = [w for w in (colour, texture) if rng.random() >= word_dropout]
+    prompt = f"a photo of {' '.join([*words, 'fabric'])}"
+    if defect_type is not None:
+        noun = DEFECT_WORDS.get(defect_type, defect_type.replace("_", " "))
+        prompt += f" with {'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+    return prompt
 
 
 def default_renderer() -> Renderer:
@@ -73,6 +112,65 @@ def render_simulator_images(
                 )
             images.append(FabricImage(image, texture))
     return images
+
+
+def render_defect_images(
+    textures: list[str], defect_types: list[str], seeds: list[int], size: int, render_sample=None
+) -> list[FabricImage]:
+    """Simulator images with one defect each (`render_sample`), with their exact defect masks."""
+    if render_sample is None:
+        from defectfill.data.fabric import render_sample
+    images = []
+    for texture in textures:
+        for defect_type in defect_types:
+            for seed in seeds:
+                image, mask = render_sample(texture, defect_type, seed, size=size)
+                images.append(FabricImage(np.asarray(image), texture, defect_mask=np.asarray(mask, bool),
+                                          defect_type=defect_type))
+    return images
+
+
+def _defect_window(mask: np.ndarray, rng: np.random.Generator, size: int) -> tuple[int, int]:
+    """(y0, x0) of a `size` window holding as much of the defect as fits, at a random offset."""
+    ys, xs = np.nonzero(mask)
+    out = []
+    for lo, hi, extent in ((ys.min(), ys.max(), mask.shape[0]), (xs.min(), xs.max(), mask.shape[1])):
+        a, b = (hi - size + 1, lo) if hi - lo < size else (lo, hi - size + 1)  # window covers the defect / lies in it
+        a, b = max(0, a), min(extent - size, b)
+        out.append(int(rng.integers(a, b + 1)) if b >= a else int(np.clip(lo, 0, extent - size)))
+    return out[0], out[1]
+
+
+def sample_defect_crops(
+    pool: list[FabricImage], rng: np.random.Generator, n: int, size: int
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """n `size` crops around simulated defects with their inpainting masks: the defect dilated by 1-3 px
+    (half of them) or its bounding box grown by 2-6 px, so the defect lies wholly under the mask.
+    -> ((n, size, size, 3) uint8, (n, size, size) float32, texture words, defect types)."""
+    from scipy.ndimage import binary_dilation
+
+    if not pool:
+        raise DataError("no defect images to crop from; set data.defect_images_per_type > 0")
+    crops, masks, words, types = [], [], [], []
+    for _ in range(n):
+        item = pool[int(rng.integers(len(pool)))]
+        y, x = _defect_window(item.defect_mask, rng, size)
+        crop = item.image[y : y + size, x : x + size]
+        defect = item.defect_mask[y : y + size, x : x + size]
+        if rng.random() < 0.5:
+            mask = binary_dilation(defect, iterations=int(rng.integers(1, 4)))
+        else:
+            mask = np.zeros_like(defect)
+            ys, xs = np.nonzero(defect)
+            g = int(rng.integers(2, 7))
+            mask[max(0, ys.min() - g) : ys.max() + g + 1, max(0, xs.min() - g) : xs.max() + g + 1] = True
+        if rng.random() < 0.5:
+            crop, mask = crop[:, ::-1], mask[:, ::-1]
+        crops.append(np.ascontiguousarray(crop))
+        masks.append(np.ascontiguousarray(mask, dtype=np.float32))
+        words.append(item.texture)
+        types.append(item.defect_type)
+    return np.stack(crops), np.stack(masks), words, types
 
 
 def load_real_images(real_dir: str | Path, split: str, eval_images: int, margin: int) -> list[FabricImage]:

@@ -11,6 +11,10 @@ Stage 2 (UNet): SD-2-inpainting's objective on the frozen VAE: ε-prediction MSE
     x_t = √ᾱ_t·z + √(1-ᾱ_t)·ε,   L = |ε_θ(cat[x_t, m, E(x ⊙ (1-m))], t, τ(prompt)) - ε|²
 with random masks m, prompts "a photo of <texture> fabric" (empty with probability p for CFG) and
 a frozen, seeded random CLIP text encoder τ (DefectFill trains its own token and LoRA on top).
+With `unet.train_text_encoder` τ trains with the UNet on descriptive prompts ("a photo of
+<colour> <texture> fabric", "... with a <defect>" over windows masked around simulated defects), so
+that the conditional and the unconditional model differ by what the words say and classifier-free
+guidance, ε̂ = ε(∅) + w·(ε(c) - ε(∅)), pushes towards it; `unet.init_from` continues a trained base.
 
 Both stages: AdamW, linear warm-up then linear decay to a fraction of the lr, grad clipping,
 accelerate for device and logging (TensorBoard), checkpoints every N steps and at the time budget,
@@ -86,6 +90,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class Pools:
     simulator: list[pdata.FabricImage]
     real: list[pdata.FabricImage]
+    defects: list[pdata.FabricImage] | None = None  # simulator images with one defect each
 
 
 def build_pools(cfg: PretrainConfig, split: str = "train", render=None, images_per_texture: int | None = None) -> Pools:
@@ -100,7 +105,14 @@ def build_pools(cfg: PretrainConfig, split: str = "train", render=None, images_p
     real = []
     if d.real_dir is not None:
         real = pdata.load_real_images(d.real_dir, split, d.real_eval_images, d.stain_margin)
-    return Pools(simulator, real)
+    defects = None
+    if d.defect_images_per_type > 0:
+        from defectfill.data.fabric import DEFECT_TYPES
+
+        types = list(d.defect_types) if d.defect_types else list(DEFECT_TYPES)
+        defects = pdata.render_defect_images(textures, types, list(range(start, start + d.defect_images_per_type)),
+                                             d.image_size)
+    return Pools(simulator, real, defects)
 
 
 def batch(cfg: PretrainConfig, pools: Pools, rng: np.random.Generator, n: int, size: int):
@@ -145,7 +157,8 @@ def _train_loop(
 
     t0 = time.monotonic()
     step = start_step
-    base_lrs = [train_cfg.learning_rate for _ in optimizer.param_groups]  # the schedule, not the saved lr
+    # the schedule's peak per group (a group may carry its own "base_lr"), not the saved lr
+    base_lrs = [group.get("base_lr", train_cfg.learning_rate) for group in optimizer.param_groups]
     bar = tqdm(total=train_cfg.max_train_steps, initial=step, desc=stage, disable=not accelerator.is_main_process,
                mininterval=5.0)
     model.train()
@@ -296,7 +309,8 @@ def load_vae(folder: Path):
 
 
 def text_encoder_and_tokenizer(cfg: PretrainConfig, output_dir: Path):
-    """The frozen text encoder (saved once in output_dir/text_encoder so every stage uses the same)."""
+    """The run's starting text encoder: the seeded random one, or `unet.init_from`'s (saved once in
+    output_dir/text_encoder so every stage and every export of the run starts from the same)."""
     from transformers import CLIPTextModel
 
     from defectfill.models.components import build_clip_tokenizer
@@ -305,9 +319,12 @@ def text_encoder_and_tokenizer(cfg: PretrainConfig, output_dir: Path):
     if (folder / "config.json").is_file():
         text_encoder = CLIPTextModel.from_pretrained(str(folder))
     else:
-        text_encoder = base_model.build_text_encoder(cfg.model.text_encoder, seed=cfg.seed)
+        if cfg.unet.init_from:
+            text_encoder = CLIPTextModel.from_pretrained(str(Path(cfg.unet.init_from) / "text_encoder"))
+        else:
+            text_encoder = base_model.build_text_encoder(cfg.model.text_encoder, seed=cfg.seed)
         ckpt.atomic_save_dir(folder, lambda tmp: text_encoder.save_pretrained(str(tmp), safe_serialization=True))
-    return text_encoder.eval().requires_grad_(False), build_clip_tokenizer()
+    return text_encoder.float().eval().requires_grad_(False), build_clip_tokenizer()
 
 
 class PromptEmbeddings:
@@ -320,11 +337,51 @@ class PromptEmbeddings:
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         missing = sorted({p for p in prompts if p not in self.cache})
         if missing:
-            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-            out = self.text_encoder(ids.to(self.text_encoder.device))[0]
+            out = self.text_encoder(token_ids(self.tokenizer, missing).to(self.text_encoder.device))[0]
             self.cache.update(dict(zip(missing, out)))
         return torch.stack([self.cache[p] for p in prompts])
+
+
+def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+class TextConditionedUNet(torch.nn.Module):
+    """The UNet and the text encoder trained together: one module, so one checkpoint
+    (keys unet.* / text_encoder.*) and one DDP wrapper whose forward runs both."""
+
+    def __init__(self, unet, text_encoder):
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
+
+    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timesteps, self.text_encoder(input_ids)[0]).sample
+
+
+def init_unet_from(unet, folder: Path) -> None:
+    """Copy the UNet weights of the pipeline folder `folder` into `unet` (same architecture)."""
+    from diffusers import UNet2DConditionModel
+
+    if not (folder / "unet" / "config.json").is_file():
+        raise ConfigError(f"unet.init_from={folder}: no unet/config.json; give a pipeline folder such as "
+                          "assets/base-fabric-inpaint")
+    try:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(str(folder / "unet")).state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"unet.init_from={folder}: its UNet differs from model.unet ({str(exc).splitlines()[0]}); use the "
+            "model section of the run that trained it") from exc
+
+
+def copy_pipeline_vae(folder: Path, output_dir: Path) -> None:
+    """`unet.init_from`'s VAE becomes the run's VAE: the UNet it continues was trained on its latents."""
+    import shutil
+
+    source = folder / "vae"
+    if not (source / "config.json").is_file():
+        raise ConfigError(f"unet.init_from={folder}: no vae/config.json; give a whole pipeline folder")
+    ckpt.atomic_save_dir(output_dir / "vae", lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
 
 
 def inpainting_inputs(vae, x: torch.Tensor, mask: torch.Tensor, scaling_factor: float):
@@ -359,37 +416,84 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     embed = PromptEmbeddings(text_encoder, tokenizer)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size,
                                  seed=cfg.seed)
-    optimizer = make_optimizer(unet.parameters(), tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
-    start = _resume_stage(root, resume, "unet", unet, optimizer, accelerator)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if tc.init_from:
+        init_unet_from(unet, Path(tc.init_from))
+    groups = [{"params": list(unet.parameters()), "base_lr": tc.learning_rate}]
+    model = unet
+    if tc.train_text_encoder:
+        model = TextConditionedUNet(unet, text_encoder.train().requires_grad_(True))
+        groups.append({"params": list(text_encoder.parameters()), "base_lr": tc.text_encoder_learning_rate,
+                       "weight_decay": 0.0})  # no decay: it would pull every unused token's row to 0
+    optimizer = make_optimizer(groups, tc.learning_rate, tc.adam_beta1, tc.adam_beta2, tc.adam_weight_decay)
+    start = _resume_stage(root, resume, "unet", model, optimizer, accelerator)
+    model, optimizer = accelerator.prepare(model, optimizer)
     scheduler = unet_scheduler(cfg)
     alphas = scheduler.alphas_cumprod.to(accelerator.device)
 
     def compute_loss(step: int):
         rng = step_rng(cfg.seed, "unet", step)
         g = step_torch_generator(cfg.seed, "unet", step)
-        n, size = tc.train_batch_size, tc.resolution
-        x, words = batch(cfg, pools, rng, n, size)
-        masks = np.stack([pdata.random_inpaint_mask(rng, size, tc.mask_box_probability, tc.mask_stroke_probability,
-                                                    tc.mask_full_probability) for _ in range(n)])
-        prompts = ["" if rng.random() < tc.empty_prompt_probability else pdata.prompt_for(w) for w in words]
+        x, masks, prompts = unet_batch(cfg, pools, rng)
+        n = len(prompts)
         mask = torch.from_numpy(masks)[:, None].to(accelerator.device)
         latents, latent_mask, masked_latents = inpainting_inputs(vae, x.to(accelerator.device), mask, scaling_factor)
         noise = torch.randn(latents.shape, generator=g).to(accelerator.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g).to(accelerator.device)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        pred = unet(torch.cat([noisy, latent_mask, masked_latents], dim=1), t, embed(prompts)).sample
+        inputs = torch.cat([noisy, latent_mask, masked_latents], dim=1)
+        if tc.train_text_encoder:
+            pred = model(inputs, t, token_ids(tokenizer, prompts).to(accelerator.device))
+        else:
+            pred = model(inputs, t, embed(prompts)).sample
         loss = F.mse_loss(pred.float(), prediction_target(scheduler, latents, noise, t))
         return loss, {}
 
-    result = _train_loop(accelerator, "unet", unet, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
+    result = _train_loop(accelerator, "unet", model, optimizer, tc, start, deadline, root, cfg.checkpoints_total_limit,
                          compute_loss)
     if accelerator.is_main_process and result.step > 0:
-        export_pipeline(accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, scheduler, output_dir / "pipeline",
-                        info={"unet_steps": result.step, "unet_finished": result.finished})
+        trained = accelerator.unwrap_model(model)
+        unet, text_encoder = (trained.unet, trained.text_encoder) if tc.train_text_encoder else (trained, text_encoder)
+        export_pipeline(unet, vae, text_encoder, tokenizer, scheduler, output_dir / "pipeline",
+                        info={"unet_steps": result.step, "unet_finished": result.finished,
+                              "text_encoder_trained": tc.train_text_encoder, "init_from": tc.init_from})
     accelerator.wait_for_everyone()
     return result
+
+
+def unet_batch(cfg: PretrainConfig, pools: Pools, rng: np.random.Generator):
+    """One UNet batch: (images (B, 3, H, W) in [-1, 1], masks (B, H, W) float32, prompts).
+
+    Without descriptive prompts: fabric crops, random masks, "a photo of <texture> fabric". With them:
+    a binomial(B, defect_probability) share of the windows is cut around a simulated defect and masked
+    over it, and every prompt is `describe`d (colour of the crop, texture, defect); each prompt is
+    empty with probability `empty_prompt_probability` (classifier-free guidance)."""
+    tc = cfg.unet
+    n, size = tc.train_batch_size, tc.resolution
+    n_defect = int(rng.binomial(n, tc.defect_probability)) if tc.defect_probability > 0 else 0
+    images, words, types, masks = [], [], [], []
+    if n - n_defect:
+        crops, words = pdata.sample_mixed_crops(pools.simulator, pools.real, cfg.data.real_fraction, rng, n - n_defect,
+                                                size, cfg.data.real_tint)
+        images.append(crops)
+        types = [None] * len(words)
+        masks = [pdata.random_inpaint_mask(rng, size, tc.mask_box_probability, tc.mask_stroke_probability,
+                                           tc.mask_full_probability) for _ in words]
+    if n_defect:
+        crops, defect_masks, defect_words, defect_types = pdata.sample_defect_crops(pools.defects, rng, n_defect, size)
+        images.append(crops)
+        masks.extend(defect_masks)
+        words, types = [*words, *defect_words], [*types, *defect_types]
+    crops = np.concatenate(images)
+    prompts = []
+    for crop, word, defect_type in zip(crops, words, types):
+        if rng.random() < tc.empty_prompt_probability:
+            prompts.append("")
+        elif tc.descriptive_prompts:
+            prompts.append(pdata.describe(rng, word, pdata.colour_word(crop), defect_type, tc.word_dropout))
+        else:
+            prompts.append(pdata.prompt_for(word))
+    return pdata.to_model_tensor(crops), np.stack(masks), prompts
 
 
 def unet_scheduler(cfg: PretrainConfig):
@@ -435,8 +539,12 @@ def export_from_checkpoint(cfg: PretrainConfig, output_dir: Path, checkpoint: Pa
     run trained on the same latents) with `output_dir`'s VAE and text encoder."""
     state = ckpt.read_state(checkpoint)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size)
-    unet.load_state_dict(ckpt.load_safetensors(checkpoint / "model.safetensors"))
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
+    weights = ckpt.load_safetensors(checkpoint / "model.safetensors")
+    if any(k.startswith("text_encoder.") for k in weights):  # trained with the UNet (TextConditionedUNet)
+        TextConditionedUNet(unet, text_encoder).load_state_dict(weights)
+    else:
+        unet.load_state_dict(weights)
     vae = load_vae(output_dir / "vae")
     return export_pipeline(unet, vae, text_encoder, tokenizer, unet_scheduler(cfg), target,
                            info={"unet_steps": state["step"]})
@@ -493,7 +601,13 @@ def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | N
     pools = build_pools(cfg, "train", render=render)
     summary: dict = {"output_dir": str(output_dir)}
     vae_done = (output_dir / "vae" / "config.json").is_file()
-    if not vae_done:
+    if not vae_done and cfg.unet.init_from and accelerator.is_main_process:
+        copy_pipeline_vae(Path(cfg.unet.init_from), output_dir)
+    accelerator.wait_for_everyone()
+    vae_done = (output_dir / "vae" / "config.json").is_file()
+    if vae_done and cfg.unet.init_from:
+        summary["vae"] = {"finished": True, "from": str(Path(cfg.unet.init_from) / "vae")}
+    elif not vae_done:
         r = train_vae(cfg, accelerator, pools, output_dir, resume, deadline)
         summary["vae"] = {"step": r.step, "finished": r.finished, "seconds": round(r.seconds, 1)}
         vae_done = r.finished
