@@ -273,6 +273,16 @@ class GanTrainer:
     def train_step(self, step: int) -> dict[str, float]:
         raise NotImplementedError
 
+    def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int,
+               checked: dict[str, torch.Tensor] | None = None) -> None:
+        """One optimiser update on `loss` after the NaN check of `checked` (default: the loss itself),
+        so a bad value stops training before it reaches the weights. step: 0-based, as `train_step`'s;
+        the error names it 1-based (`check_losses`)."""
+        check_losses(checked if checked is not None else {"loss": loss}, step + 1, self.last_checkpoint)
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        optimizer.step()
+
     def validate(self, step: int, log: TrainLog | None = None) -> dict[str, float]:
         raise NotImplementedError
 

@@ -170,7 +170,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     saved = (kept / "model.safetensors").read_bytes()
     with torch.no_grad():
         trainer.unwrapped.classifier.head.weight.fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match=r"at step 2;.*step-000002 is kept"):
+    with pytest.raises(NonFiniteLossError, match=r"at step 3;.*step-000002 is kept"):
         trainer.train()
     assert trainer.store.list() == [kept] and (kept / "model.safetensors").read_bytes() == saved
     assert not (tmp_path / "model").exists()

@@ -28,7 +28,6 @@ from gan_baselines.training import (
     GanTrainer,
     TrainLog,
     batch_diversity,
-    check_losses,
     step_generator,
     warn_if_collapsed,
     write_sample_grid,
@@ -61,18 +60,11 @@ class DGTTrainer(GanTrainer):
         rng = step_generator(c.seed, step)
         batch = {k: v.to(self.device) for k, v in self.data.sample(c.train_batch_size, rng).items()}
         total, terms, x_fake = dgt_losses(m, batch, rng, c.loss)
-        check_losses({"total": total, **terms}, step, self.last_checkpoint)
-        main, disc = self.optimizers["main"], self.optimizers["disc"]
-        main.zero_grad(set_to_none=True)
-        self.accelerator.backward(total)
-        main.step()
+        self.update(self.optimizers["main"], total, step, {"total": total, **terms})
         cond = m.condition(batch["mask"], batch["label"])
         d_loss = discriminator_loss(m.discriminator(torch.cat([batch["defect"], cond], 1)),
                                     m.discriminator(torch.cat([x_fake.detach(), cond], 1)))
-        check_losses({"disc": d_loss}, step, self.last_checkpoint)
-        disc.zero_grad(set_to_none=True)
-        self.accelerator.backward(d_loss)
-        disc.step()
+        self.update(self.optimizers["disc"], d_loss, step, {"disc": d_loss})
         return {"loss/total": float(total.detach()), "loss/disc": float(d_loss.detach()),
                 **{f"loss/{k}": float(v.detach()) for k, v in terms.items()}}
 

@@ -24,7 +24,6 @@ from gan_baselines.training import (
     GanTrainer,
     TrainLog,
     batch_diversity,
-    check_losses,
     repeat_row,
     step_generator,
     warn_if_collapsed,
@@ -58,17 +57,10 @@ class ICPR20Trainer(GanTrainer):
             batch = flip_pairs(batch, rng)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         loss_g, terms, x, cond = icpr20_losses(m, batch, rng, c.l1_weight)
-        check_losses({"generator": loss_g, **terms}, step, self.last_checkpoint)
-        gen, disc = self.optimizers["gen"], self.optimizers["disc"]
-        gen.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss_g)
-        gen.step()
+        self.update(self.optimizers["gen"], loss_g, step, {"generator": loss_g, **terms})
         loss_d = discriminator_loss(m.discriminator(torch.cat([cond, batch["defect"]], 1)),
                                     m.discriminator(torch.cat([cond, x.detach()], 1)))
-        check_losses({"disc": loss_d}, step, self.last_checkpoint)
-        disc.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss_d)
-        disc.step()
+        self.update(self.optimizers["disc"], loss_d, step, {"disc": loss_d})
         return {"loss/generator": float(loss_g.detach()), "loss/disc": float(loss_d.detach()),
                 **{f"loss/{k}": float(v.detach()) for k, v in terms.items()}}
 

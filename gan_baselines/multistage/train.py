@@ -24,7 +24,6 @@ from gan_baselines.training import (
     GanTrainer,
     TrainLog,
     batch_diversity,
-    check_losses,
     repeat_row,
     step_generator,
     warn_if_collapsed,
@@ -82,17 +81,11 @@ class MultistageTrainer(GanTrainer):
         fake = m.generator(noise, grams, types)
         d_loss = cgan_d_loss(m.patch_discriminator(patches, grams, types),
                              m.patch_discriminator(fake.detach(), grams, types))
-        check_losses({"d_s_loss": d_loss}, step + 1, self.last_checkpoint)
-        opt["d_s"].zero_grad(set_to_none=True)
-        self.accelerator.backward(d_loss)
-        opt["d_s"].step()
+        self.update(opt["d_s"], d_loss, step, {"d_s_loss": d_loss})
         m.patch_discriminator.requires_grad_(False)
         g_loss = cgan_g_loss(m.patch_discriminator(fake, grams, types))
         m.patch_discriminator.requires_grad_(True)
-        check_losses({"g_loss": g_loss}, step + 1, self.last_checkpoint)
-        opt["g"].zero_grad(set_to_none=True)
-        self.accelerator.backward(g_loss)
-        opt["g"].step()
+        self.update(opt["g"], g_loss, step, {"g_loss": g_loss})
         return {"loss/d_s": float(d_loss.detach()), "loss/g": float(g_loss.detach())}
 
     def _stage2_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
@@ -102,10 +95,7 @@ class MultistageTrainer(GanTrainer):
             composite, box, _ = m.compose(real, mask, types, rng)
         output = m.fusion(composite, box)
         d_loss = cgan_d_loss(m.fusion_discriminator(real), m.fusion_discriminator(output.detach()))
-        check_losses({"d_t_loss": d_loss}, step + 1, self.last_checkpoint)
-        opt["d_t"].zero_grad(set_to_none=True)
-        self.accelerator.backward(d_loss)
-        opt["d_t"].step()
+        self.update(opt["d_t"], d_loss, step, {"d_t_loss": d_loss})
         m.fusion_discriminator.requires_grad_(False)
         with torch.no_grad():
             target_features = m.vgg(real)
@@ -113,10 +103,7 @@ class MultistageTrainer(GanTrainer):
                                     c.model.perceptual_layers, c.hinge_margin, c.lambda_hinge, c.lambda_perceptual,
                                     c.lambda_adversarial)
         m.fusion_discriminator.requires_grad_(True)
-        check_losses({"t_loss": t_loss, **terms}, step + 1, self.last_checkpoint)
-        opt["t"].zero_grad(set_to_none=True)
-        self.accelerator.backward(t_loss)
-        opt["t"].step()
+        self.update(opt["t"], t_loss, step, {"t_loss": t_loss, **terms})
         return {"loss/d_t": float(d_loss.detach()), "loss/t": float(t_loss.detach()),
                 **{f"loss/{k}": float(v.detach()) for k, v in terms.items()}}
 

@@ -30,7 +30,6 @@ from gan_baselines.training import (
     GanTrainer,
     TrainLog,
     batch_diversity,
-    check_losses,
     cosine_schedule,
     repeat_row,
     step_generator,
@@ -94,10 +93,7 @@ class R3GANTrainer(GanTrainer):
         d_real = m.discriminator(*augment_pairs(real, mask, s["aug_p"], rng), types)
         d_fake = m.discriminator(*augment_pairs(fake, mask, s["aug_p"], rng), types)
         d_loss, terms = discriminator_loss(d_real, d_fake, real, fake, gamma)
-        check_losses({"d_loss": d_loss, **terms}, step + 1, self.last_checkpoint)
-        opt_d.zero_grad(set_to_none=True)
-        self.accelerator.backward(d_loss)
-        opt_d.step()
+        self.update(opt_d, d_loss, step, {"d_loss": d_loss, **terms})
 
         # G step on a fresh real batch
         real, mask, types = self._batch(rng)
@@ -107,10 +103,7 @@ class R3GANTrainer(GanTrainer):
         d_fake = m.discriminator(*augment_pairs(fake, mask, s["aug_p"], rng), types)
         g_loss = rpgan_g_loss(d_real, d_fake)
         m.discriminator.requires_grad_(True)
-        check_losses({"g_loss": g_loss}, step + 1, self.last_checkpoint)
-        opt_g.zero_grad(set_to_none=True)
-        self.accelerator.backward(g_loss)
-        opt_g.step()
+        self.update(opt_g, g_loss, step, {"g_loss": g_loss})
 
         beta = 0.5 ** (c.train_batch_size / s["ema_halflife_images"]) if s["ema_halflife_images"] > 0 else 0.0
         with torch.no_grad():
