@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "openset": ("defectfill.commands.openset", "find defects with a trained DGT model: known type or 'unknown defect'"),
     "report": ("defectfill.commands.report", "write the HTML/markdown report of one or more arms"),
     "bench": ("defectfill.commands.bench", "run the benchmark protocol (arms x detectors) and report"),
+    "compare": ("defectfill.commands.compare", "two bench runs arm by arm (after - before, paired intervals)"),
     "demo": ("defectfill.commands.demo", "the small CPU bench end to end: simulate, train, generate, fine-tune, report"),
     "real": ("defectfill.commands.real", "the real-stain bench (configs/bench_real_stains.yaml): real vs + cut-paste vs + DefectFill"),
     "study": ("defectfill.commands.study", "the studies of the method notes on a bench run (fusion: seams and realism)"),

@@ -95,6 +95,31 @@ def compare_arms(per_seed: dict[int, list[dict]], *, seed: int = 0, num_resample
     return {"comparisons": comparisons, "verdict": verdict, "notes": notes}
 
 
+def compare_runs(before: dict[int, list[dict]], after: dict[int, list[dict]], *, arms: list[str] | None = None,
+                 seed: int = 0, num_resamples: int = 2000, level: float = 0.95) -> dict[str, Any]:
+    """Each arm of two bench runs of one protocol (e.g. without and with the quality gate, or two base
+    models): F(after) − F(before) with its paired bootstrap interval, pairing test images and seeds.
+    Returns {"comparisons", "verdict", "notes"}; an arm missing from one run is a note, not a row."""
+    names = lambda runs: list(dict.fromkeys(r["arm"] for rs in runs.values() for r in rs))
+    wanted = arms or [a for a in names(after) if a in names(before)]
+    comparisons, notes = [], []
+    for arm in wanted:
+        mine, theirs = _counts(after, arm), _counts(before, arm)
+        shared = sorted(set(mine) & set(theirs))
+        if not shared:
+            notes.append(f"{arm}: not scored in both runs on a shared seed (before: {sorted(theirs)}, after: "
+                         f"{sorted(mine)}); not compared")
+            continue
+        result = paired_bootstrap(stack_seed_counts([mine[s] for s in shared]),
+                                  stack_seed_counts([theirs[s] for s in shared]),
+                                  num_resamples=num_resamples, level=level, seed=seed)
+        comparisons.append({"arm": arm, "baseline": f"{arm} before", "seeds": shared, **result})
+    sentences = [_sentence(c).replace(f"{c['arm']} ranks above", f"{c['arm']}: after ranks above").replace(
+        f"{c['arm']} ranks below", f"{c['arm']}: after ranks below") for c in comparisons]
+    verdict = "; ".join(sentences) + "." if sentences else "No arm was scored in both runs."
+    return {"comparisons": comparisons, "verdict": verdict, "notes": notes}
+
+
 def _cell(stat: dict | None) -> str:
     if not stat:
         return "n/a"

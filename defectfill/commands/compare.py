@@ -1,0 +1,67 @@
+"""`defectfill compare BEFORE AFTER`: did a change help? Two bench runs of one protocol, arm by arm.
+
+Each arm finished in both runs (seed-<s>/arms/<arm>/results.json) is compared after − before by a
+paired bootstrap over the test images, seeds shared by both runs pooled per image
+(`report.seeds.compare_runs`): "no ranking" when the interval holds 0. The quality gate's rejections
+of both runs (bench.json) are listed beside. Writes compare.json and compare.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("before", type=Path, help="bench run folder: the reference")
+    parser.add_argument("after", type=Path, help="bench run folder: the change, same protocol and test images")
+    parser.add_argument("--arms", nargs="+", default=None, help="arms to compare (default: every arm in both)")
+    parser.add_argument("--out", type=Path, default=None, help="where compare.json / compare.md go (default: AFTER)")
+
+
+def read_arm_results(run_dir: Path) -> dict[int, list[dict]]:
+    """{seed: [results.json of each finished arm]} of a bench run folder."""
+    from defectfill.errors import ConfigError
+    from defectfill.report.html import load_results
+
+    run_dir = Path(run_dir)
+    per_seed: dict[int, list[dict]] = {}
+    for folder in sorted(run_dir.glob("seed-*/arms/*")):
+        if (folder / "results.json").is_file() and folder.parent.parent.name.removeprefix("seed-").isdigit():
+            seed = int(folder.parent.parent.name.removeprefix("seed-"))
+            per_seed.setdefault(seed, []).extend(load_results([folder]))
+    if not per_seed:
+        raise ConfigError(f"{run_dir}: no finished arm (seed-<s>/arms/<arm>/results.json); pass a bench run folder "
+                          "written by `defectfill bench`")
+    return per_seed
+
+
+def _gate(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "bench.json"
+    return json.loads(path.read_text()).get("quality_gate") if path.is_file() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from defectfill.io_utils import atomic_write_json, atomic_write_text
+    from defectfill.report.seeds import compare_runs, comparison_table
+
+    before, after = read_arm_results(args.before), read_arm_results(args.after)
+    result = compare_runs(before, after, arms=args.arms)
+    result.update({"before": str(args.before), "after": str(args.after),
+                   "quality_gate": {"before": _gate(args.before), "after": _gate(args.after)}})
+    out = args.out or args.after
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "compare.json", result)
+    lines = [f"# {args.after} against {args.before}", "", comparison_table(result), result["verdict"], ""]
+    for which in ("before", "after"):
+        for arm, counts in (result["quality_gate"][which] or {}).items():
+            lines.append(f"- quality gate {which}, {arm}: {counts['rejected']} rejected, "
+                         f"{counts['accepted_after_retry']} accepted after a retry, {counts['accepted']} at once")
+    lines += [f"- {note}" for note in result["notes"]]
+    atomic_write_text(out / "compare.md", "\n".join(lines) + "\n")
+    print(comparison_table(result) + result["verdict"])
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {out / 'compare.md'}")
+    return 0
