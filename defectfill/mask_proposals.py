@@ -161,10 +161,13 @@ def fabric_region(image: np.ndarray, window: int | None = None, std_floor: float
 
     image: (H, W, 3) or (H, W) uint8. A pixel is fabric when, in the `window` x `window` box around
     it (default 6 % of the short side, at least 7 px), the grey level's standard deviation is at
-    least `std_floor` (default max(2, 0.2 x its 90th percentile over the image): woven cloth
-    always has texture, a blank lead-in has sensor noise only) and fewer than half of the pixels are
-    saturated (<= saturation[0] or >= saturation[1]). The map is shrunk by half a window so that
-    a box straddling fabric and a blank band does not count as fabric. Cost: four box filters.
+    least `std_floor` and fewer than half of the pixels are saturated (<= saturation[0] or >=
+    saturation[1]). The floor is relative to the image's own texture, max(0.5, 0.2 x the 75th
+    percentile of the local std), because real cloth can be very smooth (real stained cotton at
+    64-128 px: local std 1-2 grey levels) while a blank band is much smoother than the cloth beside
+    it; so a band is found as long as it covers less than a quarter of the image, and an image that
+    is all smooth counts as fabric. The map is shrunk by half a window so that a box straddling
+    fabric and a blank band does not count as fabric. Cost: four box filters.
     """
     arr = np.asarray(image)
     if arr.ndim == 3:
@@ -182,7 +185,7 @@ def fabric_region(image: np.ndarray, window: int | None = None, std_floor: float
     clipped = ((grey <= saturation[0]) | (grey >= saturation[1])).astype(np.float32)
     saturated = cv2.boxFilter(clipped, -1, box) > 0.5
     if std_floor is None:
-        std_floor = max(2.0, 0.2 * float(np.percentile(std, 90)))
+        std_floor = max(0.5, 0.2 * float(np.percentile(std, 75)))
     fabric = (std >= std_floor) & ~saturated
     return erode(fabric, window // 2)
 
