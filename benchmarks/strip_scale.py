@@ -32,16 +32,36 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = ("knot", "hole")
+TYPES = ("knot", "hole", "nep")  # knot, hole: the simulator's; nep: drawn here (tiny)
 TEXTURES = ("plain", "twill")
 ARMS = {"before": ("whole_image", True), "after": ("generation", False)}  # training_crops, --allow-blank
+
+
+def nep(image: np.ndarray, seed: int, lead_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """A nep (a tiny bright fibre knot, radius 2.5-4 px, 20-50 px) drawn on a good strip: the
+    simulator has no defect this small, the real strips of the issue had many."""
+    rng = np.random.default_rng([seed, 7])
+    height, width = image.shape[:2]
+    cy, cx = rng.uniform(16, height - 16), rng.uniform(lead_in + 64, width - 64)
+    radius = rng.uniform(2.5, 4.0)
+    y, x = np.mgrid[0:height, 0:width]
+    d2 = ((y - cy) / rng.uniform(0.8, 1.2)) ** 2 + (x - cx) ** 2
+    mask = d2 <= radius**2
+    weight = 0.8 * np.exp(-d2 / (2 * (0.7 * radius) ** 2))[..., None]
+    out = image.astype(np.float32) + (235 - image.astype(np.float32)) * weight
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), mask
 
 
 def strip(texture: str, defect_type: str | None, seed: int, height: int, width: int, lead_in: int):
     """(image (H, W, 3) uint8 grey, mask) with a blank lead-in; a defect in or near the lead-in is redrawn."""
     from defectfill.data.fabric import render_sample
 
+    if defect_type == "nep":
+        image, _ = render_sample(texture, None, seed, size=(height, width), gray=True)
+        image, mask = nep(image, seed, lead_in)
     for attempt in range(50):
+        if defect_type == "nep":
+            break
         image, mask = render_sample(texture, defect_type, seed + 1000 * attempt, size=(height, width), gray=True)
         if defect_type is None or not mask[:, : lead_in + 32].any():
             break
@@ -61,7 +81,7 @@ def build_data(out: Path, args) -> Path:
         return data
     started = time.perf_counter()
     samples = []
-    for t, defect_type in enumerate(TYPES):
+    for t, defect_type in enumerate(args.types):
         for i in range(args.train_per_type):
             image, mask = strip(TEXTURES[i % 2], defect_type, 100 * t + i, args.height, args.width, args.lead_in)
             samples.append(DefectSample(image, mask, defect_type, is_gray=True, meta={"name": f"{defect_type}_{i:02d}"}))
@@ -91,7 +111,7 @@ def run_arm(out: Path, data: Path, arm: str, args) -> dict:
                      "--seed", "0"])
         assert code == 0, f"train {arm} failed"
         seconds["train"] = time.perf_counter() - started
-    for defect_type in TYPES:
+    for defect_type in args.types:
         gen = arm_dir / f"gen-{defect_type}"
         done = gen / "manifest.jsonl"
         expected = args.good * args.per_image
@@ -124,16 +144,16 @@ def measure(out: Path, data: Path, args) -> dict:
     from defectfill.data.readers import read_dataset
     from defectfill.metrics.generation import defect_contrast
 
-    real = {t: [] for t in TYPES}
-    real_contrast = {t: [] for t in TYPES}
+    real = {t: [] for t in args.types}
+    real_contrast = {t: [] for t in args.types}
     for sample in read_dataset(data / "train", layout="folder"):
         real[sample.defect_type].append(int(sample.mask.sum()))
         real_contrast[sample.defect_type].append(defect_contrast(sample.image, sample.mask))
-    results = {"real": {t: {"area": _quartiles(real[t]), "contrast": _quartiles(real_contrast[t])} for t in TYPES}}
+    results = {"real": {t: {"area": _quartiles(real[t]), "contrast": _quartiles(real_contrast[t])} for t in args.types}}
     for arm in ARMS:
         scale = json.loads((out / arm / "model" / "scale.json").read_text())
         results[arm] = {}
-        for defect_type in TYPES:
+        for defect_type in args.types:
             gen = out / arm / f"gen-{defect_type}"
             records = [json.loads(line) for line in (gen / "manifest.jsonl").read_text().splitlines() if line.strip()]
             changed, requested, contrast, on_lead_in = [], [], [], 0
@@ -147,6 +167,7 @@ def measure(out: Path, data: Path, args) -> dict:
                     contrast.append(defect_contrast(load_image(gen / r["image"]), label))
             results[arm][defect_type] = {
                 "items": len(records), "changed_area": _quartiles(changed), "request_area": _quartiles(requested),
+                "changed_fraction": _quartiles(np.array(changed) / np.maximum(1, requested)),
                 "changed_nothing": sum(c == 0 for c in changed) / max(1, len(changed)),
                 "contrast": _quartiles([c for c in contrast if c is not None]),
                 "proposals_on_lead_in": on_lead_in,
@@ -172,7 +193,7 @@ def sheet(out: Path, data: Path, args) -> Path:
     images, masks, captions = [], [], []
     per_row = 8
     real = [s for s in read_dataset(data / "train", layout="folder")]
-    for defect_type in TYPES:
+    for defect_type in args.types:
         for s in [s for s in real if s.defect_type == defect_type][:per_row]:
             c, m = crop(s.image, s.mask, s.mask)
             images.append(c)
@@ -200,8 +221,8 @@ def table(results: dict) -> str:
         return f"{q['median']:.0f} [{q['q1']:.0f}-{q['q3']:.0f}]" if q.get("n") else "-"
 
     lines = [("| arm | type | training windows (vanished at latent size) | real area px | requested px | "
-              "changed px | changed nothing | contrast real / generated | on lead-in |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "changed px | changed / requested | changed nothing | contrast real / generated | on lead-in |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         for t, r in results[arm].items():
             real = results["real"][t]
@@ -209,7 +230,9 @@ def table(results: dict) -> str:
             lines.append(
                 f"| {arm} ({tr['training_crops']}) | {t} | {tr['training_windows']} ({tr['vanished_at_latent_size']}) "
                 f"x{tr['scale_median']:.2f} | {iqr(real['area'])} | {iqr(r['request_area'])} | "
-                f"{iqr(r['changed_area'])} | {r['changed_nothing']:.2f} of {r['items']} | "
+                f"{iqr(r['changed_area'])} | {r['changed_fraction']['median']:.2f} "
+                f"[{r['changed_fraction']['q1']:.2f}-{r['changed_fraction']['q3']:.2f}] | "
+                f"{r['changed_nothing']:.2f} of {r['items']} | "
                 f"{real['contrast']['median']:.1f} / {r['contrast'].get('median', float('nan')):.1f} | "
                 f"{r['proposals_on_lead_in']} |")
     return "\n".join(lines)
@@ -230,6 +253,7 @@ def main() -> None:
     parser.add_argument("--num-candidates", type=int, default=4)
     parser.add_argument("--inference-steps", type=int, default=25)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--types", nargs="+", default=["knot", "hole"], choices=list(TYPES))
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
