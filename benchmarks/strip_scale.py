@@ -177,12 +177,13 @@ def measure(out: Path, data: Path, args) -> dict:
 
 def sheet(out: Path, data: Path, args) -> Path:
     """Per type: a row of real defect crops (mask outlined), then per arm a row of pairs (good crop with
-    the request mask outlined, the generated crop as it is); 96-px crops at the strip's own scale."""
+    the request mask outlined, the generated crop as it is); `--crop-px` crops at the strip's own
+    scale, each shown 128 px wide."""
     from defectfill.data.images import load_image, load_mask
     from defectfill.data.readers import read_dataset
     from defectfill.viz import save_contact_sheet
 
-    side = 96
+    side = args.crop_px
 
     def crop(image, mask, box_mask):
         ys, xs = np.nonzero(box_mask)
@@ -253,6 +254,7 @@ def main() -> None:
     parser.add_argument("--num-candidates", type=int, default=4)
     parser.add_argument("--inference-steps", type=int, default=25)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--crop-px", type=int, default=96, help="side of the contact sheet's crops (image px)")
     parser.add_argument("--types", nargs="+", default=["knot", "hole"], choices=list(TYPES))
     args = parser.parse_args()
     torch.set_num_threads(1)
