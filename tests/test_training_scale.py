@@ -105,7 +105,31 @@ def test_defects_too_small_at_the_generation_scale_say_to_upsample(base_model, t
         trainer = DefectFillTrainer(tiny_config(base_model, folder, tmp_path / "out", resolution=32))
     assert trainer.scale_report["nep"]["vanished_at_latent_size"] == 1
     assert "this is the scale `generate` paints them at" in caplog.text and "upsample" in caplog.text
-    assert "x4" in caplog.text  # 8 px cell / sqrt(4 px area)
+    assert "set window_zoom: 4" in caplog.text  # 8 px cell / sqrt(4 px area)
+
+
+def test_window_zoom_trains_and_generates_in_enlarged_windows(strips, base_model, tmp_path):
+    from defectfill.models.defectfill import DefectFill
+
+    samples, folder = strips
+    out = tmp_path / "zoom"
+    trainer = DefectFillTrainer(tiny_config(base_model, folder, out, resolution=32, window_zoom=2.0,
+                                            max_train_steps=1, scale_min=1.0, scale_max=1.0, random_flip=False))
+    # a 12-px knot + 4 px of context (8 generated px) each side: a 20-px window generated at 32 px
+    ((window, _),) = windows_for_mask(samples[0].mask, 32, trainer.size_multiple, zoom=2.0)
+    assert (window.width, window.gen_width) == (20, 32)
+    assert trainer.scale_report["knot"]["scale_median"] == pytest.approx(32 / 20)
+    item = trainer.dataset[(0, 0)]
+    assert int(item["defect_mask"].sum()) >= 2 * 144  # the knot enlarged 1.6x
+    trainer.train()
+    model = DefectFill.from_pretrained(out)
+    assert model.window_zoom == 2.0
+    result = model.generate(samples[0].image, samples[0].mask, defect_type="knot", num_candidates=1, seed=0,
+                            num_inference_steps=2)
+    assert result.meta["windows"] == [window.as_dict()]  # generate paints in the very window trained on
+    assert np.array_equal(result.image[~samples[0].mask], samples[0].image[~samples[0].mask])
+    with pytest.raises(ConfigError, match="window_zoom 2.0 needs training_crops: generation"):
+        tiny_config(base_model, folder, tmp_path / "w", window_zoom=2.0, training_crops="whole_image")
 
 
 def test_bad_input_gives_clear_errors(strips, base_model, tmp_path):

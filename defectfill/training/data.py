@@ -82,9 +82,9 @@ def load_defect_samples(
 
 def concept_training_crops(samples: list[DefectSample], resolution: int, multiple: int = 8,
                            context: float = 0.25, max_enlarge: float = 2.0,
-                           skipped: list[str] | None = None) -> list[DefectSample]:
+                           skipped: list[str] | None = None, zoom: float = 1.0) -> list[DefectSample]:
     """One crop per group of nearby defects: the window `DefectFill.generate` works in for it
-    (`windows_for_mask` at `resolution`, size `multiple`, `context`), resized to the generation size
+    (`windows_for_mask` at `resolution`, size `multiple`, `context`, `zoom`), resized to the generation size
     (longer side `resolution`), with the group's mask inside it.
 
     A window clipped by a narrow image (a defect as tall as a 256-px strip) is generated with its
@@ -99,7 +99,8 @@ def concept_training_crops(samples: list[DefectSample], resolution: int, multipl
         if sample.is_good or not sample.mask.any():
             continue
         name = sample.meta.get("name") or (sample.source.stem if sample.source else "img")
-        for k, (window, group) in enumerate(windows_for_mask(sample.mask, resolution, multiple, context=context), 1):
+        groups = windows_for_mask(sample.mask, resolution, multiple, context=context, zoom=zoom)
+        for k, (window, group) in enumerate(groups, 1):
             if min(window.gen_height, window.gen_width) * max_enlarge < resolution:
                 if skipped is not None:
                     skipped.append(f"{name} window {window.as_dict()['box']} (generated at "

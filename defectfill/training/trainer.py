@@ -179,7 +179,8 @@ class DefectFillTrainer:
         skipped: list[str] = []
         if config.training_crops == "generation":
             self.training_samples = {
-                t: concept_training_crops(items, config.resolution, self.size_multiple, skipped=skipped)
+                t: concept_training_crops(items, config.resolution, self.size_multiple, skipped=skipped,
+                                          zoom=config.window_zoom)
                 for t, items in self.samples.items()}
             if skipped:
                 logger.warning("%d defect windows left out: generate would paint them at under half the resolution "
@@ -250,10 +251,11 @@ class DefectFillTrainer:
                        "the image's own scale: set training_crops: generation (the default) so that training sees "
                        "the defects at the scale generate paints them")
             else:
+                k = cov.upsample_needed(f)
                 fix = ("this is the scale `generate` paints them at, so neither training nor generation can draw "
-                       "them finer than one latent cell: upsample the defect images and the good images alike "
-                       f"(about x{cov.upsample_needed(f)}) "
-                       "before training and generating, or use a base model with a smaller VAE factor")
+                       f"them finer than one latent cell: set window_zoom: {k * c.window_zoom:g} (about x{k} "
+                       "finer windows, recorded in the model so generate uses them too), or upsample the defect "
+                       "images and the good images alike, or use a base model with a smaller VAE factor")
             logger.warning("%s: %d of %d training masks cover less than one %dx%d latent cell at the training scale "
                            "(x%.3g) and vanish at latent size (each keeps one centroid cell); %s",
                            defect_type, cov.vanished, cov.defects, f, f, float(np.median(scales)), fix)
@@ -267,6 +269,7 @@ class DefectFillTrainer:
             "object_word": c.object_word,
             "initializer_words": self.tokens.initializer_words,
             "resolution": c.resolution,
+            "window_zoom": c.window_zoom if c.training_crops == "generation" else 1.0,
             "lora": {"rank": c.rank, "alpha": c.lora_alpha, "unet_targets": list(c.unet_lora_targets),
                      "text_encoder_targets": list(c.text_encoder_lora_targets) if c.train_text_encoder else []},
             "training": to_dict(c),
