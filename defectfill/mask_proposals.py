@@ -12,8 +12,10 @@ Two sources, chosen with `mode`:
 
 Sizes are relative to the short image side `ref` with absolute minimums, so a 256-px window gets
 10-200 px defects and a 4096x256 strip gets defects sized for its 256-px height. Shapes are
-placed inside `region` (the fabric; default the whole image) at least `margin` px from its
-border unless `allow_border`.
+placed inside `region` (default the whole image) at least `margin` px from its border unless
+`allow_border`. Given the good `image`, shapes land only on fabric (`fabric_region`): never on a
+nearly constant band (the blank lead-in of a line-scan strip, a lamp-off frame) nor on regions
+saturated at 0 / 255.
 """
 
 from __future__ import annotations
@@ -149,6 +151,45 @@ def _transform_real(rng: np.random.Generator, mask: np.ndarray, target_ref: floa
     return _crop_to_content(resize_mask(rotated, new_size, mode="area", keep_nonempty=True))
 
 
+# ---------------------------------------------------------------------------------- fabric validity
+SATURATED = (2, 253)  # grey levels at or beyond these count as clipped by the camera
+
+
+def fabric_region(image: np.ndarray, window: int | None = None, std_floor: float | None = None,
+                  saturation: tuple[int, int] = SATURATED) -> np.ndarray:
+    """(H, W) bool: where the good image shows fabric, i.e. where a defect may be proposed.
+
+    image: (H, W, 3) or (H, W) uint8. A pixel is fabric when, in the `window` x `window` box around
+    it (default 6 % of the short side, at least 7 px), the grey level's standard deviation is at
+    least `std_floor` and fewer than half of the pixels are saturated (<= saturation[0] or >=
+    saturation[1]). The floor is relative to the image's own texture, max(0.5, 0.2 x the 75th
+    percentile of the local std), because real cloth can be very smooth (real stained cotton at
+    64-128 px: local std 1-2 grey levels) while a blank band is much smoother than the cloth beside
+    it; so a band is found as long as it covers less than a quarter of the image, and an image that
+    is all smooth counts as fabric. The map is shrunk by half a window so that a box straddling
+    fabric and a blank band does not count as fabric. Cost: four box filters.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr.mean(axis=2)
+    if arr.ndim != 2:
+        raise DataError(f"fabric_region: expected an (H, W) or (H, W, 3) image, found shape {np.asarray(image).shape}")
+    grey = arr.astype(np.float32)
+    height, width = grey.shape
+    if window is None:
+        window = max(7, round(0.06 * min(height, width)))
+    window = int(window) | 1  # odd: centred on the pixel
+    box = (window, window)
+    mean = cv2.boxFilter(grey, -1, box)
+    std = np.sqrt(np.maximum(0.0, cv2.boxFilter(grey * grey, -1, box) - mean * mean))
+    clipped = ((grey <= saturation[0]) | (grey >= saturation[1])).astype(np.float32)
+    saturated = cv2.boxFilter(clipped, -1, box) > 0.5
+    if std_floor is None:
+        std_floor = max(0.5, 0.2 * float(np.percentile(std, 75)))
+    fabric = (std >= std_floor) & ~saturated
+    return erode(fabric, window // 2)
+
+
 # ---------------------------------------------------------------------------------------- placing
 def _place(rng: np.random.Generator, shape: np.ndarray, allowed: np.ndarray, tries: int = 60) -> np.ndarray | None:
     """Put `shape` at a random position where all its pixels are allowed; None when it never fits."""
@@ -186,6 +227,7 @@ def propose_masks(
     allow_border: bool = False,
     region: Any = None,
     margin: int | None = None,
+    image: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """`n` (H, W) bool masks where new `defect_type` defects can go on an image of `image_shape`.
 
@@ -194,6 +236,8 @@ def propose_masks(
     region: (H, W) bool area the defects must lie in (the fabric); default the whole image.
     margin: distance kept from the region's border (default max(2, 2 % of the short side));
         ignored with allow_border.
+    image: the good image ((H, W, 3) or (H, W) uint8): when given, shapes land only on its fabric
+        (`fabric_region`), never on blank or saturated margins.
     """
     if mode not in MODES:
         raise DataError(f"mode {mode!r} is not one of {list(MODES)}")
@@ -220,6 +264,17 @@ def propose_masks(
     allowed = np.ones((height, width), dtype=bool) if region is None else binarize(region)
     if allowed.shape != (height, width):
         raise DataError(f"region is {allowed.shape[1]}x{allowed.shape[0]}, the image {width}x{height}")
+    if image is not None:
+        if np.asarray(image).shape[:2] != (height, width):
+            raise DataError(f"image is {np.asarray(image).shape[1]}x{np.asarray(image).shape[0]}, image_shape "
+                            f"{width}x{height}; pass the shape of the image the masks are for")
+        fabric = fabric_region(image)
+        if not fabric.any():
+            raise DataError(f"no fabric in the {width}x{height} image: it is nearly constant or saturated "
+                            "everywhere (fabric_region), so a defect would land on a blank or clipped area; remove "
+                            "the image from the good images, or allow blank areas (allow_blank / --allow-blank)")
+        allowed = allowed & fabric
+        region = allowed
     if not allow_border:
         margin = max(2, round(0.02 * min(height, width))) if margin is None else int(margin)
         inner = np.zeros_like(allowed)

@@ -67,7 +67,10 @@ def test_generate_train_data_folder_holds_the_asked_type(tmp_path):
     _pairs(tmp_path / "real")
     goods = tmp_path / "good"
     goods.mkdir()
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(goods / "g.png")
+    from defectfill.data.fabric import render_fabric
+
+    # good cloth (a flat grey square has no fabric for the proposals: refused, see test_mask_proposals)
+    Image.fromarray(render_fabric("plain", 0, 64)).save(goods / "g.png")
     out = tmp_path / "out"
     assert main(["generate", "--generator", "cutpaste", "--train-data", str(tmp_path / "real"), "--images",
                  str(goods), "--defect-type", "oil", "--out", str(out), "--num-candidates", "1",

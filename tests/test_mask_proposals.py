@@ -102,3 +102,61 @@ def test_bad_requests_are_refused_with_the_fix():
         propose_masks((64, 64), "stain", 1, rng=0, mode="magic")
     with pytest.raises(DataError, match="region"):
         propose_masks((64, 64), "stain", 1, rng=0, region=np.ones((32, 32), bool))
+
+
+# ------------------------------------------------------------------ fabric only: no blank lead-in, no clipping
+LEAD_IN = 300  # px of blank lead-in at the start of the strip
+
+
+@pytest.fixture(scope="module")
+def strip_with_lead_in():
+    """A 256x2048 greyscale strip: blank lead-in (grey 40 with sensor noise, std 1.5), fabric, and a
+    band saturated at 255 at its end."""
+    from defectfill.data.fabric import render_fabric
+
+    image = render_fabric("twill", 3, size=(256, 2048), gray=True).copy()
+    noise = np.random.default_rng(0).normal(40, 1.5, (256, LEAD_IN, 1))
+    image[:, :LEAD_IN] = np.clip(noise, 0, 255).astype(np.uint8)
+    image[:, 1900:] = 255
+    return image
+
+
+def test_fabric_region_excludes_the_blank_lead_in_and_saturated_bands(strip_with_lead_in):
+    from defectfill.mask_proposals import fabric_region
+
+    fabric = fabric_region(strip_with_lead_in)
+    columns = np.flatnonzero(fabric.any(axis=0))
+    assert columns.min() >= LEAD_IN and columns.max() < 1900
+    assert fabric[:, LEAD_IN + 20 : 1880].all()  # all of the cloth away from the bands
+    assert fabric_region(strip_with_lead_in[..., 0]).sum() == fabric.sum()  # (H, W) input too
+
+
+@pytest.mark.parametrize("defect_type", ["knot", "hole", "stain", "broken_end"])
+def test_proposals_on_a_strip_land_on_fabric_only(strip_with_lead_in, defect_type):
+    masks = propose_masks(strip_with_lead_in.shape[:2], defect_type, 40, rng=1, image=strip_with_lead_in)
+    assert all(m.any() for m in masks)
+    first = min(int(np.flatnonzero(m.any(axis=0)).min()) for m in masks)
+    last = max(int(np.flatnonzero(m.any(axis=0)).max()) for m in masks)
+    assert first >= LEAD_IN and last < 1900
+    # without the image (the shape only), the lead-in is as likely as anywhere: the test can fail
+    anywhere = propose_masks(strip_with_lead_in.shape[:2], defect_type, 40, rng=1)
+    assert any(np.flatnonzero(m.any(axis=0)).min() < LEAD_IN for m in anywhere)
+
+
+def test_mask_policy_passes_the_image_unless_blank_is_allowed(strip_with_lead_in):
+    from defectfill.generators.requests import MaskPolicy, Request
+
+    requests = [Request(i, f"r{i}", "knot", None, i, (0, i)) for i in range(30)]
+    shape = strip_with_lead_in.shape[:2]
+    on_fabric = [MaskPolicy().propose(r, shape, None, strip_with_lead_in) for r in requests]
+    assert all(np.flatnonzero(m.any(axis=0)).min() >= LEAD_IN for m in on_fabric)
+    anywhere = [MaskPolicy(allow_blank=True).propose(r, shape, None, strip_with_lead_in) for r in requests]
+    assert any(np.flatnonzero(m.any(axis=0)).min() < LEAD_IN for m in anywhere)
+
+
+def test_an_image_without_fabric_is_refused_with_the_fix():
+    blank = np.full((64, 256, 3), 40, np.uint8)
+    with pytest.raises(DataError, match=r"no fabric in the 256x64 image.*--allow-blank"):
+        propose_masks(blank.shape[:2], "knot", 1, rng=0, image=blank)
+    with pytest.raises(DataError, match="image is 256x64, image_shape 128x64"):
+        propose_masks((64, 128), "knot", 1, rng=0, image=blank)

@@ -17,7 +17,7 @@ import yaml
 from defectfill.bench.config import load_bench_config
 from defectfill.bench.protocol import load_folder_data
 from defectfill.errors import ConfigError
-from defectfill.models.plugin import concept_training_crops
+from defectfill.training.data import concept_training_crops
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -124,3 +124,15 @@ def test_nearby_components_share_a_window_and_windows_never_overlap():
     assert len(windows_for_mask(speckle, resolution=64, multiple=8)) == 1
     with pytest.raises(GenerationError, match="mask is empty"):
         windows_for_mask(np.zeros((64, 64), bool), resolution=64)
+
+
+def test_zoom_paints_a_small_defect_in_a_smaller_window_enlarged():
+    mask = _mask((256, 4096), 100, 106, 2000, 2005)  # a 5x6 px nep on a strip
+    w = window_around_mask(mask, resolution=64, multiple=16, zoom=2)
+    assert (w.width, w.height) == (32, 32) and (w.gen_width, w.gen_height) == (64, 64) and w.scale == 2
+    ((grouped, _),) = windows_for_mask(mask, 64, 16, zoom=2)
+    assert grouped == w
+    big = _mask((256, 256), 50, 150, 50, 150)  # larger than resolution / zoom: its own size decides, as before
+    assert window_around_mask(big, 64, 16, zoom=2) == window_around_mask(big, 64, 16)
+    with pytest.raises(GenerationError, match="zoom must be >= 1"):
+        window_around_mask(mask, 64, 16, zoom=0.5)

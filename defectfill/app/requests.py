@@ -66,9 +66,9 @@ def request_from_editor(value: dict[str, Any] | None, mask_file: str | Path | No
 
 def propose_mask(image: np.ndarray, defect_type: str, seed: int, real_masks: list[np.ndarray] | None = None,
                  mode: str = "auto") -> np.ndarray:
-    """One proposed mask for `defect_type` on `image` (per-type shapes, or learned from real masks)."""
+    """One proposed mask for `defect_type` on `image`'s fabric (per-type shapes, or learned from real masks)."""
     return propose_masks(image.shape[:2], defect_type, 1, np.random.default_rng(seed), real_masks=real_masks,
-                         mode=mode)[0]
+                         mode=mode, image=image)[0]
 
 
 def _view_box(mask: np.ndarray, min_side: int = 96) -> tuple[int, int, int, int]:

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-masks", type=Path, default=None,
                         help="folder of real masks of this type (or with a <defect-type>/ subfolder)")
     parser.add_argument("--allow-border", action="store_true", help="let proposed masks touch the image border")
+    parser.add_argument("--allow-blank", action="store_true",
+                        help="let proposed masks land on blank or saturated areas too (default: fabric only, "
+                             "never on a strip's blank lead-in; see mask_proposals.fabric_region)")
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="a generator option (YAML value), e.g. --option guidance_scale=3; unknown keys are refused")
     parser.add_argument("--steps", type=int, default=None, help="DefectFill: DDIM steps (option num_inference_steps)")
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                             f"{sorted(generator.defect_types)}")
         summary = run_generation(generator, requests, args.out, num_candidates=args.num_candidates,
                                  masks=MaskPolicy(mode=args.masks, real_masks={args.defect_type: real_masks},
-                                                  allow_border=args.allow_border),
+                                                  allow_border=args.allow_border, allow_blank=args.allow_blank),
                                  model_name=model_name, contact_sheet=not args.no_contact_sheet,
                                  gate=gate)
     if summary["rank"] == 0:

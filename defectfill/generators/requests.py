@@ -111,14 +111,19 @@ class MaskPolicy:
     real_masks: {defect_type: [real masks]}.
     clearance_px: keep this many pixels away from a defect already in the source image (an
         in-memory sample with a mask); None: the whole image is allowed.
+    allow_blank: also propose on blank or saturated areas of the image (default: only on fabric,
+        `mask_proposals.fabric_region`, when the image is passed to `propose`).
     """
 
     mode: str = "auto"
     real_masks: dict[str, list[np.ndarray]] = field(default_factory=dict)
     allow_border: bool = False
     clearance_px: int | None = None
+    allow_blank: bool = False
 
-    def propose(self, request: Request, shape: tuple[int, int], existing: np.ndarray | None = None) -> np.ndarray:
+    def propose(self, request: Request, shape: tuple[int, int], existing: np.ndarray | None = None,
+                image: np.ndarray | None = None) -> np.ndarray:
+        """The request's mask (its own, or proposed on an image of `shape`; on `image`'s fabric when given)."""
         from defectfill.mask_proposals import propose_masks
         from defectfill.masks import dilate
 
@@ -129,7 +134,8 @@ class MaskPolicy:
             region = ~dilate(existing, self.clearance_px)
         rng = np.random.default_rng(list(request.mask_key))
         return propose_masks(shape, request.defect_type, 1, rng, real_masks=self.real_masks.get(request.defect_type, []),
-                             mode=self.mode, allow_border=self.allow_border, region=region)[0]
+                             mode=self.mode, allow_border=self.allow_border, region=region,
+                             image=None if self.allow_blank else image)[0]
 
 
 def load_real_masks(folder: str | Path | None, defect_type: str) -> list[np.ndarray]:

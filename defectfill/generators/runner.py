@@ -104,7 +104,7 @@ def generate_request(generator: Any, request: Request, out_dir: Path, *, num_can
     attempts = 1 + (gate.config.max_retries if gate is not None and gate.config.enabled else 0)
     verdicts = []
     try:
-        mask = masks.propose(request, image.shape[:2], existing)
+        mask = masks.propose(request, image.shape[:2], existing, image)
         for attempt in range(attempts):
             seed = retry_seed(request.seed, attempt)
             result = generator.generate(image, mask, defect_type=request.defect_type, num_candidates=num_candidates,

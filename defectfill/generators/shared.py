@@ -127,14 +127,14 @@ FillFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def paint_in_windows(image: np.ndarray, request: np.ndarray, fill: FillFn, *, num_candidates: int, resolution: int,
-                     size_multiple: int = 8, context: float = 0.25, feather_px: float = 0.0
+                     size_multiple: int = 8, context: float = 0.25, feather_px: float = 0.0, zoom: float = 1.0
                      ) -> tuple[list[np.ndarray], list[dict]]:
     """k candidates of `image` painted inside `request`: every group of nearby defects gets its
     window (`windows_for_mask`), `fill(window_image, window_mask) -> (k, h, w, 3) uint8` paints it,
     and the result is pasted back inside that group's mask only. A grey-looking input gives grey
     candidates. Returns (candidates, windows as dicts)."""
     grey = looks_grey(image)
-    groups = windows_for_mask(request, resolution, size_multiple, context=context)
+    groups = windows_for_mask(request, resolution, size_multiple, context=context, zoom=zoom)
     candidates = [image] * num_candidates
     for window, group_mask in groups:
         window_mask = crop_mask(group_mask, window)

@@ -6,6 +6,8 @@ therefore works on a *window*: the mask's bounding box grown by some context to 
 resolution, clamped inside the image; the window is resized so that its longer side is the model
 resolution (rounded to what the UNet accepts), generated, resized back and pasted into the
 original **inside the request mask only**, so every pixel outside the mask stays bit-identical.
+With `zoom` z > 1 the smallest window is resolution / z image pixels, enlarged z times: a defect
+smaller than a latent cell at the image's own scale (a 5-px nep) is painted z times finer.
 
 Window coordinates follow the project convention: `x0, y0, x1, y1` with exclusive ends.
 """
@@ -65,10 +67,11 @@ def window_around_mask(
     multiple: int = 8,
     context: float = 0.25,
     min_context_px: int = 8,
+    zoom: float = 1.0,
 ) -> Window:
     """The window that DefectFill generates for `mask` ((H, W) bool, not empty).
 
-    side = max(resolution, mask bbox side + 2 * max(min_context_px, context * bbox side)), a square
+    side = max(resolution / zoom, mask bbox side + 2 * max(min_context_px, context * bbox side)), a square
     centred on the mask's bounding box, clipped to the image (a 256-px-high strip gives a window
     256 high) and shifted to stay inside it. The window is generated with its longer side equal to
     `resolution`, both sides rounded to `multiple` (what the VAE and UNet accept).
@@ -77,7 +80,7 @@ def window_around_mask(
     if ys.size == 0:
         raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return window_around_box(bbox, mask.shape, resolution, multiple, context, min_context_px)
+    return window_around_box(bbox, mask.shape, resolution, multiple, context, min_context_px, zoom)
 
 
 def window_around_box(
@@ -87,16 +90,19 @@ def window_around_box(
     multiple: int = 8,
     context: float = 0.25,
     min_context_px: int = 8,
+    zoom: float = 1.0,
 ) -> Window:
     """`window_around_mask` for a mask whose bounding box is `bbox` (x0, y0, x1, y1) in an image of
     `shape` (H, W): the window depends on the box only."""
     if resolution < multiple:
         raise GenerationError(f"resolution {resolution} is smaller than the size multiple {multiple}")
+    if not zoom >= 1.0:
+        raise GenerationError(f"zoom must be >= 1 (1: windows at the image's own scale), found {zoom}")
     height, width = shape[:2]
     bx0, by0, bx1, by1 = bbox
     bbox_side = max(bx1 - bx0, by1 - by0)
-    margin = max(min_context_px, math.ceil(context * bbox_side))
-    side = max(resolution, bbox_side + 2 * margin)
+    margin = max(math.ceil(min_context_px / zoom), math.ceil(context * bbox_side))  # context px as generated
+    side = max(math.ceil(resolution / zoom), bbox_side + 2 * margin)
     win_h, win_w = min(side, height), min(side, width)
     y0 = _place((by0 + by1) / 2.0, win_h, height)
     x0 = _place((bx0 + bx1) / 2.0, win_w, width)
@@ -121,6 +127,7 @@ def windows_for_mask(
     context: float = 0.25,
     min_context_px: int = 8,
     max_groups: int = 64,
+    zoom: float = 1.0,
 ) -> list[tuple[Window, np.ndarray]]:
     """Split `mask` into groups of nearby defects, each with its own window: [(window, group_mask)].
 
@@ -136,12 +143,12 @@ def windows_for_mask(
         raise GenerationError("mask is empty: nothing to generate; draw at least one pixel where the defect goes")
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
     if count - 1 > 4 * max_groups:  # a speckle mask: skip the pairwise merging
-        return [(window_around_mask(binary, resolution, multiple, context, min_context_px), binary)]
+        return [(window_around_mask(binary, resolution, multiple, context, min_context_px, zoom), binary)]
     # groups as (component labels, bounding box); a window depends on the box only
     groups = [([k], (x, y, x + w, y + h)) for k, (x, y, w, h, _) in enumerate(stats[1:].tolist(), 1)]
 
     def window_of(box):
-        return window_around_box(box, binary.shape, resolution, multiple, context, min_context_px)
+        return window_around_box(box, binary.shape, resolution, multiple, context, min_context_px, zoom)
 
     windows = [window_of(box) for _, box in groups]
     while (pair := _first_overlap(windows)) is not None:
@@ -151,7 +158,7 @@ def windows_for_mask(
         windows.pop(j)
         windows[i] = window_of(groups[i][1])
     if len(groups) > max_groups:
-        return [(window_around_mask(binary, resolution, multiple, context, min_context_px), binary)]
+        return [(window_around_mask(binary, resolution, multiple, context, min_context_px, zoom), binary)]
     parts = [np.isin(labels, members) for members, _ in groups]
     order = sorted(range(len(groups)), key=lambda k: int(np.flatnonzero(parts[k])[0]))
     return [(windows[k], parts[k]) for k in order]

@@ -168,6 +168,11 @@ class DefectFill:
         return int(self.pipeline.unet.config.sample_size) * int(self.pipeline.vae_scale_factor)
 
     @property
+    def window_zoom(self) -> float:
+        """How much the smallest window is enlarged (the training's `window_zoom`; 1 for older models)."""
+        return float(self.info.get("window_zoom", 1.0))
+
+    @property
     def size_multiple(self) -> int:
         """Generated sides must be multiples of this (VAE factor x UNet down-sampling)."""
         downs = len(self.pipeline.unet.config.block_out_channels) - 1
@@ -435,7 +440,8 @@ class DefectFill:
         #    inside that group's part of the mask only
         candidates, windows = paint_in_windows(rgb, request, fill, num_candidates=1 if early else num_candidates,
                                                resolution=self.resolution, size_multiple=self.size_multiple,
-                                               context=self.context, feather_px=self.feather_px)
+                                               context=self.context, feather_px=self.feather_px,
+                                               zoom=self.window_zoom)
         # 4. Low-Fidelity Selection, 5. labels from the pixels that really changed
         scores = score_candidates(rgb, candidates, request, metric)
         return build_result(
@@ -499,7 +505,8 @@ class DefectFill:
                                              num_candidates=k)
             except DefectfillError as exc:
                 raise type(exc)(f"item {i}: {exc}") from exc
-            groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context)
+            groups = windows_for_mask(request, self.resolution, self.size_multiple, context=self.context,
+                                      zoom=self.window_zoom)
             if len(groups) != 1:
                 return None
             window, group_mask = groups[0]

@@ -5,10 +5,13 @@
                 in the work folder) -> load it with the sampling options bound
     load(dir)   a trained model folder (or Hub id) with the sampling options bound
 
-Training data: the source folder as it is (`ctx.source_dir` with its layout) or, with
-`concept_crops: true` (or when the defects are in memory only), the *generation windows* of the
-source defects (`concept_training_crops`): the crop `DefectFill.generate` will work in, at the size
-it works at, so that training and generation see the defects at one scale.
+Training data: the source folder as it is (`ctx.source_dir` with its layout), or the in-memory source
+defects (`ctx.source_defects`, written to the work folder) when there is no folder or with
+`concept_crops: true` (e.g. the source split of a folder whose other images are test images). Either way the
+trainer cuts each defect's generation window (`training_crops: generation`, the training config's
+default): the crop `DefectFill.generate` will work in, at the size it works at, so that training
+and generation see the defects at one scale. `train_overrides: {training_crops: whole_image}` gives
+the behaviour before (the whole image shrunk to the training resolution).
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from defectfill.config import resolve_path
-from defectfill.data.sample import DefectSample
 from defectfill.distributed import resolve_device
-from defectfill.errors import ConfigError, DataError, ModelError
+from defectfill.errors import ConfigError, ModelError
 from defectfill.generators.context import GeneratorContext
 from defectfill.generators.registry import GeneratorPlugin
 from defectfill.io_utils import atomic_write_json
@@ -49,7 +51,7 @@ class DefectFillOptions:
     allow_random_base: bool = True  # base folder missing: fall back to a random tiny base (results meaningless)
     train_config: str = "defectfill_tiny.yaml"
     train_overrides: dict[str, Any] = field(default_factory=dict)
-    concept_crops: bool = False  # train on the generation windows of the defects (always for in-memory data)
+    concept_crops: bool = False  # train on the in-memory source defects (ctx.source_defects), not the source folder
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     selection_metric: str = "auto"  # LFS metric: auto (LPIPS when its weights are here, else ms-ssim-distance)
@@ -150,29 +152,6 @@ def train_config_for(options: DefectFillOptions, config_dir: Path | None = None,
     return load_train_config(path, **{**options.train_overrides, **fields})
 
 
-def concept_training_crops(samples: list[DefectSample], resolution: int, multiple: int = 8,
-                           context: float = 0.25) -> list[DefectSample]:
-    """One crop per group of nearby defects: the window `DefectFill.generate` works in for it
-    (`windows_for_mask` at `resolution`), resized to the generation size, with the mask inside it."""
-    from defectfill.generators.window import crop_image, crop_mask, windows_for_mask
-
-    crops = []
-    for sample in samples:
-        if sample.is_good or not sample.mask.any():
-            continue
-        for k, (window, group) in enumerate(windows_for_mask(sample.mask, resolution, multiple, context=context), 1):
-            mask = crop_mask(group, window)
-            if min(window.gen_height, window.gen_width) < resolution:
-                continue  # image smaller than the model resolution on one side
-            crops.append(DefectSample(crop_image(sample.image, window), mask, sample.defect_type, source=sample.source,
-                                      is_gray=sample.is_gray,
-                                      meta={"name": f"{sample.meta.get('name', 'img')}_c{k}"}))
-    if not crops:
-        raise DataError(f"no defect crop of at least {resolution} px could be cut; lower the DefectFill resolution "
-                        "or use larger images")
-    return crops
-
-
 def same_base(recorded: str, current: str) -> bool:
     """Whether a recorded base is the current one: the same name, or two local copies of one model
     (same model_index.json and the same weight files, by name and size), e.g. after moving the repository."""
@@ -205,23 +184,22 @@ def train_concepts(ctx: GeneratorContext, base_model: str, random_base: bool) ->
         return model_dir, record
     fields: dict[str, Any] = {"pretrained_model_name_or_path": base_model, "defect_types": list(ctx.defect_types),
                                   "output_dir": str(model_dir), "seed": ctx.seed, "resume_from_checkpoint": "latest"}
-    crops = None
     if ctx.source_dir is not None and not options.concept_crops:
         fields.update(train_data_dir=str(ctx.source_dir), dataset_layout=ctx.source_layout or "auto")
-    else:
-        probe = train_config_for(options, ctx.config_dir)
+    else:  # the in-memory source defects; the trainer cuts their generation windows (training_crops)
         defects = [s for s in ctx.source_defects if s.defect_type in ctx.defect_types]
-        crops = concept_training_crops(defects, probe.resolution) if options.concept_crops else defects
         data_dir = work / "train_data"
         if not (data_dir / "defects.json").is_file():
-            write_masks(crops, data_dir)
+            write_masks(defects, data_dir)
         fields.update(train_data_dir=str(data_dir), dataset_layout="folder")
     config = train_config_for(options, ctx.config_dir, **fields)
     started = time.perf_counter()
     train_defectfill(config)
+    scale = json.loads((model_dir / "scale.json").read_text()) if (model_dir / "scale.json").is_file() else {}
     record = {"base_model": base_model, "random_base": random_base, "seconds": time.perf_counter() - started,
               "max_train_steps": config.max_train_steps, "resolution": config.resolution,
-              "train_batch_size": config.train_batch_size, "crops": None if crops is None else len(crops)}
+              "train_batch_size": config.train_batch_size, "training_crops": config.training_crops,
+              "crops": sum(v["training_windows"] for v in scale.values()) or None}
     atomic_write_json(work / TRAIN_DONE, record)
     return model_dir, record
 

@@ -83,7 +83,7 @@ def save_concepts(
     """Write the LoRA, the concept embeddings and `defectfill.json` into `out_dir`; return it.
 
     concepts: defect type -> token (each token must be in `tokenizer`).
-    meta: base_model, object_word, initializer_words, resolution, lora {...}, training {...}.
+    meta: base_model, object_word, initializer_words, resolution, lora {...}, training {...}, window_zoom (if not 1).
     """
     from diffusers import StableDiffusionInpaintPipeline
     from safetensors.torch import save_file
@@ -123,6 +123,8 @@ def save_concepts(
         "lora": dict(meta.get("lora", {})),
         "training": dict(meta.get("training", {})),
     }
+    if float(meta.get("window_zoom", 1.0)) != 1.0:  # generation windows enlarged (training's window_zoom)
+        info["window_zoom"] = float(meta["window_zoom"])
     atomic_write_json(out_dir / INFO_FILE, info)
     return out_dir
 

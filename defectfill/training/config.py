@@ -24,6 +24,8 @@ from defectfill.config import from_dict, load_config
 from defectfill.errors import ConfigError
 from defectfill.models.components import SD2_INPAINT_ID
 
+TRAINING_CROPS = ("generation", "whole_image")
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
@@ -50,6 +52,16 @@ class DefectFillTrainConfig:
     defect_prompt: str = _f("A photo of {token}", "prompt of the defect loss ({token} = the concept token)")
     object_prompt: str = _f("A {object} with {token}", "prompt of the object loss")
     resolution: int = _f(512, "training image size (square crops); smaller images are refused")
+    training_crops: str = _f(
+        "generation",
+        "what a training example is cut from: 'generation' = each defect's window as `generate` paints it, at "
+        "the size it paints at (any image size, line-scan strips included); 'whole_image' = the whole image "
+        "resized so its short side is `resolution` (the behaviour before: a 4096x256 strip is shrunk 4x at "
+        "resolution 64 while generate paints at its own scale)")
+    window_zoom: float = _f(
+        1.0, "generation windows of at least resolution/zoom image px, enlarged zoom times (training_crops: "
+        "generation): for defects smaller than a latent cell at the image's scale; recorded in the model, "
+        "so `generate` paints with the same zoom")
     center_crop: bool = _f(False, "centre crop instead of a random crop after the random resize")
     random_flip: bool = _f(True, "random horizontal flip")
     scale_min: float = _f(1.0, "random resize factor range (min), relative to `resolution`")
@@ -117,6 +129,13 @@ class DefectFillTrainConfig:
                 f"{self.box_max_fraction}")
         if not 0.0 < self.scale_min <= self.scale_max or self.scale_min < 1.0:
             problems.append(f"need 1 <= scale_min <= scale_max, found {self.scale_min}, {self.scale_max}")
+        if not self.window_zoom >= 1.0:
+            problems.append(f"window_zoom must be >= 1 (1: the image's own scale), found {self.window_zoom}")
+        elif self.window_zoom != 1.0 and self.training_crops != "generation":
+            problems.append(f"window_zoom {self.window_zoom} needs training_crops: generation (the windows it "
+                            f"enlarges), found {self.training_crops!r}")
+        if self.training_crops not in TRAINING_CROPS:
+            problems.append(f"training_crops must be one of {list(TRAINING_CROPS)}, found {self.training_crops!r}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             problems.append(f"mixed_precision must be no, fp16 or bf16, found {self.mixed_precision!r}")
         if self.report_to not in ("tensorboard", "none"):

@@ -1,9 +1,13 @@
 """Training data of DefectFill: a few defect images + masks per type, augmented, with random boxes.
 
 Samples come from `defectfill.data.readers.read_dataset` (MVTec-AD, image+mask folders, COCO,
-YOLO, AITEX). Each training example is a random resize (x scale_min..scale_max of the training
-size) and a crop that contains a defect pixel, a random horizontal flip, the two prompts of its
-type, and the random box mask M_rand of the object loss.
+YOLO, AITEX). By default (`training_crops: generation`) each defect is first cut out with the
+window `DefectFill.generate` will paint it in, at the size it paints at (`concept_training_crops`,
+the same `windows_for_mask` as generation), so a concept learns its defects at the scale it will
+draw them, whatever the image size (a 4096x256 strip keeps its small defects at full size instead
+of shrinking 4x). Each training example is then a random resize (x scale_min..scale_max of the
+training size) and a crop that contains a defect pixel, a random horizontal flip, the two prompts
+of its type, and the random box mask M_rand of the object loss.
 
 All randomness of an example comes from a generator seeded by (seed, draw), where `draw` is the
 example's position in the run's global sample stream; `StepBatchSampler` gives every process its
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -75,6 +80,91 @@ def load_defect_samples(
     return dict(sorted(by_type.items()))
 
 
+def concept_training_crops(samples: list[DefectSample], resolution: int, multiple: int = 8,
+                           context: float = 0.25, max_enlarge: float = 2.0,
+                           skipped: list[str] | None = None, zoom: float = 1.0) -> list[DefectSample]:
+    """One crop per group of nearby defects: the window `DefectFill.generate` works in for it
+    (`windows_for_mask` at `resolution`, size `multiple`, `context`, `zoom`), resized to the generation size
+    (longer side `resolution`), with the group's mask inside it.
+
+    A window clipped by a narrow image (a defect as tall as a 256-px strip) is generated with its
+    short side below `resolution`; the training augmentation enlarges such a crop to `resolution`.
+    Crops it would enlarge more than `max_enlarge` times (a 2000-px line on a strip) would be
+    learned at another scale than they are generated at: they are left out, named in `skipped`.
+    """
+    from defectfill.generators.window import crop_image, crop_mask, windows_for_mask
+
+    crops = []
+    for sample in samples:
+        if sample.is_good or not sample.mask.any():
+            continue
+        name = sample.meta.get("name") or (sample.source.stem if sample.source else "img")
+        groups = windows_for_mask(sample.mask, resolution, multiple, context=context, zoom=zoom)
+        for k, (window, group) in enumerate(groups, 1):
+            if min(window.gen_height, window.gen_width) * max_enlarge < resolution:
+                if skipped is not None:
+                    skipped.append(f"{name} window {window.as_dict()['box']} (generated at "
+                                   f"{window.gen_width}x{window.gen_height})")
+                continue
+            crops.append(DefectSample(crop_image(sample.image, window), crop_mask(group, window), sample.defect_type,
+                                      source=sample.source, is_gray=sample.is_gray,
+                                      meta={"name": f"{name}_c{k}", "window": window.as_dict(),
+                                            "generation_scale": window.scale}))
+    if not crops:
+        raise DataError(f"no defect crop of at least {resolution / max_enlarge:g} px on its short side could be cut "
+                        f"({len(skipped or [])} windows too narrow); lower the DefectFill resolution or use larger "
+                        "images")
+    return crops
+
+
+@dataclass
+class LatentCoverage:
+    """How many training defects of one type still cover a latent cell at the scale training sees them."""
+
+    defects: int = 0
+    vanished: int = 0  # masks an area resize to latent size empties (kept as one centroid cell)
+    scales: list[float] = field(default_factory=list)  # image px -> training px, per defect
+    vanished_areas: list[float] = field(default_factory=list)  # their mask areas in training px
+
+    def upsample_needed(self, vae_scale_factor: int) -> int:
+        """About how many times larger the median vanished defect must be drawn to cover a latent cell."""
+        if not self.vanished_areas:
+            return 1
+        return max(2, math.ceil(vae_scale_factor / math.sqrt(max(1e-6, float(np.median(self.vanished_areas))))))
+
+
+def latent_coverage(samples: dict[str, list[DefectSample]], resolution: int, vae_scale_factor: int,
+                    ) -> dict[str, LatentCoverage]:
+    """Per type: the defects whose mask an area resize to latent size empties, at the scale the
+    augmentation shows them (short side -> `resolution`, jitter ignored)."""
+    out: dict[str, LatentCoverage] = {}
+    for defect_type, items in samples.items():
+        cov = out.setdefault(defect_type, LatentCoverage())
+        for sample in items:
+            h, w = sample.size
+            scale = resolution / min(h, w)
+            latent = (max(1, round(h * scale / vae_scale_factor)), max(1, round(w * scale / vae_scale_factor)))
+            cov.defects += 1
+            if not resize_mask(sample.mask, latent, mode="area", keep_nonempty=False).any():
+                cov.vanished += 1
+                cov.vanished_areas.append(float(sample.mask.sum()) * scale**2)
+            cov.scales.append(scale * float(sample.meta.get("generation_scale", 1.0)))
+    return out
+
+
+def check_image_sizes(samples: dict[str, list[DefectSample]], resolution: int, min_side: int | None = None) -> None:
+    """Refuse an image whose short side is below `min_side` (default `resolution`)."""
+    min_side = resolution if min_side is None else min_side
+    for defect_type, items in samples.items():
+        for sample in items:
+            h, w = sample.size
+            if min(h, w) < min_side:
+                raise DataError(
+                    f"{sample.source or defect_type}: image {w}x{h} is smaller than the training size "
+                    f"{resolution}x{resolution}; lower `resolution` or upscale/remove the image"
+                )
+
+
 def random_box_mask(size: int, num_boxes: int, min_fraction: float, max_fraction: float,
                     generator: torch.Generator) -> np.ndarray:
     """M_rand: the union of `num_boxes` axis-aligned boxes with sides uniform in
@@ -120,6 +210,7 @@ class DefectFillDataset(Dataset):
         num_random_boxes: int = 30,
         box_fraction: tuple[float, float] = (0.03, 0.25),
         seed: int = 0,
+        min_image_side: int | None = None,
     ):
         self.types = list(samples)
         self.items = [(t, s) for t in self.types for s in samples[t]]
@@ -131,13 +222,7 @@ class DefectFillDataset(Dataset):
         self.num_random_boxes = num_random_boxes
         self.box_fraction = box_fraction
         self.seed = seed
-        for defect_type, sample in self.items:
-            h, w = sample.size
-            if min(h, w) < resolution:
-                raise DataError(
-                    f"{sample.source or defect_type}: image {w}x{h} is smaller than the training size "
-                    f"{resolution}x{resolution}; lower `resolution` or upscale/remove the image"
-                )
+        check_image_sizes(samples, resolution, min_image_side)
         self.prompts = {}
         for defect_type in self.types:
             token = concept_tokens[defect_type]

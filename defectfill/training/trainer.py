@@ -12,7 +12,12 @@ functions of (seed, step, rank), so a resumed run continues exactly where the fi
 
 Outputs in `output_dir`: the trained concepts (see defectfill.models.weights), `config.yaml`,
 `logs/` (TensorBoard), `losses.jsonl` (one line per step), `samples/step-*.png`,
-`checkpoint-<step>/` (each one also a loadable model folder).
+`checkpoint-<step>/` (each one also a loadable model folder), `scale.json` (per type: the training
+windows, their scale and how many masks vanish at latent size).
+
+Training examples are cut from the windows `generate` paints in (`training_crops: generation`,
+the default; see defectfill.training.data), so the concepts learn each defect at the scale they
+will draw it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ from defectfill.losses import LossWeights, NonFiniteLossError
 from defectfill.models import weights as weights_io
 from defectfill.models.concepts import check_defect_type_name, default_token
 from defectfill.training.config import DefectFillTrainConfig
-from defectfill.training.data import DefectFillDataset, StepBatchSampler, load_defect_samples, mixed_seed
+from defectfill.training.data import (
+    DefectFillDataset,
+    StepBatchSampler,
+    check_image_sizes,
+    concept_training_crops,
+    latent_coverage,
+    load_defect_samples,
+    mixed_seed,
+)
 from defectfill.training.model import DefectFillModels, load_components, make_trainable
 from defectfill.training.step import StepOutput, defectfill_step
 
@@ -136,6 +149,7 @@ class DefectFillTrainer:
         if unknown:
             raise ConfigError(f"concept_tokens: defect type(s) {unknown} are not trained (trained: {sorted(self.samples)})")
         self.concepts = {t: config.concept_tokens.get(t, default_token(t)) for t in self.samples}
+        check_image_sizes(self.samples, config.resolution)
 
         # --- models ---
         self.models: DefectFillModels = load_components(config.pretrained_model_name_or_path, config.revision,
@@ -159,13 +173,29 @@ class DefectFillTrainer:
         m.text_encoder.train()
 
         self.vae_scale_factor = 2 ** (len(m.vae.config.block_out_channels) - 1)
+        # the generated window's sides are multiples of this (DefectFill.size_multiple)
+        self.size_multiple = self.vae_scale_factor * 2 ** (len(m.unet.config.block_out_channels) - 1)
+        self.training_samples = self.samples
+        skipped: list[str] = []
+        if config.training_crops == "generation":
+            self.training_samples = {
+                t: concept_training_crops(items, config.resolution, self.size_multiple, skipped=skipped,
+                                          zoom=config.window_zoom)
+                for t, items in self.samples.items()}
+            if skipped:
+                logger.warning("%d defect windows left out: generate would paint them at under half the resolution "
+                               "on their short side (a defect nearly as large as the image's short side), so "
+                               "training cannot see them at the generation scale; e.g. %s. Raise `resolution` or "
+                               "tile such images", len(skipped), skipped[:3])
+        self.log_scale()
         self.dataset = DefectFillDataset(
-            self.samples, m.tokenizer, self.concepts, resolution=config.resolution,
+            self.training_samples, m.tokenizer, self.concepts, resolution=config.resolution,
             vae_scale_factor=self.vae_scale_factor, object_word=config.object_word,
             defect_prompt=config.defect_prompt, object_prompt=config.object_prompt,
             scale_range=(config.scale_min, config.scale_max), center_crop=config.center_crop,
             random_flip=config.random_flip, num_random_boxes=config.num_random_boxes,
-            box_fraction=(config.box_min_fraction, config.box_max_fraction), seed=config.seed)
+            box_fraction=(config.box_min_fraction, config.box_max_fraction), seed=config.seed,
+            min_image_side=config.resolution // 2 if config.training_crops == "generation" else None)
 
         # --- optimiser ---
         unet_lora = [p for p in m.unet.parameters() if p.requires_grad]
@@ -198,6 +228,39 @@ class DefectFillTrainer:
         self.global_step = 0
         self.rescued_masks = 0
 
+    def log_scale(self) -> dict[str, Any]:
+        """Log, per type, the windows trained on, their scale, and the defects that cover less than one
+        latent cell at that scale (with what to change); returns the figures (also in `scale.json`)."""
+        c, f = self.config, self.vae_scale_factor
+        coverage = latent_coverage(self.training_samples, c.resolution, f)
+        self.scale_report = {}
+        for defect_type, cov in coverage.items():
+            scales = np.array(cov.scales)
+            self.scale_report[defect_type] = {
+                "images": len(self.samples[defect_type]), "training_windows": cov.defects,
+                "vanished_at_latent_size": cov.vanished, "scale_median": float(np.median(scales)),
+                "training_crops": c.training_crops}
+            logger.info("%s: %d images -> %d training %s, image px -> training px x%.3g (median), latent cell "
+                        "%dx%d training px", defect_type, len(self.samples[defect_type]), cov.defects,
+                        "windows (the generation windows)" if c.training_crops == "generation" else "images (whole)",
+                        float(np.median(scales)), f, f)
+            if not cov.vanished:
+                continue
+            if c.training_crops == "whole_image":
+                fix = ("these are the whole images shrunk to `resolution`, while `generate` paints in windows at "
+                       "the image's own scale: set training_crops: generation (the default) so that training sees "
+                       "the defects at the scale generate paints them")
+            else:
+                k = cov.upsample_needed(f)
+                fix = ("this is the scale `generate` paints them at, so neither training nor generation can draw "
+                       f"them finer than one latent cell: set window_zoom: {k * c.window_zoom:g} (about x{k} "
+                       "finer windows, recorded in the model so generate uses them too), or upsample the defect "
+                       "images and the good images alike, or use a base model with a smaller VAE factor")
+            logger.warning("%s: %d of %d training masks cover less than one %dx%d latent cell at the training scale "
+                           "(x%.3g) and vanish at latent size (each keeps one centroid cell); %s",
+                           defect_type, cov.vanished, cov.defects, f, f, float(np.median(scales)), fix)
+        return self.scale_report
+
     # ------------------------------------------------------------------ weights and checkpoints
     def model_meta(self) -> dict[str, Any]:
         c = self.config
@@ -206,6 +269,7 @@ class DefectFillTrainer:
             "object_word": c.object_word,
             "initializer_words": self.tokens.initializer_words,
             "resolution": c.resolution,
+            "window_zoom": c.window_zoom if c.training_crops == "generation" else 1.0,
             "lora": {"rank": c.rank, "alpha": c.lora_alpha, "unet_targets": list(c.unet_lora_targets),
                      "text_encoder_targets": list(c.text_encoder_lora_targets) if c.train_text_encoder else []},
             "training": to_dict(c),
@@ -359,6 +423,7 @@ class DefectFillTrainer:
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(c, self.output_dir / "config.yaml")
+            atomic_write_json(self.output_dir / "scale.json", self.scale_report)
             if acc.trackers == [] and c.report_to != "none":
                 acc.init_trackers("defectfill", config={k: v for k, v in to_dict(c).items()
                                                         if isinstance(v, (int, float, str, bool))})
@@ -377,6 +442,7 @@ class DefectFillTrainer:
         progress = tqdm(total=c.max_train_steps, initial=self.global_step, desc="DefectFill steps",
                         disable=not acc.is_local_main_process)
         micro_step = self.global_step * accum
+        first_step = self.global_step
         sums: dict[str, float] = {}
         started = time.perf_counter()
         for batch in loader:
@@ -408,8 +474,11 @@ class DefectFillTrainer:
                 break
         progress.close()
         if self.rescued_masks:
-            logger.warning("%d training masks were emptied by the resize to latent size; each kept its "
-                           "centroid pixel (defectfill.masks.resize_mask keep_nonempty)", self.rescued_masks)
+            logger.warning("%d of %d training draws had a mask that the resize to latent size emptied; each kept its "
+                           "centroid cell (defectfill.masks.resize_mask keep_nonempty). Per type and what to change: "
+                           "the warnings at the start of training and %s", self.rescued_masks,
+                           (self.global_step - first_step) * c.train_batch_size * accum,
+                           self.output_dir / "scale.json")
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.save_model(self.output_dir)
