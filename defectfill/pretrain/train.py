@@ -454,7 +454,10 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     if accelerator.is_main_process and result.step > 0:
         trained = accelerator.unwrap_model(model)
         unet, text_encoder = (trained.unet, trained.text_encoder) if tc.train_text_encoder else (trained, text_encoder)
-        export_pipeline(unet, vae, text_encoder, tokenizer, scheduler, output_dir / "pipeline",
+        from defectfill.models.components import build_clip_tokenizer
+
+        # a fresh tokenizer: the fast one used for training keeps its padding in tokenizer.json
+        export_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler, output_dir / "pipeline",
                         info={"unet_steps": result.step, "unet_finished": result.finished,
                               "text_encoder_trained": tc.train_text_encoder, "init_from": tc.init_from})
     accelerator.wait_for_everyone()
