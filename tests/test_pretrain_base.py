@@ -531,3 +531,36 @@ def test_text_encoder_leg_continues_a_base_and_ships_the_trained_text_encoder(tr
     assert _script_main(["--config", str(config), "--output_dir", str(out), "--export_to", str(target)]) == 0
     exported = CLIPTextModel.from_pretrained(str(target / "text_encoder")).state_dict()
     assert all(torch.equal(exported[k], te_after[k]) for k in te_after)
+
+
+def _fill_contrast(base: Path, prompt: str, seeds=(0, 1, 2)) -> float:
+    """Mean grey-level contrast to the ring of the base's fills of a centred box, guidance 7.5."""
+    from diffusers import StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    from defectfill.data.fabric import render_fabric
+    from defectfill.metrics.generation import defect_contrast
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(base), safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    mask = np.zeros((64, 64), bool)
+    mask[22:42, 26:38] = True
+    values = []
+    for seed in seeds:
+        window = render_fabric("plain", 1_000_000 + seed, size=64, gray=True)
+        out = pipe(prompt=prompt, image=Image.fromarray(window), mask_image=Image.fromarray(mask.astype(np.uint8) * 255),
+                   height=64, width=64, num_inference_steps=15, guidance_scale=7.5, output_type="np",
+                   generator=torch.Generator().manual_seed(seed)).images[0]
+        filled = np.where(mask[..., None], (out * 255).round().astype(np.uint8), window)
+        values.append(defect_contrast(filled, mask))
+    return float(np.mean(values))
+
+
+def test_shipped_base_v5_text_encoder_means_the_defect_words(one_thread):
+    """Base v5's text encoder was trained on descriptive prompts: guided towards "a white stripe" the
+    fill is brighter than its ring, towards "an oil stain" darker (v4's random encoder painted both
+    dark: -40.7 and -33.0 on the real-stain requests; asset README)."""
+    base = ROOT / "assets" / "base-fabric-inpaint-v5"
+    stripe = _fill_contrast(base, "a photo of fabric with a white stripe")
+    oil = _fill_contrast(base, "a photo of fabric with an oil stain")
+    assert stripe > 10 and oil < -10, (stripe, oil)
