@@ -89,6 +89,7 @@ def test_bench_micro_end_to_end_and_resume(tmp_path, capsys):
     assert "Bench protocol" in page and "Over seeds [0, 1]" in page and "Paired differences" in page
     printed = capsys.readouterr().out
     assert "| real_only |" in printed and "report:" in printed and "± " in printed
+    assert set(summary["code"]) == {"version", "commit", "dirty"}  # which code made the run (for compare)
     assert set(summary["ran_this_time"]) >= {"data", "build:defectfill", "build:cutpaste", "generate:cutpaste:seed-0",
                                              "generate:defectfill:seed-1", "arm:real_only:seed-0",
                                              "arm:defectfill:seed-1"}

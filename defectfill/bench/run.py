@@ -75,6 +75,28 @@ def _check_same_config(config: BenchConfig, out_dir: Path) -> None:
         atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
 
+def code_version() -> dict[str, Any]:
+    """The code a run was made with: {"version", "commit" (git HEAD of the source tree, None outside a
+    git checkout), "dirty" (uncommitted changes to tracked files)}. Two bench runs of different code can
+    differ for that reason alone (`defectfill compare` says so)."""
+    import subprocess
+
+    from defectfill import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    commit = dirty = None
+    if (root / ".git").exists():
+        try:
+            git = ["git", "-C", str(root)]
+            commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                    check=True).stdout.strip() or None
+            dirty = bool(subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                        text=True, timeout=10, check=True).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit = dirty = None
+    return {"version": __version__, "commit": commit, "dirty": dirty}
+
+
 def mean_f(result: dict) -> float | None:
     return (result.get("deeplab") or {}).get("mean_f_measure")
 
@@ -398,6 +420,7 @@ def _run_bench(config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) 
         "notes": notes + comparisons["notes"],
         "seconds": stages.seconds(),
         "cpu_seconds": stages.seconds("cpu_seconds"),
+        "code": code_version(),  # of the code that wrote this summary; resumed arms may be older
         "ran_this_time": list(stages.ran),
     }
     sheets = []

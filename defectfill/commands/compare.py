@@ -3,7 +3,8 @@
 Each arm finished in both runs (seed-<s>/arms/<arm>/results.json) is compared after − before by a
 paired bootstrap over the test images, seeds shared by both runs pooled per image
 (`report.seeds.compare_runs`): "no ranking" when the interval holds 0. The quality gate's rejections
-of both runs (bench.json) are listed beside. Writes compare.json and compare.md to --out.
+of both runs (bench.json) are listed beside, and a note when the runs' code differs or is unknown
+(bench.json "code"). Writes compare.json and compare.md to --out.
 """
 
 from __future__ import annotations
@@ -37,9 +38,23 @@ def read_arm_results(run_dir: Path) -> dict[int, list[dict]]:
     return per_seed
 
 
-def _gate(run_dir: Path) -> dict | None:
+def _summary(run_dir: Path) -> dict:
     path = Path(run_dir) / "bench.json"
-    return json.loads(path.read_text()).get("quality_gate") if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def code_note(before: dict, after: dict) -> str | None:
+    """A note when the two runs' code differs or is unknown (bench.json "code"): then a difference may
+    come from the code, not from the change compared."""
+    a, b = (s.get("code") or {} for s in (before, after))
+    if not a.get("commit") or not b.get("commit"):
+        return ("the code version of one run is not recorded (a run older than this field, or not made in a git "
+                "checkout): if the runs were made by different code, a difference may come from the code")
+    if a["commit"] != b["commit"] or a.get("dirty") or b.get("dirty"):
+        return (f"the runs were made by different code (before {a['commit'][:10]}{' + changes' if a.get('dirty') else ''}, "
+                f"after {b['commit'][:10]}{' + changes' if b.get('dirty') else ''}): a difference may come from the code, "
+                "not from the change compared")
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     before, after = read_arm_results(args.before), read_arm_results(args.after)
     result = compare_runs(before, after, arms=args.arms)
+    summaries = _summary(args.before), _summary(args.after)
+    if note := code_note(*summaries):
+        result["notes"].append(note)
     result.update({"before": str(args.before), "after": str(args.after),
-                   "quality_gate": {"before": _gate(args.before), "after": _gate(args.after)}})
+                   "quality_gate": {"before": summaries[0].get("quality_gate"), "after": summaries[1].get("quality_gate")}})
     out = args.out or args.after
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", result)
