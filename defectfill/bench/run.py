@@ -174,8 +174,6 @@ def _train_record(work: Path) -> dict[str, Any] | None:
 
 def _gate_counts(manifests: dict[int, dict[str, Path]]) -> dict[str, dict]:
     """Per synthetic arm: the quality gate's rejected and retried items, summed over the seeds."""
-    import json
-
     from defectfill.generators.quality import SUMMARY_NAME
 
     out: dict[str, dict] = {}

@@ -10,7 +10,6 @@ of both runs (bench.json) are listed beside, and a note when the runs' code diff
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -29,9 +28,9 @@ def read_arm_results(run_dir: Path) -> dict[int, list[dict]]:
     run_dir = Path(run_dir)
     per_seed: dict[int, list[dict]] = {}
     for folder in sorted(run_dir.glob("seed-*/arms/*")):
-        if (folder / "results.json").is_file() and folder.parent.parent.name.removeprefix("seed-").isdigit():
-            seed = int(folder.parent.parent.name.removeprefix("seed-"))
-            per_seed.setdefault(seed, []).extend(load_results([folder]))
+        seed = folder.parent.parent.name.removeprefix("seed-")
+        if (folder / "results.json").is_file() and seed.isdigit():
+            per_seed.setdefault(int(seed), []).extend(load_results([folder]))
     if not per_seed:
         raise ConfigError(f"{run_dir}: no finished arm (seed-<s>/arms/<arm>/results.json); pass a bench run folder "
                           "written by `defectfill bench`")
@@ -39,8 +38,10 @@ def read_arm_results(run_dir: Path) -> dict[int, list[dict]]:
 
 
 def _summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "bench.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The run's bench.json, or {} for a folder without one (arms copied or an unfinished run)."""
+    from defectfill.bench.run import SUMMARY_NAME, read_summary
+
+    return read_summary(run_dir) if (Path(run_dir) / SUMMARY_NAME).is_file() else {}
 
 
 def code_note(before: dict, after: dict) -> str | None:

@@ -413,7 +413,8 @@ def train_unet(cfg: PretrainConfig, accelerator, pools: Pools, output_dir: Path,
     scaling_factor = float(vae.config.scaling_factor)
     text_encoder, tokenizer = text_encoder_and_tokenizer(cfg, output_dir)
     text_encoder.to(accelerator.device)
-    embed = PromptEmbeddings(text_encoder, tokenizer)
+    # a frozen encoder's prompt embeddings are cached; a trained one runs inside the model every step
+    embed = None if tc.train_text_encoder else PromptEmbeddings(text_encoder, tokenizer)
     unet = base_model.build_unet(cfg.model.unet, cfg.model.vae.latent_channels, cfg.model.text_encoder.hidden_size,
                                  seed=cfg.seed)
     if tc.init_from:
